@@ -1,0 +1,164 @@
+"""One run: build backbone + head, train the fine-tuning chain stage by stage, test on every LTC test split.
+
+Each stage trains on its own dataset, selects its best checkpoint on its own validation split, and hands those
+weights to the next stage. The run folder receives the resolved config, per-stage checkpoints and CSV logs,
+the final weights (`model.pt`) and `results.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from dataclasses import fields
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from paraisite import __version__
+from paraisite.data.datamodule import LTCDataModule
+from paraisite.errors import ParaisiteError
+from paraisite.evaluate import test_metrics
+from paraisite.files import write_atomic, write_json
+from paraisite.models.regressor import TrainSettings, TransferRegressor
+
+log = logging.getLogger(__name__)
+
+RESULTS_FORMAT = 1
+MODEL_FORMAT = 1
+TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
+
+
+def build(node: DictConfig, **kwargs):
+    """Instantiate a config group whose `name` key is a label, not a constructor argument."""
+    return instantiate({k: v for k, v in node.items() if k != "name"}, **kwargs)
+
+
+def stages_of(cfg: DictConfig) -> list[dict]:
+    """The chain's stages in order, each = stage_defaults ← stage ← stage_overrides."""
+    stages = []
+    for name, stage in cfg.finetune.stages.items():
+        parts = [OmegaConf.to_container(c, resolve=True) for c in (cfg.stage_defaults, stage, cfg.stage_overrides)]
+        stages.append({"name": name, **parts[0], **parts[1], **parts[2]})
+    return stages
+
+
+def build_model(cfg: DictConfig) -> TransferRegressor:
+    backbone = build(cfg.backbone)
+    return TransferRegressor(backbone, build(cfg.head, in_dim=backbone.out_dim))
+
+
+def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path) -> dict:
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    datamodule.setup()
+    settings = TrainSettings(**{k: v for k, v in stage.items() if k in TRAIN_KEYS})
+    module.start_stage(settings, datamodule.targets("train"))
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage["name"], filename="best",
+                                 monitor="val/mape", mode="min", save_last=True)
+    callbacks = [checkpoint] + ([RichProgressBar()] if cfg.progress_bar else [])
+    trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
+                          logger=instantiate(cfg.logger, version=stage["name"]),
+                          enable_progress_bar=bool(cfg.progress_bar))
+    started = time.perf_counter()
+    trainer.fit(module, datamodule)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    return {
+        "name": stage["name"], "data": stage["data"], "epochs": stage["epochs"],
+        "best_epoch": int(best["epoch"]), "best_val_mape": float(checkpoint.best_model_score),
+        "n_train": len(datamodule.splits["train"]), "n_val": len(datamodule.splits["val"]),
+        "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train the chain and test; returns (and writes) the results dict."""
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_model(cfg)
+    featurizer = module.backbone.featurizer()
+    datamodule = partial(LTCDataModule, featurizer=featurizer, seed=cfg.seed, protocol=cfg.protocol,
+                         data_dir=cfg.data_dir, **cfg.datamodule)
+    stage_results = []
+    for i, stage in enumerate(stages_of(cfg)):
+        L.seed_everything(cfg.seed + i, workers=True, verbose=False)
+        dm = datamodule(dataset=stage["data"], batch_size=stage["batch_size"])
+        stage_results.append(train_stage(module, stage, dm, cfg, run_dir))
+    write_atomic(run_dir / "model.pt", _model_bytes(module, cfg))
+
+    test = {}
+    for name in dict.fromkeys([*cfg.evaluate_on, cfg.data.dataset]):
+        dm = datamodule(dataset=name, batch_size=64)
+        dm.setup()
+        test[name if name in cfg.evaluate_on else cfg.data.name] = test_metrics(module, dm)
+    results = {
+        "format": RESULTS_FORMAT,
+        "status": "ok",
+        "config": run_label(cfg),
+        "stages": stage_results,
+        "test": test,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,
+                     "python": platform.python_version()},
+    }
+    write_json(run_dir / "results.json", results)
+    return results
+
+
+def run_label(cfg: DictConfig) -> dict:
+    return {"backbone": cfg.backbone.name, "pretrain": cfg.pretrain.name, "finetune": cfg.finetune.name,
+            "data": cfg.data.name, "seed": int(cfg.seed), "protocol": cfg.protocol}
+
+
+def _model_bytes(module: TransferRegressor, cfg: DictConfig) -> bytes:
+    """Final weights plus what rebuilds the model (backbone/head config); tensors and plain data only."""
+    import io
+
+    payload = {"format": MODEL_FORMAT, "config": OmegaConf.to_container(cfg, resolve=True),
+               "state_dict": module.state_dict()}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = results["config"]
+    table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
+                        f"seed={c['seed']} · {c['protocol']}")
+    for column in ("test set", "n", "MAPE", "MAE (W/mK)", "log MAE", "R² (log)", "Spearman ρ"):
+        table.add_column(column, justify="left" if column == "test set" else "right")
+    for name, m in results["test"].items():
+        table.add_row(name, str(m["n"]), *(f"{m[k]:.3f}" for k in ("mape", "mae", "log_mae", "r2", "spearman")))
+    Console(file=sys.stdout).print(table)
+
+
+def main(cfg: DictConfig) -> dict | None:
+    """Hydra task: run, print the table; a ParaisiteError becomes a one-line message and a failed results.json."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        results = run(cfg, run_dir)
+    except ParaisiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        write_json(run_dir / "results.json", {"format": RESULTS_FORMAT, "status": "failed", "error": str(exc),
+                                              "config": run_label(cfg)})
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return None
+        sys.exit(2)
+    print_table(results)
+    return results

@@ -1,0 +1,103 @@
+"""`LTCDataModule`: one class for every dataset (named or a user's file), split per source and per seed."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from paraisite.data.datasets import featurized, sources_of
+from paraisite.data.graphs import NO_NEIGHBORS
+from paraisite.data.splits import split_indices
+from paraisite.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class LTCDataModule(L.LightningDataModule):
+    """Featurized dataset with {train, val, test} index splits; unusable records are dropped and reported.
+
+    `exclude_formulas` (reduced formulas) are removed from train/val only: the leakage filter for chains
+    that train on one set and test on another.
+    """
+
+    def __init__(self, dataset: str, featurizer, seed: int, protocol: str = "holdout", batch_size: int = 8,
+                 test_fraction: float = 0.2, val_fraction: float = 0.15, limit: int | None = None,
+                 on_bad: str = "error", num_workers: int = 0, data_dir: str | None = None,
+                 exclude_formulas: frozenset[str] = frozenset()):
+        super().__init__()
+        self.dataset, self.featurizer, self.seed, self.protocol = dataset, featurizer, seed, protocol
+        self.batch_size, self.num_workers, self.limit, self.on_bad = batch_size, num_workers, limit, on_bad
+        self.test_fraction, self.val_fraction, self.data_dir = test_fraction, val_fraction, data_dir
+        self.exclude_formulas = frozenset(exclude_formulas)
+        self.data = None
+        self.splits: dict[str, np.ndarray] = {}
+        self.dropped: list[dict] = []
+        self.n_excluded = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        parts, splits, offset = [], {k: [] for k in SPLITS}, 0
+        for source in sources_of(self.dataset):
+            data = featurized(source, self.featurizer, self.data_dir, self.on_bad)
+            if self.limit:
+                data = self.featurizer.take(data, self.limit)
+            self._check(source, data)
+            for name, idx in split_indices(len(data), self.seed, self.protocol, self.test_fraction,
+                                           self.val_fraction).items():
+                splits[name].append(idx + offset)
+            parts.append(data)
+            offset += len(data)
+        self.data = self.featurizer.concat(parts)
+        flags = [f or ("no_target" if t != t else "") for f, t in zip(self.data.flags, self.data.target.tolist())]
+        formulas = self.data.formulas
+        for name in SPLITS:
+            idx = np.concatenate(splits[name])
+            self.dropped += [{"id": self.data.ids[i], "split": name, "reason": flags[i]} for i in idx if flags[i]]
+            keep = np.array([not flags[i] for i in idx], dtype=bool)
+            if name != "test" and self.exclude_formulas:
+                leak = np.array([formulas[i] in self.exclude_formulas for i in idx], dtype=bool)
+                self.n_excluded += int((keep & leak).sum())
+                keep &= ~leak
+            self.splits[name] = idx[keep]
+        if self.dropped:
+            log.warning("%s: dropped %d unusable record(s): %s", self.dataset, len(self.dropped),
+                        ", ".join(f"{d['id']} ({d['reason']})" for d in self.dropped))
+        if self.n_excluded:
+            log.info("%s: left out %d training/validation record(s) whose formula is in a test split",
+                     self.dataset, self.n_excluded)
+        for name in ("train", "val"):
+            if len(self.splits[name]) == 0:
+                raise DataError(f"dataset {self.dataset}: the {name} split is empty (too few usable records)")
+
+    def _check(self, source: str, data) -> None:
+        """Records no model can use (unlike cells without neighbours, which are dropped) stop the run."""
+        bad = [f"{i}: {f}" for i, f in zip(data.ids, data.flags) if f and f != NO_NEIGHBORS]
+        bad += [f"{i}: no target value" for i, t in zip(data.ids, data.target.tolist()) if t != t]
+        if bad and self.on_bad != "skip":
+            raise DataError(f"{source}: {len(bad)} bad record(s): " + "; ".join(bad))
+
+    def targets(self, split: str):
+        return self.data.target[self.splits[split]]
+
+    def formulas(self, split: str) -> set[str]:
+        return {self.data.formulas[i] for i in self.splits[split]}
+
+    def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+        return DataLoader(self.splits[split].tolist(), batch_size=batch_size or self.batch_size, shuffle=shuffle,
+                          collate_fn=self.data.collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

@@ -1,0 +1,210 @@
+"""Crystal graphs (matgl's Structure2Graph) packed into one tensor file per dataset, cached on disk.
+
+A `GraphSet` keeps all graphs of a dataset as flat tensors plus per-graph offsets: positions and periodic
+shifts are computed once here, so a batch is only slicing and concatenation. The cache file is keyed by the
+source's content hash and the converter settings, written atomically and loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paraisite.data.records import Record
+from paraisite.errors import DataError
+from paraisite.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+NO_NEIGHBORS = "no_neighbors_within_cutoff"
+TENSOR_FIELDS = ("target", "node_type", "pos", "edge_index", "offshift", "node_ptr", "edge_ptr")
+
+
+@dataclass
+class GraphBatch:
+    """A batch in the layout matgl's PyG models read (node_type, pos, edge_index, pbc_offshift, batch)."""
+
+    node_type: torch.Tensor
+    pos: torch.Tensor
+    edge_index: torch.Tensor
+    pbc_offshift: torch.Tensor
+    batch: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    num_graphs: int = field(default=0)
+
+
+@dataclass
+class GraphSet:
+    """All graphs of one dataset as flat tensors; graph i owns nodes node_ptr[i]:node_ptr[i+1] (same for edges)."""
+
+    ids: list[str]
+    formulas: list[str]
+    flags: list[str]  # "" when usable, else why the graph cannot be used
+    target: torch.Tensor  # (G,) float64, NaN where unknown
+    node_type: torch.Tensor
+    pos: torch.Tensor
+    edge_index: torch.Tensor  # local node indices within each graph
+    offshift: torch.Tensor
+    node_ptr: torch.Tensor
+    edge_ptr: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def usable(self) -> np.ndarray:
+        return np.array([not f for f in self.flags], dtype=bool)
+
+    def collate(self, indices) -> GraphBatch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        n0, n1 = self.node_ptr[idx], self.node_ptr[idx + 1]
+        e0, e1 = self.edge_ptr[idx], self.edge_ptr[idx + 1]
+        n_nodes, n_edges = n1 - n0, e1 - e0
+        node_sel = torch.cat([torch.arange(a, b) for a, b in zip(n0.tolist(), n1.tolist())])
+        edge_sel = torch.cat([torch.arange(a, b) for a, b in zip(e0.tolist(), e1.tolist())])
+        new_start = torch.cumsum(n_nodes, 0) - n_nodes
+        shift = torch.repeat_interleave(new_start, n_edges)
+        return GraphBatch(
+            node_type=self.node_type[node_sel],
+            pos=self.pos[node_sel],
+            edge_index=self.edge_index[:, edge_sel] + shift,
+            pbc_offshift=self.offshift[edge_sel],
+            batch=torch.repeat_interleave(torch.arange(len(idx)), n_nodes),
+            y=self.target[idx].float(),
+            index=idx,
+            num_graphs=len(idx),
+        )
+
+
+def structure_graph(structure, converter) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(node_type, cartesian positions, edge_index, cartesian periodic shift per edge) of one structure."""
+    g, lat, _ = converter.get_graph(structure)
+    lattice = lat[0].double()
+    pos = (g.frac_coords.double() @ lattice).float()
+    offshift = (g.pbc_offset.double() @ lattice).float()
+    return g.node_type.long(), pos, g.edge_index.long(), offshift
+
+
+def build_graphs(records: list[Record], cutoff: float, element_types: tuple[str, ...]) -> GraphSet:
+    """Convert records' structures to graphs; flag (never drop) those the model cannot use."""
+    from matgl.ext.pymatgen import Structure2Graph
+
+    converter = Structure2Graph(element_types=tuple(element_types), cutoff=cutoff)
+    known = set(element_types)
+    nodes, positions, edges, shifts, n_nodes, n_edges, flags = [], [], [], [], [], [], []
+    for rec in records:
+        if rec.structure is None:
+            raise DataError(f"{rec.source}: record {rec.id}: has no structure (a graph backbone needs structures)")
+        missing = sorted({el.symbol for el in rec.structure.composition.elements} - known)
+        if missing:
+            flags.append(f"element_not_in_model: {' '.join(missing)}")
+            n_nodes.append(0)
+            n_edges.append(0)
+            continue
+        node_type, pos, edge_index, offshift = structure_graph(rec.structure, converter)
+        flags.append("" if edge_index.shape[1] else NO_NEIGHBORS)
+        nodes.append(node_type), positions.append(pos), edges.append(edge_index), shifts.append(offshift)
+        n_nodes.append(len(node_type))
+        n_edges.append(edge_index.shape[1])
+
+    def ptr(counts):
+        return torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.long)
+
+    cat = (lambda xs, empty: torch.cat(xs) if xs else empty)
+    return GraphSet(
+        ids=[r.id for r in records],
+        formulas=[r.formula for r in records],
+        flags=flags,
+        target=torch.tensor([np.nan if r.target is None else r.target for r in records], dtype=torch.float64),
+        node_type=cat(nodes, torch.zeros(0, dtype=torch.long)),
+        pos=cat(positions, torch.zeros(0, 3)),
+        edge_index=torch.cat(edges, dim=1) if edges else torch.zeros(2, 0, dtype=torch.long),
+        offshift=cat(shifts, torch.zeros(0, 3)),
+        node_ptr=ptr(n_nodes),
+        edge_ptr=ptr(n_edges),
+    )
+
+
+def cache_key(content_hash: str, cutoff: float, element_types: tuple[str, ...], extra: str = "") -> str:
+    text = f"{CACHE_FORMAT}|{content_hash}|{float(cutoff)}|{','.join(element_types)}|{extra}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def save_graphs(graphs: GraphSet, path: Path) -> None:
+    """Write atomically: a killed writer leaves at most a stray temp file, never a half-written cache."""
+    payload = {name: getattr(graphs, name) for name in TENSOR_FIELDS}
+    payload.update(ids=graphs.ids, formulas=graphs.formulas, flags=graphs.flags, format=CACHE_FORMAT)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_graphs(path: Path) -> GraphSet | None:
+    """The cached GraphSet at `path`, or None when absent or unreadable (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True, mmap=True)
+        if payload.get("format") != CACHE_FORMAT:
+            return None
+        return GraphSet(ids=payload["ids"], formulas=payload["formulas"], flags=payload["flags"],
+                        **{name: payload[name] for name in TENSOR_FIELDS})
+    except Exception as exc:  # a truncated or foreign file: rebuild rather than fail
+        log.warning("graph cache %s unreadable (%s); rebuilding", path, exc)
+        return None
+
+
+def concat(sets: list[GraphSet]) -> GraphSet:
+    """One GraphSet holding `sets` one after another."""
+    if len(sets) == 1:
+        return sets[0]
+    node_off = torch.tensor([0] + [int(s.node_ptr[-1]) for s in sets]).cumsum(0)
+    edge_off = torch.tensor([0] + [int(s.edge_ptr[-1]) for s in sets]).cumsum(0)
+    return GraphSet(
+        ids=sum((s.ids for s in sets), []),
+        formulas=sum((s.formulas for s in sets), []),
+        flags=sum((s.flags for s in sets), []),
+        target=torch.cat([s.target for s in sets]),
+        node_type=torch.cat([s.node_type for s in sets]),
+        pos=torch.cat([s.pos for s in sets]),
+        edge_index=torch.cat([s.edge_index for s in sets], dim=1),
+        offshift=torch.cat([s.offshift for s in sets]),
+        node_ptr=torch.cat([torch.zeros(1, dtype=torch.long)] + [s.node_ptr[1:] + o for s, o in zip(sets, node_off)]),
+        edge_ptr=torch.cat([torch.zeros(1, dtype=torch.long)] + [s.edge_ptr[1:] + o for s, o in zip(sets, edge_off)]),
+    )
+
+
+def take(graphs: GraphSet, n: int) -> GraphSet:
+    """The first n graphs."""
+    if n >= len(graphs):
+        return graphs
+    nn_, ne = int(graphs.node_ptr[n]), int(graphs.edge_ptr[n])
+    return GraphSet(graphs.ids[:n], graphs.formulas[:n], graphs.flags[:n], graphs.target[:n],
+                    graphs.node_type[:nn_], graphs.pos[:nn_], graphs.edge_index[:, :ne], graphs.offshift[:ne],
+                    graphs.node_ptr[: n + 1], graphs.edge_ptr[: n + 1])
+
+
+@dataclass
+class GraphFeaturizer:
+    """Structure → graph settings of a graph backbone; its `key` names the cache entry."""
+
+    cutoff: float
+    element_types: tuple[str, ...]
+
+    def key(self, content_hash: str, extra: str = "") -> str:
+        return cache_key(content_hash, self.cutoff, tuple(self.element_types), extra)
+
+    def build(self, records: list[Record]) -> GraphSet:
+        return build_graphs(records, self.cutoff, tuple(self.element_types))
+
+    save = staticmethod(save_graphs)
+    load = staticmethod(load_graphs)
+    concat = staticmethod(concat)
+    take = staticmethod(take)

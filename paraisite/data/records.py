@@ -1,0 +1,200 @@
+"""Records (id, formula, target, structure) read from the mirror's JSON lists, CSVs, or folders of structure files.
+
+Every problem is reported with the file and the record it concerns. With ``on_bad="error"`` (default) all bad
+records of a file are listed in one DataError; with ``on_bad="skip"`` they are logged and left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymatgen.core import Composition, Structure
+
+from paraisite.errors import DataError
+
+log = logging.getLogger(__name__)
+
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
+STRUCTURE_PREFIXES = ("POSCAR", "CONTCAR")
+TARGET_KEYS = ("kappa", "target")
+TARGETS_CSV = "targets.csv"
+
+
+@dataclass
+class Record:
+    id: str
+    formula: str
+    target: float | None
+    structure: Structure | None = None
+    source: str = ""
+
+
+class BadRecord(ValueError):
+    """A record that cannot be used; the message is the reason."""
+
+
+def check_target(value) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise BadRecord(f"target {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise BadRecord(f"target is {x} (must be finite)")
+    if x <= 0:
+        raise BadRecord(f"target is {x:g} (κ must be > 0)")
+    return x
+
+
+def check_structure(structure: Structure) -> Structure:
+    if len(structure) == 0:
+        raise BadRecord("structure has no sites")
+    if not structure.is_ordered:
+        raise BadRecord("structure is disordered (partial occupancy); only ordered structures are supported")
+    return structure
+
+
+def parse_formula(formula: str) -> str:
+    """Reduced formula of `formula`; BadRecord naming the token that is not an element."""
+    try:
+        comp = Composition(formula)
+    except Exception as exc:  # pymatgen raises several types for bad formulas
+        raise BadRecord(f"formula {formula!r} cannot be parsed ({exc})") from None
+    if comp.num_atoms <= 0:
+        raise BadRecord(f"formula {formula!r} is empty")
+    return comp.reduced_formula
+
+
+def structure_from_file(path: Path) -> Structure:
+    """Read one CIF/POSCAR/pymatgen-JSON structure file; BadRecord with the reason."""
+    try:
+        if path.suffix == ".json" or path.name.endswith(".json.gz"):
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                structure = Structure.from_dict(json.load(f))
+        else:
+            structure = Structure.from_file(path)
+    except UnicodeDecodeError:
+        raise BadRecord("not UTF-8 text") from None
+    except Exception as exc:
+        raise BadRecord(f"cannot be parsed as a structure ({type(exc).__name__}: {exc})") from None
+    return check_structure(structure)
+
+
+def _json_records(path: Path) -> list[tuple[str, callable]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
+
+    def build(i: int, row) -> Record:
+        if not isinstance(row, dict):
+            raise BadRecord("not a JSON object")
+        if "structure" not in row:
+            raise BadRecord("no 'structure'")
+        key = next((k for k in TARGET_KEYS if k in row), None)
+        target = check_target(row[key]) if key else None
+        try:
+            structure = Structure.from_dict(row["structure"])
+        except Exception as exc:
+            raise BadRecord(f"structure cannot be read ({type(exc).__name__}: {exc})") from None
+        check_structure(structure)
+        return Record(str(row.get("id", i)), structure.composition.reduced_formula, target, structure, str(path))
+
+    return [(str(row.get("id", i)) if isinstance(row, dict) else str(i), lambda i=i, row=row: build(i, row))
+            for i, row in enumerate(rows)]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _csv_records(path: Path) -> list[tuple[str, callable]]:
+    rows = _read_csv(path)
+    columns = set(rows[0]) if rows else set()
+    key = next((k for k in TARGET_KEYS if k in columns), None)
+    if "formula" not in columns:
+        raise DataError(f"{path}: needs a 'formula' column (and 'target' or 'kappa'); found {sorted(columns)}")
+
+    def build(i: int, row: dict) -> Record:
+        formula = parse_formula(row["formula"])
+        target = check_target(row[key]) if key else None
+        return Record(row.get("id") or f"{path.stem}:{i}", formula, target, None, str(path))
+
+    return [(row.get("id") or f"row {i + 2}", lambda i=i, row=row: build(i, row)) for i, row in enumerate(rows)]
+
+
+def is_structure_file(path: Path) -> bool:
+    return path.is_file() and (
+        path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(STRUCTURE_PREFIXES)
+        or (path.suffix == ".json" and path.name != TARGETS_CSV)
+    )
+
+
+def _folder_records(folder: Path) -> list[tuple[str, callable]]:
+    targets_csv = folder / TARGETS_CSV
+    if not targets_csv.is_file():
+        raise DataError(f"{folder}: a folder of structures needs {TARGETS_CSV} with columns 'id,kappa' (id = file name)")
+    rows = _read_csv(targets_csv)
+    key = next((k for k in TARGET_KEYS if rows and k in rows[0]), None)
+    if not rows or "id" not in rows[0] or key is None:
+        raise DataError(f"{targets_csv}: needs columns 'id' and 'kappa' (or 'target')")
+    files = {p.name: p for p in folder.iterdir() if is_structure_file(p)}
+    files.update({p.stem: p for p in files.copy().values()})
+
+    def build(row: dict) -> Record:
+        path = files.get(row["id"])
+        if path is None:
+            raise BadRecord(f"no structure file named {row['id']!r} in {folder}")
+        target = check_target(row[key])
+        structure = structure_from_file(path)
+        return Record(row["id"], structure.composition.reduced_formula, target, structure, str(path))
+
+    return [(row["id"], lambda row=row: build(row)) for row in rows]
+
+
+def read_records(path: str | Path, on_bad: str = "error") -> list[Record]:
+    """Read records from a `.json(.gz)` list, a `formula,target` CSV, or a folder with structures + targets.csv."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        pending = _folder_records(path)
+    elif path.name.endswith((".json", ".json.gz")):
+        pending = _json_records(path)
+    elif path.suffix == ".csv":
+        pending = _csv_records(path)
+    else:
+        raise DataError(f"{path}: unknown data format (expected .json, .json.gz, .csv or a folder)")
+
+    records, bad, seen = [], [], {}
+    for rid, build in pending:
+        try:
+            record = build()
+            if record.id in seen:
+                raise BadRecord(f"duplicate id (also record {seen[record.id]})")
+            seen[record.id] = len(records)
+            records.append(record)
+        except BadRecord as exc:
+            bad.append(f"{rid}: {exc}")
+    if bad:
+        if on_bad != "skip":
+            raise DataError(f"{path}: {len(bad)} bad record(s): " + "; ".join(bad))
+        log.warning("%s: skipped %d bad record(s): %s", path, len(bad), "; ".join(bad))
+    if not records:
+        raise DataError(f"{path}: no usable records (empty dataset)")
+    return records

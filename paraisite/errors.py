@@ -1,0 +1,9 @@
+"""Errors the user can act on: raised with one line naming the file/record and the reason."""
+
+
+class ParaisiteError(Exception):
+    """Base class for errors reported to the user as a one-line message (no traceback)."""
+
+
+class DataError(ParaisiteError):
+    """Bad or missing input data."""

@@ -1,0 +1,32 @@
+"""Regression heads on top of backbone features."""
+
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
+
+
+class MLPHead(nn.Module):
+    """in_dim → widths… → 1, with an activation (and optional dropout) after every hidden layer."""
+
+    def __init__(self, in_dim: int, widths: list[int] = (450, 350, 350), activation: str = "relu",
+                 dropout: float = 0.0):
+        super().__init__()
+        self.in_dim, self.widths, self.activation, self.dropout = in_dim, list(widths), activation, dropout
+        layers, prev = [], in_dim
+        for width in self.widths:
+            layers += [nn.Linear(prev, width), ACTIVATIONS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            prev = width
+        layers.append(nn.Linear(prev, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features):
+        return self.net(features).squeeze(-1)
+
+    def reset_parameters(self) -> None:
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()

@@ -1,0 +1,81 @@
+"""MEGNet backbone (matgl 4, PyG) with weights from the data folder's `pretrained/<name>/`.
+
+The backbone is MEGNet cut before its last linear layer: 16 features per structure, taken *after* the
+SoftPlus2 of the second output block (upstream ParAIsite took them before it; both are defensible).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+from torch import nn
+
+from paraisite.data.graphs import GraphFeaturizer
+from paraisite.data.mirror import mirror_file
+from paraisite.errors import DataError
+
+EFORM = "MEGNet-MP-2018.6.1-Eform"
+GAP = "MEGNet-MP-2019.4.1-BandGap-mfi"
+
+
+def read_model_json(name: str, data_dir: str | None = None) -> tuple[dict, tuple[float, float]]:
+    """(MEGNet constructor args, (target mean, std)) of a published matgl model."""
+    path = mirror_file(f"pretrained/{name}/model.json", data_dir)
+    try:
+        spec = json.loads(path.read_text())["kwargs"]
+        args = dict(spec["model"]["init_args"])
+        found = re.search(r"Mean=([-\d.eE+]+),\s*Std:\s*([-\d.eE+]+)", spec.get("target_transformer") or "")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a matgl model.json ({exc})") from None
+    return args, (float(found[1]), float(found[2])) if found else (0.0, 1.0)
+
+
+def load_state(name: str, data_dir: str | None = None) -> dict[str, torch.Tensor]:
+    """matgl's `state.pt` (keys prefixed `model.`), loaded without unpickling code."""
+    path = mirror_file(f"pretrained/{name}/state.pt", data_dir)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a plain tensor state dict ({exc})") from None
+    return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+class MEGNetBackbone(nn.Module):
+    """Crystal graph → 16 transfer features. `weights=None` is random init with `architecture`'s shape."""
+
+    def __init__(self, weights: str | None = EFORM, architecture: str = EFORM, fidelity: int = 0,
+                 data_dir: str | None = None):
+        super().__init__()
+        from matgl.models import MEGNet
+
+        args, (self.source_mean, self.source_std) = read_model_json(weights or architecture, data_dir)
+        self.model = MEGNet(**args)
+        if weights:
+            self.model.load_state_dict(load_state(weights, data_dir))
+        self.name = weights or f"{architecture} (random init)"
+        self.last_layer = self.model.output_proj.layers[-1]
+        self.model.output_proj.layers[-1] = nn.Identity()
+        self.out_dim = self.last_layer.in_features
+        self.cutoff = float(self.model.cutoff)
+        self.element_types = tuple(self.model.element_types)
+        self.ntypes_state = args.get("ntypes_state")
+        self.dim_state = args.get("dim_state_embedding", 2)
+        self.fidelity = fidelity
+
+    def featurizer(self) -> GraphFeaturizer:
+        return GraphFeaturizer(self.cutoff, self.element_types)
+
+    def state_attr(self, num_graphs: int, device) -> torch.Tensor:
+        if self.ntypes_state:  # multi-fidelity model: the state is a fidelity index (0 = PBE)
+            return torch.full((num_graphs,), self.fidelity, dtype=torch.long, device=device)
+        return torch.zeros(num_graphs, self.dim_state, device=device)
+
+    def forward(self, batch) -> torch.Tensor:
+        out = self.model(batch, state_attr=self.state_attr(batch.num_graphs, batch.pos.device))
+        return out.reshape(batch.num_graphs, self.out_dim)
+
+    def source_prediction(self, batch) -> torch.Tensor:
+        """The pre-trained model's own output (e.g. formation energy, eV/atom)."""
+        return self.last_layer(self(batch)).squeeze(-1) * self.source_std + self.source_mean

@@ -1,0 +1,103 @@
+"""`TransferRegressor`: backbone + head, trained stage by stage on a standardised log10(κ+1) target."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from paraisite.data.transforms import LogStandardizer
+from paraisite.metrics import regression_metrics
+
+LOSSES = ("mape", "l1")
+POLICIES = ("all", "head", "reinit_head")
+
+
+@dataclass
+class TrainSettings:
+    """How one stage trains: loss, optimiser (Adam), cosine decay to `final_lr_fraction` over `decay_steps`."""
+
+    loss: str = "mape"
+    lr: float = 1e-3
+    backbone_lr_scale: float = 1.0
+    weight_decay: float = 0.0
+    decay_steps: int = 1000
+    final_lr_fraction: float = 0.01
+    policy: str = "all"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; use one of {LOSSES}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown freezing policy {self.policy!r}; use one of {POLICIES}")
+
+
+def cosine_decay(step: int, decay_steps: int, final_fraction: float) -> float:
+    """Multiplier of the base lr: cosine from 1 to `final_fraction` over `decay_steps`, then flat."""
+    t = min(step, decay_steps) / max(decay_steps, 1)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class TransferRegressor(L.LightningModule):
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.transform = LogStandardizer()
+        self.settings = TrainSettings()
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def start_stage(self, settings: TrainSettings, train_kappa: torch.Tensor) -> None:
+        """Apply a stage's settings: refit the target scaler on its training targets, (re)set freezing/head."""
+        self.settings = settings
+        self.transform.fit(train_kappa)
+        if settings.policy == "reinit_head":
+            self.head.reset_parameters()
+        self.backbone.requires_grad_(settings.policy != "head")
+
+    def forward(self, batch) -> torch.Tensor:
+        """Standardised prediction z."""
+        return self.head(self.backbone(batch))
+
+    def predict_kappa(self, batch) -> torch.Tensor:
+        return self.transform.decode(self(batch))
+
+    def loss(self, z: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+        if self.settings.loss == "mape":
+            return ((self.transform.decode(z) - kappa).abs() / kappa).mean()
+        return (z - self.transform.encode(kappa)).abs().mean()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch), batch.y)
+        self.log("train/loss", loss, batch_size=batch.num_graphs, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        z = self(batch)
+        self.log("val/loss", self.loss(z, batch.y), batch_size=batch.num_graphs, on_epoch=True)
+        self._val_outputs.append((batch.y.detach(), self.transform.decode(z).detach()))
+
+    def on_validation_epoch_end(self):
+        true = torch.cat([t for t, _ in self._val_outputs])
+        pred = torch.cat([p for _, p in self._val_outputs])
+        self._val_outputs.clear()
+        true, pred = self.all_gather(true).reshape(-1), self.all_gather(pred).reshape(-1)
+        metrics = regression_metrics(true.cpu().numpy(), pred.cpu().numpy())
+        for key in ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman"):
+            value = metrics.get(key, float("nan"))
+            self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == "mape",
+                     sync_dist=False, rank_zero_only=False)
+
+    def configure_optimizers(self):
+        s = self.settings
+        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": s.lr}]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        if backbone:
+            groups.append({"params": backbone, "lr": s.lr * s.backbone_lr_scale})
+        optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_decay(step, s.decay_steps, s.final_lr_fraction))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,29 @@
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Every test session gets its own cache folder (graphs, checksum stamps)."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["PARAISITE_CACHE_DIR"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def mirror_records():
+    from paraisite.data.mirror import mirror_file
+
+    with gzip.open(mirror_file("ltc/dataset1.json.gz"), "rt") as f:
+        return json.load(f)
+
+
+def write_records(path: Path, rows) -> Path:
+    path.write_text(json.dumps(rows))
+    return path

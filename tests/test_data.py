@@ -1,0 +1,168 @@
+"""Data layer: mirror checksums, records and bad input, splits, target transform, graph cache."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from paraisite.data import datasets
+from paraisite.data.datamodule import LTCDataModule
+from paraisite.data.graphs import NO_NEIGHBORS, GraphFeaturizer, build_graphs
+from paraisite.data.mirror import check, mirror_file
+from paraisite.data.records import read_records
+from paraisite.data.splits import split_indices
+from paraisite.data.transforms import LogStandardizer
+from paraisite.errors import DataError
+from paraisite.paths import data_dir
+from tests.conftest import write_records
+
+EFORM_GRAPHS = GraphFeaturizer(4.0, __import__("matgl.config").config.DEFAULT_ELEMENTS)
+
+
+def test_mirror_checksums_all_ok():
+    report = check()
+    assert report["missing"] == [] and report["corrupt"] == []
+    assert "ltc/dataset1.json.gz" in report["ok"] and len(report["ok"]) > 50
+
+
+def test_corrupt_and_missing_files_are_named(tmp_path):
+    root = tmp_path / "mirror"
+    (root / "ltc").mkdir(parents=True)
+    shutil.copy(data_dir() / "SHA256SUMS", root / "SHA256SUMS")
+    (root / "ltc" / "dataset1.json.gz").write_bytes(b"not the real file")
+    with pytest.raises(DataError, match=r"dataset1\.json\.gz: checksum mismatch"):
+        mirror_file("ltc/dataset1.json.gz", root)
+    with pytest.raises(DataError, match=r"dataset2\.json\.gz: missing from the data folder"):
+        mirror_file("ltc/dataset2.json.gz", root)
+    with pytest.raises(DataError, match=r"data folder .*nowhere does not exist"):
+        mirror_file("ltc/dataset1.json.gz", tmp_path / "nowhere")
+    report = check(root)
+    assert "ltc/dataset1.json.gz" in report["corrupt"] and "ltc/dataset2.json.gz" in report["missing"]
+
+
+@pytest.mark.parametrize("name,count", [("dataset1", 95), ("dataset2", 143), ("agl", 3256)])
+def test_named_datasets_load(name, count):
+    records = read_records(datasets.source_path(name))
+    assert len(records) == count
+    assert all(r.target > 0 and r.structure is not None for r in records)
+
+
+def test_user_folder_of_cifs(tmp_path, mirror_records):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    lines = ["id,kappa"]
+    for row in mirror_records[:3]:
+        Structure.from_dict(row["structure"]).to(filename=str(folder / f"{row['id']}.cif"))
+        lines.append(f"{row['id']},{row['kappa']}")
+    (folder / "targets.csv").write_text("\n".join(lines))
+    records = read_records(folder)
+    assert [r.id for r in records] == [row["id"] for row in mirror_records[:3]]
+    assert records[0].formula == Structure.from_dict(mirror_records[0]["structure"]).composition.reduced_formula
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r.update(kappa=float("nan")), r"mp-\S+: target is nan"),
+    (lambda r: r.update(kappa=-1.5), r"mp-\S+: target is -1.5 \(κ must be > 0\)"),
+    (lambda r: r.update(kappa=0), r"mp-\S+: target is 0 \(κ must be > 0\)"),
+    (lambda r: r["structure"]["sites"][0]["species"][0].update(element="Xx"), r"mp-\S+: structure cannot be read"),
+    (lambda r: r.pop("structure"), r"mp-\S+: no 'structure'"),
+])
+def test_bad_records_are_named(tmp_path, mirror_records, mutate, message):
+    rows = [dict(r, structure=dict(r["structure"], sites=[dict(s, species=[dict(x) for x in s["species"]])
+                                                          for s in r["structure"]["sites"]])) for r in mirror_records[:4]]
+    mutate(rows[2])
+    path = write_records(tmp_path / "bad.json", rows)
+    with pytest.raises(DataError, match=rf"bad\.json: 1 bad record\(s\): {message}"):
+        read_records(path)
+    assert len(read_records(path, on_bad="skip")) == 3
+
+
+def test_malformed_cif_is_named(tmp_path, mirror_records):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    (folder / "broken.cif").write_text("data_broken\n_cell_length_a 4.0\nloop_\n_atom_site_label\n")
+    (folder / "targets.csv").write_text("id,kappa\nbroken,1.0\n")
+    with pytest.raises(DataError, match=r"cifs: 1 bad record\(s\): broken: cannot be parsed as a structure"):
+        read_records(folder)
+
+
+def test_empty_dataset_and_unknown_format(tmp_path):
+    with pytest.raises(DataError, match=r"empty\.json: no usable records \(empty dataset\)"):
+        read_records(write_records(tmp_path / "empty.json", []))
+    with pytest.raises(DataError, match=r"notes\.txt: unknown data format"):
+        (tmp_path / "notes.txt").write_text("x")
+        read_records(tmp_path / "notes.txt")
+
+
+def test_element_outside_the_model_stops_training(tmp_path, mirror_records):
+    po = Structure(Lattice.cubic(3.35), ["Po"], [[0, 0, 0]])  # the model's element list has no Po
+    rows = mirror_records[:10] + [{"id": "polonium", "kappa": 1.0, "structure": po.as_dict()}]
+    dm = LTCDataModule(str(write_records(tmp_path / "po.json", rows)), EFORM_GRAPHS, seed=1)
+    with pytest.raises(DataError, match=r"po\.json: 1 bad record\(s\): polonium: element_not_in_model: Po"):
+        dm.setup()
+
+
+def test_isolated_cell_is_flagged_and_dropped(tmp_path, mirror_records):
+    lonely = Structure(Lattice.cubic(9.0), ["Na"], [[0, 0, 0]])  # no neighbour within 4 Å
+    graphs = build_graphs(read_records(write_records(tmp_path / "x.json", [
+        {"id": "lonely", "kappa": 2.0, "structure": lonely.as_dict()}, mirror_records[0]])), 4.0,
+        EFORM_GRAPHS.element_types)
+    assert graphs.flags == [NO_NEIGHBORS, ""]
+    rows = mirror_records[:20] + [{"id": "lonely", "kappa": 2.0, "structure": lonely.as_dict()}]
+    dm = LTCDataModule(str(write_records(tmp_path / "y.json", rows)), EFORM_GRAPHS, seed=3)
+    dm.setup()
+    assert [d["id"] for d in dm.dropped] == ["lonely"]
+    assert all("lonely" != dm.data.ids[i] for split in dm.splits.values() for i in split)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "holdout"])
+def test_splits_reproducible_and_disjoint(protocol):
+    a, b = split_indices(95, 7, protocol), split_indices(95, 7, protocol)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["test"], split_indices(95, 8, protocol)["test"])
+    if protocol == "holdout":
+        parts = [set(a[k]) for k in ("train", "val", "test")]
+        assert sum(map(len, parts)) == 95 and len(set.union(*parts)) == 95
+    else:
+        assert np.array_equal(a["val"], a["test"]) and not set(a["train"]) & set(a["test"])
+    assert len(a["test"]) == 19
+    # the honest protocol tests on exactly the paper's 20 %
+    assert np.array_equal(split_indices(95, 7, "paper")["test"], split_indices(95, 7, "holdout")["test"])
+
+
+def test_mix_is_split_per_source():
+    dms = {name: LTCDataModule(name, EFORM_GRAPHS, seed=4) for name in ("dataset1", "dataset2", "mix")}
+    for dm in dms.values():
+        dm.setup()
+    for split in ("train", "val", "test"):
+        ids = lambda dm: {dm.data.ids[i] for i in dm.splits[split]}  # noqa: E731
+        assert ids(dms["mix"]) == ids(dms["dataset1"]) | ids(dms["dataset2"])
+
+
+def test_transform_round_trip_and_fit_on_train_only():
+    kappa = torch.tensor([0.5, 2.0, 30.0, 1500.0], dtype=torch.float64)
+    t = LogStandardizer().fit(kappa[:3])
+    assert torch.allclose(t.decode(t.encode(kappa)), kappa, rtol=1e-12)
+    y = torch.log10(kappa[:3] + 1)
+    assert float(t.mean) == pytest.approx(float(y.mean())) and float(t.std) == pytest.approx(float(y.std()))
+
+
+def test_graph_cache_is_reused(monkeypatch, isolated_cache):
+    first = datasets.featurized("dataset2", EFORM_GRAPHS)
+    files = list((isolated_cache / "features").glob("dataset2-*.pt"))
+    assert len(files) == 1
+    monkeypatch.setattr(EFORM_GRAPHS.__class__, "build", lambda *a: pytest.fail("rebuilt a cached dataset"))
+    second = datasets.featurized("dataset2", EFORM_GRAPHS)
+    assert second.ids == first.ids and torch.equal(second.edge_index, first.edge_index)
+    # another cutoff is another cache entry
+    assert EFORM_GRAPHS.key("h") != GraphFeaturizer(5.0, EFORM_GRAPHS.element_types).key("h")
+
+
+def test_truncated_cache_file_is_rebuilt(isolated_cache):
+    datasets.featurized("dataset1", EFORM_GRAPHS)
+    (path,) = (isolated_cache / "features").glob("dataset1-*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    again = datasets.featurized("dataset1", EFORM_GRAPHS)
+    assert len(again) == 95
