@@ -11,6 +11,7 @@ import logging
 import platform
 import sys
 import time
+import warnings
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -63,7 +64,7 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path)
                                  monitor="val/mape", mode="min", save_last=True)
     callbacks = [checkpoint] + ([RichProgressBar()] if cfg.progress_bar else [])
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
-                          logger=instantiate(cfg.logger, version=stage["name"]),
+                          logger=instantiate(cfg.logger, save_dir=str(run_dir), version=stage["name"]),
                           enable_progress_bar=bool(cfg.progress_bar))
     started = time.perf_counter()
     trainer.fit(module, datamodule)
@@ -144,16 +145,34 @@ def print_table(results: dict) -> None:
     Console(file=sys.stdout).print(table)
 
 
+def quiet_third_party() -> None:
+    """Hide warnings and tips from dependencies that say nothing about this run."""
+    warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def user_error(exc: BaseException) -> ParaisiteError | None:
+    """The ParaisiteError behind `exc` (Hydra's instantiate wraps what constructors raise), if any."""
+    while exc is not None and not isinstance(exc, ParaisiteError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 def main(cfg: DictConfig) -> dict | None:
     """Hydra task: run, print the table; a ParaisiteError becomes a one-line message and a failed results.json."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    quiet_third_party()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         results = run(cfg, run_dir)
-    except ParaisiteError as exc:
+    except Exception as raised:
+        exc = user_error(raised)
+        if exc is None:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         write_json(run_dir / "results.json", {"format": RESULTS_FORMAT, "status": "failed", "error": str(exc),
                                               "config": run_label(cfg)})

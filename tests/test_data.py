@@ -166,3 +166,12 @@ def test_truncated_cache_file_is_rebuilt(isolated_cache):
     path.write_bytes(path.read_bytes()[:100])
     again = datasets.featurized("dataset1", EFORM_GRAPHS)
     assert len(again) == 95
+
+
+def test_data_check_cli(tmp_path, capsys):
+    from paraisite.cli import main
+
+    assert main(["data", "check"]) == 0
+    assert " 0 missing, 0 corrupt" in capsys.readouterr().out
+    assert main(["data", "check", "--data-dir", str(tmp_path)]) == 2
+    assert "SHA256SUMS: not found" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Element, Structure
 
 from paraisite.errors import DataError
 
@@ -66,6 +66,9 @@ def parse_formula(formula: str) -> str:
         comp = Composition(formula)
     except Exception as exc:  # pymatgen raises several types for bad formulas
         raise BadRecord(f"formula {formula!r} cannot be parsed ({exc})") from None
+    unknown = [el.symbol for el in comp.elements if not isinstance(el, Element)]
+    if unknown:
+        raise BadRecord(f"formula {formula!r}: unknown element {', '.join(unknown)}")
     if comp.num_atoms <= 0:
         raise BadRecord(f"formula {formula!r} is empty")
     return comp.reduced_formula

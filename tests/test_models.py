@@ -1,0 +1,88 @@
+"""Backbones, head and the regressor."""
+
+import math
+
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from paraisite.data.graphs import GraphSet, build_graphs
+from paraisite.data.records import Record
+from paraisite.models.heads import MLPHead
+from paraisite.models.megnet import EFORM, GAP, MEGNetBackbone
+from paraisite.models.regressor import TrainSettings, TransferRegressor, cosine_decay
+
+CSCL = Structure(Lattice.cubic(4.1437), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def batch_of(backbone, structures) -> tuple[GraphSet, object]:
+    records = [Record(str(i), s.composition.reduced_formula, 1.0, s) for i, s in enumerate(structures)]
+    graphs = build_graphs(records, backbone.cutoff, backbone.element_types)
+    return graphs, graphs.collate(range(len(records)))
+
+
+@torch.no_grad()
+def test_eform_backbone_reproduces_cscl_formation_energy():
+    backbone = MEGNetBackbone(EFORM).eval()
+    _, batch = batch_of(backbone, [CSCL])
+    assert backbone.source_prediction(batch).item() == pytest.approx(-1.924, abs=1e-3)
+    assert backbone(batch).shape == (1, 16)
+
+
+@torch.no_grad()
+def test_batched_equals_one_by_one():
+    backbone = MEGNetBackbone(EFORM).eval()
+    nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
+                     [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
+    _, batch = batch_of(backbone, [CSCL, nacl])
+    together = backbone.source_prediction(batch)
+    alone = torch.cat([backbone.source_prediction(batch_of(backbone, [s])[1]) for s in (CSCL, nacl)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+@torch.no_grad()
+def test_gap_backbone_uses_its_own_cutoff_and_fidelity_state():
+    backbone = MEGNetBackbone(GAP).eval()
+    assert backbone.cutoff == 5.0 and backbone.ntypes_state == 4
+    _, batch = batch_of(backbone, [CSCL])
+    assert backbone.state_attr(1, "cpu").dtype == torch.long
+    gap = backbone.source_prediction(batch).item()
+    assert math.isfinite(gap) and gap > 0  # CsCl is an insulator
+
+
+def test_scratch_has_the_eform_shape_but_other_weights():
+    torch.manual_seed(0)
+    scratch, eform = MEGNetBackbone(None), MEGNetBackbone(EFORM)
+    assert scratch.cutoff == eform.cutoff and scratch.state_dict().keys() == eform.state_dict().keys()
+    w = "model.embedding.layer_node_embedding.weight"
+    assert not torch.equal(scratch.state_dict()[w], eform.state_dict()[w])
+
+
+def test_regressor_stage_policies():
+    module = TransferRegressor(MEGNetBackbone(EFORM), MLPHead(16, [8]))
+    module.start_stage(TrainSettings(policy="head"), torch.tensor([1.0, 10.0, 100.0]))
+    assert not any(p.requires_grad for p in module.backbone.parameters())
+    assert len(module.configure_optimizers()["optimizer"].param_groups) == 1
+    before = module.head.net[0].weight.clone()
+    module.start_stage(TrainSettings(policy="reinit_head", lr=1e-3, backbone_lr_scale=0.1), torch.tensor([1.0, 3.0]))
+    assert all(p.requires_grad for p in module.backbone.parameters())
+    assert not torch.equal(before, module.head.net[0].weight)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-4])
+    with pytest.raises(ValueError, match="unknown freezing policy"):
+        TrainSettings(policy="everything")
+
+
+def test_cosine_decay_to_one_percent_over_1000_steps():
+    assert cosine_decay(0, 1000, 0.01) == pytest.approx(1.0)
+    assert cosine_decay(500, 1000, 0.01) == pytest.approx(0.505)
+    assert cosine_decay(1000, 1000, 0.01) == pytest.approx(0.01)
+    assert cosine_decay(5000, 1000, 0.01) == pytest.approx(0.01)
+
+
+def test_mape_loss_is_on_the_kappa_scale():
+    module = TransferRegressor(MEGNetBackbone(None), MLPHead(16, [8]))
+    kappa = torch.tensor([1.0, 10.0, 100.0])
+    module.start_stage(TrainSettings(loss="mape"), kappa)
+    z = module.transform.encode(kappa * 1.5)
+    assert module.loss(z, kappa).item() == pytest.approx(0.5, rel=1e-5)

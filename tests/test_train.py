@@ -1,0 +1,84 @@
+"""Training end to end: the smoke preset in-process, the Hydra CLI (single run, multirun, bad input)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from paraisite.chain import run
+from tests.conftest import ROOT, write_records
+
+LTC_SETS = ("dataset1", "dataset2", "mix", "agl")
+
+
+def compose_cfg(*overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=["experiment=smoke", *overrides])
+
+
+def train_cli(*args, cwd=ROOT):
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *flags, "experiment=smoke", *overrides], cwd=cwd,
+                          capture_output=True, text=True, env=dict(os.environ, HYDRA_FULL_ERROR="0"), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_dir, run(compose_cfg(), run_dir)
+
+
+def test_results_json_schema(smoke_run):
+    run_dir, results = smoke_run
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["status"] == "ok"
+    assert on_disk["config"] == {"backbone": "megnet", "pretrain": "eform", "finetune": "dft", "data": "dataset1",
+                                 "seed": 1, "protocol": "holdout"}
+    assert set(on_disk["test"]) == set(LTC_SETS)
+    for name in LTC_SETS:
+        metrics = on_disk["test"][name]
+        assert metrics["n"] > 0 and metrics["mape"] >= 0 and metrics["mae"] >= 0
+        assert {"log_mae", "log_rmse", "r2", "spearman", "dropped"} <= set(metrics)
+    assert on_disk["test"]["mix"]["n"] == on_disk["test"]["dataset1"]["n"] + on_disk["test"]["dataset2"]["n"]
+    (stage,) = on_disk["stages"]
+    assert stage["name"] == "dft" and stage["data"] == "dataset1" and stage["epochs"] == 2
+    assert (run_dir / "logs" / "dft" / "metrics.csv").is_file()
+
+
+def test_checkpoints_load_without_unpickling_code(smoke_run):
+    run_dir, _ = smoke_run
+    best = torch.load(run_dir / "checkpoints" / "dft" / "best.ckpt", weights_only=True)
+    final = torch.load(run_dir / "model.pt", weights_only=True)
+    assert final["format"] == 1 and final["config"]["backbone"]["name"] == "megnet"
+    assert best["state_dict"].keys() == final["state_dict"].keys()
+
+
+def test_cli_multirun_over_pretrain(tmp_path):
+    done = train_cli("-m", "pretrain=eform,gap,scratch", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
+    assert sorted(r["config"]["pretrain"] for r in results) == ["eform", "gap", "scratch"]
+    assert all(r["status"] == "ok" for r in results)
+    assert "MAPE" in done.stdout  # the final table
+
+
+@pytest.mark.parametrize("make_args,expected", [
+    (lambda tmp, rows: ["data_dir=" + str(tmp / "nowhere")], r"data folder \S+nowhere does not exist"),
+    (lambda tmp, rows: ["data=file", "data.dataset=" + str(write_records(
+        tmp / "neg.json", [dict(rows[0], kappa=-2.0)] + rows[1:30]))], r"neg\.json: 1 bad record\(s\): mp-\d+: target is -2"),
+    (lambda tmp, rows: ["data=file", "data.dataset=" + str(write_records(tmp / "none.json", []))],
+     r"none\.json: no usable records \(empty dataset\)"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, mirror_records, make_args, expected):
+    done = train_cli(*make_args(tmp_path, mirror_records), f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert re.search(expected, lines[0]), lines[0]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
