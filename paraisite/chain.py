@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraisite import __version__
 from paraisite.data.datamodule import LTCDataModule
+from paraisite.data.datasets import LTC_FILES, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
@@ -41,11 +42,13 @@ def build(node: DictConfig, **kwargs):
 
 
 def stages_of(cfg: DictConfig) -> list[dict]:
-    """The chain's stages in order, each = stage_defaults ← stage ← stage_overrides."""
-    stages = []
+    """The chain's stages in order, each = stage_defaults ← stage_by_data[its data] ← stage ← stage_overrides."""
+    stages, empty = [], OmegaConf.create({})
     for name, stage in cfg.finetune.stages.items():
-        parts = [OmegaConf.to_container(c, resolve=True) for c in (cfg.stage_defaults, stage, cfg.stage_overrides)]
-        stages.append({"name": name, **parts[0], **parts[1], **parts[2]})
+        merged = {"name": name}
+        for part in (cfg.stage_defaults, cfg.stage_by_data.get(stage.data, empty), stage, cfg.stage_overrides):
+            merged.update(OmegaConf.to_container(part, resolve=True))
+        stages.append(merged)
     return stages
 
 
@@ -79,6 +82,22 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path)
     }
 
 
+def other_test_formulas(dataset: str, datamodule) -> frozenset[str]:
+    """Reduced formulas in the test split (this seed) of every LTC source that `dataset` does not contain.
+
+    A stage never trains on a material that another dataset tests on (e.g. AGL entries of Dataset1's test
+    split); its own source's test split is already out of its training data by the split itself.
+    """
+    own = set(sources_of(dataset))
+    formulas: set[str] = set()
+    for source in LTC_FILES:
+        if source not in own:
+            dm = datamodule(dataset=source)
+            dm.setup()
+            formulas |= dm.formulas("test")
+    return frozenset(formulas)
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train the chain and test; returns (and writes) the results dict."""
     started = time.perf_counter()
@@ -92,7 +111,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     stage_results = []
     for i, stage in enumerate(stages_of(cfg)):
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
-        dm = datamodule(dataset=stage["data"], batch_size=stage["batch_size"])
+        exclude = other_test_formulas(stage["data"], datamodule) if cfg.protocol == "holdout" else frozenset()
+        dm = datamodule(dataset=stage["data"], batch_size=stage["batch_size"], exclude_formulas=exclude)
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir))
     write_atomic(run_dir / "model.pt", _model_bytes(module, cfg))
 
@@ -116,8 +136,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def run_label(cfg: DictConfig) -> dict:
+    """The run's grid point. `data` is what the final stage trained on (AGL for finetune=agl, whatever `data`)."""
+    last = stages_of(cfg)[-1]["data"]
+    data = cfg.data.name if last == cfg.data.dataset else last
     return {"backbone": cfg.backbone.name, "pretrain": cfg.pretrain.name, "finetune": cfg.finetune.name,
-            "data": cfg.data.name, "seed": int(cfg.seed), "protocol": cfg.protocol}
+            "data": data, "seed": int(cfg.seed), "protocol": cfg.protocol}
 
 
 def _model_bytes(module: TransferRegressor, cfg: DictConfig) -> bytes:

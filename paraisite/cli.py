@@ -1,4 +1,4 @@
-"""`paraisite` console script: data checks (train with `python train.py`)."""
+"""`paraisite` console script: data checks and reports (train with `python train.py`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ def data_check(args) -> int:
     return 1 if report["missing"] or report["corrupt"] else 0
 
 
+def report(args) -> int:
+    from paraisite.report import markdown, write_report
+
+    rows = write_report(args.runs, args.output, args.metric)
+    print(markdown(rows, args.metric))
+    print(f"wrote {args.output}/table.csv, table.md, heatmap.png, curves.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paraisite", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     check = data.add_parser("check", help="verify every file against SHA256SUMS")
     check.add_argument("--data-dir", default=None)
     check.set_defaults(func=data_check)
+    rep = commands.add_parser("report", help="gather runs' results.json into the paper's table and plots")
+    rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
+    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, heatmap.png, curves.png")
+    rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "r2", "spearman"])
+    rep.set_defaults(func=report)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

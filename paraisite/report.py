@@ -1,0 +1,184 @@
+"""Gather many runs' `results.json` into the paper's table (mean (std) over seeds), a heatmap and learning curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from paraisite.errors import ParaisiteError
+
+log = logging.getLogger(__name__)
+
+ROW_KEYS = ("backbone", "pretrain", "finetune", "data", "protocol")
+TEST_SETS = ("dataset1", "dataset2", "mix", "agl")
+
+
+def find_runs(paths: list[str | Path]) -> list[dict]:
+    """Every run under `paths`: its results.json, or a `missing` entry for a run folder without one (crashed)."""
+    runs = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise ParaisiteError(f"{root}: no such run or sweep folder")
+        folders = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {p.parent for p in root.rglob("results.json")}
+        for folder in sorted(folders):
+            file = folder / "results.json"
+            try:
+                result = json.loads(file.read_text())
+            except (OSError, ValueError) as exc:
+                result = {"status": "missing", "error": f"{file}: {exc.__class__.__name__}",
+                          "config": _config_from_hydra(folder)}
+            result["dir"] = str(folder)
+            runs.append(result)
+    if not runs:
+        raise ParaisiteError(f"no runs (results.json or .hydra/) under {', '.join(map(str, paths))}")
+    return runs
+
+
+def _config_from_hydra(folder: Path) -> dict:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        return {"backbone": cfg["backbone"]["name"], "pretrain": cfg["pretrain"]["name"],
+                "finetune": cfg["finetune"]["name"], "data": cfg["data"]["name"], "seed": cfg["seed"],
+                "protocol": cfg["protocol"]}
+    except Exception:  # an unreadable config: the run still shows up, under "?"
+        return {}
+
+
+def row_key(run: dict) -> tuple[str, ...]:
+    return tuple(str(run.get("config", {}).get(k, "?")) for k in ROW_KEYS)
+
+
+def summarize(runs: list[dict], metric: str = "mape") -> list[dict]:
+    """One row per (backbone, pretrain, finetune, data, protocol): mean/std/n of `metric` per test set."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[row_key(run)].append(run)
+    test_sets = list(TEST_SETS) + sorted({t for r in runs for t in r.get("test", {})} - set(TEST_SETS))
+    rows = []
+    for key in sorted(groups):
+        members = groups[key]
+        ok = [r for r in members if r.get("status") == "ok"]
+        row = dict(zip(ROW_KEYS, key), n_runs=len(members), n_failed=len(members) - len(ok),
+                   seeds=sorted(r["config"].get("seed") for r in ok))
+        for test in test_sets:
+            values = np.array([r["test"][test][metric] for r in ok if test in r.get("test", {})], dtype=float)
+            row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
+            row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{test}_n"] = len(values)
+        rows.append(row)
+    return rows
+
+
+def test_sets_of(rows: list[dict]) -> list[str]:
+    return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")] if rows else []
+
+
+def cell(row: dict, test: str) -> str:
+    mean, std, n = row[f"{test}_mean"], row[f"{test}_std"], row[f"{test}_n"]
+    if n == 0:
+        return "—"
+    return f"{mean:.2f} ({std:.2f})" if n > 1 else f"{mean:.2f}"
+
+
+def markdown(rows: list[dict], metric: str) -> str:
+    tests = test_sets_of(rows)
+    lines = [f"{metric.upper()}: mean (std) over seeds; rows train on, columns test on.", "",
+             "| " + " | ".join([*ROW_KEYS, *tests, "seeds", "failed"]) + " |",
+             "|" + "---|" * (len(ROW_KEYS) + len(tests) + 2)]
+    for row in rows:
+        failed = f"**{row['n_failed']} failed**" if row["n_failed"] else "0"
+        lines.append("| " + " | ".join([*(row[k] for k in ROW_KEYS), *(cell(row, t) for t in tests),
+                                        str(len(row["seeds"])), failed]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def label(row: dict) -> str:
+    return f"{row['backbone']}/{row['pretrain']}/{row['finetune']}/{row['data']}" + (
+        "" if row["protocol"] == "holdout" else f" [{row['protocol']}]")
+
+
+def heatmap(rows: list[dict], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests = test_sets_of(rows)
+    values = np.array([[r[f"{t}_mean"] for t in tests] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.6 * len(tests) + 4, 0.45 * len(rows) + 1.5))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(tests)), tests)
+    ax.set_yticks(range(len(rows)), [label(r) + (" (failed runs)" if r["n_failed"] else "") for r in rows])
+    for i, row in enumerate(rows):
+        for j, test in enumerate(tests):
+            dark = np.isfinite(values[i, j]) and image.norm(values[i, j]) > 0.5
+            ax.text(j, i, cell(row, test), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xlabel("test on")
+    ax.set_title(f"{metric.upper()} (mean (std) over seeds)")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_curve(run_dir: Path, stage: str) -> dict[int, float]:
+    """Validation MAPE per epoch of one stage, from its metrics.csv."""
+    file = run_dir / "logs" / stage / "metrics.csv"
+    if not file.is_file():
+        return {}
+    with open(file) as f:
+        return {int(r["epoch"]): float(r["val/mape"]) for r in csv.DictReader(f) if r.get("val/mape")}
+
+
+def curves(runs: list[dict], path: Path) -> None:
+    """Mean validation MAPE per epoch for each row and stage (the paper's Figs. 3-5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_stage: dict[str, dict[tuple, list[dict[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for stage in run.get("stages", []):
+            curve = read_curve(Path(run["dir"]), stage["name"])
+            if curve:
+                by_stage[stage["name"]][row_key(run)].append(curve)
+    if not by_stage:
+        log.warning("no learning curves found (logs/<stage>/metrics.csv)")
+    fig, axes = plt.subplots(1, max(len(by_stage), 1), figsize=(6 * max(len(by_stage), 1), 4), squeeze=False)
+    for ax, (stage, groups) in zip(axes[0], sorted(by_stage.items())):
+        for key, members in sorted(groups.items()):
+            epochs = sorted(set().union(*members))
+            mean = [np.nanmean([m.get(e, np.nan) for m in members]) for e in epochs]
+            ax.plot(epochs, mean, label="/".join(key[1:4]) + f" (n={len(members)})")
+        ax.set(title=f"stage {stage}", xlabel="epoch", ylabel="validation MAPE", yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(paths: list[str | Path], output: str | Path, metric: str = "mape") -> list[dict]:
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(paths)
+    rows = summarize(runs, metric)
+    with open(output / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows)
+    (output / "table.md").write_text(markdown(rows, metric))
+    heatmap(rows, metric, output / "heatmap.png")
+    curves(runs, output / "curves.png")
+    failed = [r for r in runs if r.get("status") != "ok"]
+    if failed:
+        (output / "failed.txt").write_text("".join(f"{r['dir']}: {r.get('status')}: {r.get('error', '')}\n"
+                                                   for r in failed))
+    return rows
