@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from paraisite.chain import run
+from paraisite import chain
 from tests.conftest import ROOT, write_records
 
 LTC_SETS = ("dataset1", "dataset2", "mix", "agl")
@@ -30,29 +30,48 @@ def train_cli(*args, cwd=ROOT):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The default chain (eform → AGL → dataset1) in smoke size; records the weights each stage starts from."""
     run_dir = tmp_path_factory.mktemp("run")
-    return run_dir, run(compose_cfg(), run_dir)
+    starts, original = [], chain.train_stage
+
+    def recording(module, stage, *args):
+        starts.append({k: v.clone() for k, v in module.state_dict().items() if not k.startswith("transform.")})
+        return original(module, stage, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chain, "train_stage", recording)
+        results = chain.run(compose_cfg(), run_dir)
+    return run_dir, results, starts
 
 
 def test_results_json_schema(smoke_run):
-    run_dir, results = smoke_run
+    run_dir, results, _ = smoke_run
     on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
     assert on_disk["status"] == "ok"
-    assert on_disk["config"] == {"backbone": "megnet", "pretrain": "eform", "finetune": "dft", "data": "dataset1",
-                                 "seed": 1, "protocol": "holdout"}
+    assert on_disk["config"] == {"backbone": "megnet", "pretrain": "eform", "finetune": "agl_dft",
+                                 "data": "dataset1", "seed": 1, "protocol": "holdout"}
     assert set(on_disk["test"]) == set(LTC_SETS)
     for name in LTC_SETS:
         metrics = on_disk["test"][name]
         assert metrics["n"] > 0 and metrics["mape"] >= 0 and metrics["mae"] >= 0
         assert {"log_mae", "log_rmse", "r2", "spearman", "dropped"} <= set(metrics)
     assert on_disk["test"]["mix"]["n"] == on_disk["test"]["dataset1"]["n"] + on_disk["test"]["dataset2"]["n"]
-    (stage,) = on_disk["stages"]
-    assert stage["name"] == "dft" and stage["data"] == "dataset1" and stage["epochs"] == 2
-    assert (run_dir / "logs" / "dft" / "metrics.csv").is_file()
+    assert [(s["name"], s["data"], s["epochs"]) for s in on_disk["stages"]] == [("agl", "agl", 2), ("dft", "dataset1", 2)]
+    for stage in ("agl", "dft"):
+        assert (run_dir / "logs" / stage / "metrics.csv").is_file()
+
+
+def test_second_stage_starts_from_first_stage_best_weights(smoke_run):
+    run_dir, _, (first_start, second_start) = smoke_run
+    best_agl = torch.load(run_dir / "checkpoints" / "agl" / "best.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(second_start[k], best_agl[k]) for k in second_start)
+    pretrained = "backbone.model.embedding.layer_node_embedding.weight"
+    assert not torch.equal(second_start[pretrained], first_start[pretrained])
 
 
 def test_checkpoints_load_without_unpickling_code(smoke_run):
-    run_dir, _ = smoke_run
+    run_dir, _, _ = smoke_run
     best = torch.load(run_dir / "checkpoints" / "dft" / "best.ckpt", weights_only=True)
     final = torch.load(run_dir / "model.pt", weights_only=True)
     assert final["format"] == 1 and final["config"]["backbone"]["name"] == "megnet"
@@ -60,7 +79,7 @@ def test_checkpoints_load_without_unpickling_code(smoke_run):
 
 
 def test_cli_multirun_over_pretrain(tmp_path):
-    done = train_cli("-m", "pretrain=eform,gap,scratch", f"hydra.sweep.dir={tmp_path}")
+    done = train_cli("-m", "pretrain=eform,gap,scratch", "finetune=dft", f"hydra.sweep.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
     assert sorted(r["config"]["pretrain"] for r in results) == ["eform", "gap", "scratch"]

@@ -1,0 +1,114 @@
+"""Chains: stage composition, the AGL leakage filter, the report."""
+
+import json
+from functools import partial
+
+import pytest
+from hydra import compose, initialize_config_dir
+from matgl.config import DEFAULT_ELEMENTS
+
+from paraisite.chain import other_test_formulas, run_label, stages_of
+from paraisite.data.datamodule import LTCDataModule
+from paraisite.data.graphs import GraphFeaturizer
+from paraisite.report import find_runs, markdown, summarize, write_report
+from tests.conftest import ROOT, write_records
+
+FEATURIZER = GraphFeaturizer(4.0, DEFAULT_ELEMENTS)
+
+
+def cfg_of(*overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_stage_settings_compose_in_order():
+    stages = stages_of(cfg_of("finetune=agl_dft", "data=dataset2", "+stage_overrides.lr=0.01"))
+    assert [(s["name"], s["data"]) for s in stages] == [("agl", "agl"), ("dft", "dataset2")]
+    assert (stages[0]["epochs"], stages[0]["batch_size"]) == (60, 32)  # stage_by_data.agl (CPU budget)
+    assert (stages[1]["epochs"], stages[1]["batch_size"]) == (300, 8)  # published recipe
+    assert all(s["lr"] == 0.01 for s in stages)
+    published = stages_of(cfg_of("experiment=paper_step3"))
+    assert (published[0]["epochs"], published[0]["batch_size"]) == (300, 8)
+
+
+@pytest.mark.parametrize("overrides,label", [
+    (["experiment=paper_step1", "data=mix"], ("scratch", "dft", "mix")),
+    (["experiment=paper_step2", "finetune=agl", "data=dataset1"], ("eform", "agl", "agl")),
+    (["experiment=paper_step3", "data=dataset2"], ("eform", "agl_dft", "dataset2")),
+])
+def test_presets_and_labels(overrides, label):
+    config = run_label(cfg_of(*overrides))
+    assert (config["pretrain"], config["finetune"], config["data"]) == label
+
+
+def test_agl_leakage_filter_on_a_constructed_overlap(tmp_path, mirror_records):
+    """A stage's training data never holds a formula that another source tests on (holdout)."""
+    datamodule = partial(LTCDataModule, featurizer=FEATURIZER, seed=5)
+    d1 = datamodule(dataset="dataset1")
+    d1.setup()
+    test_ids = {d1.data.ids[i] for i in d1.splits["test"]}
+    # an AGL-like file holding copies of every Dataset1 material under new ids: the test ones must go
+    copies = write_records(tmp_path / "aux.json", [dict(r, id=f"copy-{r['id']}") for r in mirror_records])
+    exclude = other_test_formulas(str(copies), datamodule)
+    assert d1.formulas("test") <= exclude
+    aux = datamodule(dataset=str(copies), exclude_formulas=exclude)
+    aux.setup()
+    trained = {aux.data.formulas[i] for split in ("train", "val") for i in aux.splits[split]}
+    assert not trained & d1.formulas("test")
+    n_in_test_formulas = sum(r["formula"] in d1.formulas("test") for r in mirror_records)
+    assert aux.n_excluded > 0 and aux.n_excluded <= n_in_test_formulas
+    assert len(test_ids) == len(d1.splits["test"])
+
+
+def fake_run(folder, pretrain, seed, mape, status="ok"):
+    folder.mkdir(parents=True)
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text(
+        f"backbone: {{name: megnet}}\npretrain: {{name: {pretrain}}}\nfinetune: {{name: dft}}\n"
+        f"data: {{name: dataset1}}\nseed: {seed}\nprotocol: holdout\n")
+    if status == "crashed":
+        return
+    config = {"backbone": "megnet", "pretrain": pretrain, "finetune": "dft", "data": "dataset1", "seed": seed,
+              "protocol": "holdout"}
+    test = {t: {"mape": mape, "mae": 1.0, "n": 5} for t in ("dataset1", "dataset2", "mix", "agl")}
+    (folder / "results.json").write_text(json.dumps({"status": status, "config": config, "test": test,
+                                                     "stages": [{"name": "dft"}]}))
+    (folder / "logs" / "dft").mkdir(parents=True)
+    (folder / "logs" / "dft" / "metrics.csv").write_text("epoch,step,val/mape\n0,1,0.9\n1,2,0.5\n")
+
+
+def test_report_mean_std_and_failed_runs_marked(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed, mape in ((1, 0.2), (2, 0.4), (3, 0.6)):
+        fake_run(sweep / f"e{seed}", "eform", seed, mape)
+    fake_run(sweep / "s1", "scratch", 1, 0.9)
+    fake_run(sweep / "s2", "scratch", 2, 0.0, status="crashed")
+    rows = {r["pretrain"]: r for r in summarize(find_runs([sweep]))}
+    assert rows["eform"]["dataset1_mean"] == pytest.approx(0.4)
+    assert rows["eform"]["dataset1_std"] == pytest.approx(0.2)
+    assert rows["eform"]["seeds"] == [1, 2, 3] and rows["eform"]["n_failed"] == 0
+    assert rows["scratch"]["n_failed"] == 1 and rows["scratch"]["dataset1_n"] == 1
+    table = markdown(list(rows.values()), "mape")
+    assert "0.40 (0.20)" in table and "**1 failed**" in table
+    out = tmp_path / "report"
+    write_report([sweep], out)
+    for name in ("table.csv", "table.md", "heatmap.png", "curves.png", "failed.txt"):
+        assert (out / name).stat().st_size > 0
+    assert "s2" in (out / "failed.txt").read_text()
+
+
+def test_report_cli_on_a_smoke_sweep(tmp_path):
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=smoke", "pretrain=eform,gap",
+                           "finetune=agl,dft", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list(sweep.glob("*/results.json"))) == 4
+    done = subprocess.run([sys.executable, "-m", "paraisite.cli", "report", str(sweep), "--output", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("table.csv", "table.md", "heatmap.png", "curves.png"):
+        assert (tmp_path / "r" / name).is_file()
+    assert "| megnet | gap | agl | agl | holdout |" in done.stdout
