@@ -1,9 +1,10 @@
-"""`paraisite` console script: data checks and reports (train with `python train.py`)."""
+"""`paraisite` console script: data checks, reports, predictions (train with `python train.py`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from paraisite.errors import ParaisiteError
 
@@ -30,6 +31,33 @@ def report(args) -> int:
     return 0
 
 
+def predict(args) -> int:
+    from paraisite.predict import load_ensemble, predict
+
+    device = args.device or ("cuda" if torch_cuda() else "cpu")
+    members = load_ensemble(args.run, device, args.data_dir)
+    counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below)
+    print(f"{len(members)} model(s); {counts['predicted']} predicted, {counts['flagged']} flagged → {args.output}")
+    if args.top:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{len(counts['top'])} lowest-κ candidates (κ < {args.below:g} W/mK)")
+        for column in ("id", "formula", "κ mean", "κ std", "rel. std"):
+            table.add_column(column, justify="left" if column in ("id", "formula") else "right")
+        for c in counts["top"]:
+            table.add_row(c["id"], c["formula"], f"{c['kappa_mean']:.3f}", f"{c['kappa_std']:.3f}",
+                          f"{c['relative_std']:.2f}")
+        Console().print(table)
+    return 0 if counts["predicted"] else 1
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="paraisite", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,7 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--output", required=True, help="folder for table.csv, table.md, heatmap.png, curves.png")
     rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "r2", "spearman"])
     rep.set_defaults(func=report)
+    pred = commands.add_parser("predict", help="predict κ of structures with an ensemble of trained runs")
+    pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders")
+    pred.add_argument("--run", action="append", required=True, help="run or sweep folder (repeatable)")
+    pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
+    pred.add_argument("--top", type=int, default=0, help="print the K lowest-κ candidates")
+    pred.add_argument("--below", type=float, default=float("inf"), help="only candidates with κ mean below this")
+    pred.add_argument("--batch-size", type=int, default=256)
+    pred.add_argument("--chunk-size", type=int, default=2048, help="structures read and written at a time")
+    pred.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    pred.add_argument("--data-dir", default=None)
+    pred.set_defaults(func=predict)
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", module=r"pymatgen\.")  # parse problems are reported per structure instead
     try:
         return args.func(args)
     except ParaisiteError as exc:

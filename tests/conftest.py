@@ -27,3 +27,18 @@ def mirror_records():
 def write_records(path: Path, rows) -> Path:
     path.write_text(json.dumps(rows))
     return path
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory):
+    """Two finished smoke runs (seeds 1 and 2, eform → dft on dataset2) in one sweep folder."""
+    from hydra import compose, initialize_config_dir
+
+    from paraisite.chain import run
+
+    sweep = tmp_path_factory.mktemp("sweep")
+    for seed in (1, 2):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=smoke", "finetune=dft", "data=dataset2", f"seed={seed}"])
+        run(cfg, sweep / f"s{seed}")
+    return sweep

@@ -1,0 +1,224 @@
+"""Prediction and screening with an ensemble of trained runs.
+
+Inputs stream in chunks (flat memory however many structures): each chunk is featurized once per distinct
+featurizer, every member predicts in batches under `torch.inference_mode`, and rows are written as they come.
+A bad structure never stops the batch: it gets a `flag` and an empty prediction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from paraisite.data.records import BadRecord, Record, check_structure, is_structure_file, structure_from_file
+from paraisite.errors import ParaisiteError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+MODEL_FORMAT = 1
+
+
+@dataclass
+class Member:
+    name: str
+    module: torch.nn.Module
+    featurizer: object
+
+
+def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None = None) -> Member:
+    """Rebuild a run's final model from its `model.pt` (tensors and plain data only: weights_only=True)."""
+    from paraisite.chain import build_model
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ParaisiteError(f"{path}: not a paraisite model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ParaisiteError(f"{path}: model format {found!r}, this paraisite reads format {MODEL_FORMAT}")
+    cfg = OmegaConf.create(payload["config"])
+    # the weights come from the file: build the architecture only, never re-read the pre-trained weights
+    cfg.backbone.architecture = cfg.backbone.get("weights") or cfg.backbone.architecture
+    cfg.backbone.weights = None
+    if data_dir is not None:
+        cfg.backbone.data_dir = data_dir
+    module = build_model(cfg)
+    module.load_state_dict(payload["state_dict"])
+    module.eval().to(device)
+    return Member(name, module, module.backbone.featurizer())
+
+
+def find_models(runs: list[str | Path]) -> list[Path]:
+    paths = []
+    for run in map(Path, runs):
+        found = [run] if run.is_file() else sorted(run.rglob(MODEL_FILE))
+        if not found:
+            raise ParaisiteError(f"{run}: no {MODEL_FILE} (a finished run) in this folder")
+        paths += found
+    return paths
+
+
+def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | None = None) -> list[Member]:
+    members, names = [], set()
+    for path in find_models(runs):
+        name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
+        names.add(name)
+        members.append(load_member(path, name, device, data_dir))
+    return members
+
+
+def _record(rid: str, structure) -> tuple[Record | None, str]:
+    return Record(rid, structure.composition.reduced_formula, None, structure), ""
+
+
+def read_inputs(paths: list[str | Path]) -> Iterator[tuple[str, Record | None, str]]:
+    """(id, record or None, flag) for every structure in files/folders (recursive): CIF, POSCAR/CONTCAR,
+    pymatgen JSON, and record lists (`.json(.gz)` lists of {"id", "structure"})."""
+    for root in map(Path, paths):
+        if root.is_dir():
+            files = sorted(f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(".json.gz"))
+        elif root.exists():
+            files = [root]
+        else:
+            yield str(root), None, "parse_error: no such file"
+            continue
+        for file in files:
+            yield from _read_file(file)
+
+
+def _read_file(file: Path) -> Iterator[tuple[str, Record | None, str]]:
+    from pymatgen.core import Structure
+
+    if file.name.endswith((".json", ".json.gz")):
+        try:
+            with (gzip.open if file.suffix == ".gz" else open)(file, "rt", encoding="utf-8") as f:
+                obj = json.load(f)
+        except (OSError, ValueError, EOFError) as exc:
+            yield str(file), None, f"parse_error: {type(exc).__name__}: {exc}"
+            return
+        rows = obj if isinstance(obj, list) else [{"id": str(file), "structure": obj}]
+        for i, row in enumerate(rows):
+            rid = str(row.get("id", f"{file}:{i}")) if isinstance(row, dict) else f"{file}:{i}"
+            try:
+                structure = check_structure(Structure.from_dict(row["structure"]))
+            except (BadRecord, KeyError, TypeError, ValueError, AttributeError) as exc:
+                yield rid, None, f"parse_error: {type(exc).__name__}: {exc}"
+                continue
+            yield rid, *_record(rid, structure)
+    else:
+        try:
+            yield str(file), *_record(str(file), structure_from_file(file))
+        except BadRecord as exc:
+            yield str(file), None, f"parse_error: {exc}"
+
+
+def chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@torch.inference_mode()
+def predict_records(members: list[Member], records: list[Record], batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+    """(κ per record × member, NaN where unusable; flag per record)."""
+    kappa = np.full((len(records), len(members)), np.nan)
+    flags = [""] * len(records)
+    groups: dict[str, list[int]] = {}
+    for j, member in enumerate(members):
+        groups.setdefault(repr(member.featurizer), []).append(j)
+    for member_ids in groups.values():
+        featurizer = members[member_ids[0]].featurizer
+        data = featurizer.build(records)
+        usable = [i for i, f in enumerate(data.flags) if not f]
+        for i, flag in enumerate(data.flags):
+            flags[i] = flags[i] or flag
+        for start in range(0, len(usable), batch_size):
+            idx = usable[start:start + batch_size]
+            batch = data.collate(idx)
+            for j in member_ids:
+                module = members[j].module
+                on_device = module.transfer_batch_to_device(batch, module.device, 0)
+                kappa[idx, j] = module.predict_kappa(on_device).double().cpu().numpy()
+    return kappa, flags
+
+
+class RowWriter:
+    """CSV, or Parquet when the file name ends in `.parquet`; rows are appended chunk by chunk."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parquet = path.suffix == ".parquet"
+        self.writer = None
+        if not self.parquet:
+            import csv
+
+            self.file = open(path, "w", newline="")
+            self.writer = csv.writer(self.file)
+            self.writer.writerow(columns)
+
+    def write(self, rows: list[list]) -> None:
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.table({c: [r[k] for r in rows] for k, c in enumerate(self.columns)})
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(self.path, table.schema)
+            self.writer.write_table(table)
+        else:
+            self.writer.writerows([["" if v is None else v for v in r] for r in rows])
+
+    def close(self) -> None:
+        (self.writer.close() if self.parquet else self.file.close()) if self.writer is not None else None
+
+
+def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 2048,
+            batch_size: int = 256, top: int = 0, below: float = float("inf")) -> dict:
+    """Predict every input structure with the ensemble; write rows to `output`. Returns counts and the top list."""
+    columns = ["id", "formula", "n_atoms", "kappa_mean", "kappa_std", *(f"kappa_{m.name}" for m in members), "flag"]
+    writer = RowWriter(Path(output), columns)
+    counts = {"predicted": 0, "flagged": 0}
+    best: list[tuple] = []
+    try:
+        for chunk in chunks(read_inputs(inputs), chunk_size):
+            good = [(k, rec) for k, (_, rec, _) in enumerate(chunk) if rec is not None]
+            kappa, flags = predict_records(members, [rec for _, rec in good], batch_size) if good else (None, [])
+            position = {k: g for g, (k, _) in enumerate(good)}
+            rows = []
+            for k, (rid, rec, flag) in enumerate(chunk):
+                values, mean, std = [None] * len(members), None, None
+                if rec is not None:
+                    g = position[k]
+                    flag = flags[g]
+                    if not flag:
+                        values = kappa[g].tolist()
+                        mean = float(np.mean(values))
+                        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                counts["flagged" if mean is None else "predicted"] += 1
+                rows.append([rid, rec.formula if rec else None, len(rec.structure) if rec else None, mean, std,
+                             *values, flag])
+                if mean is not None and mean < below and top:
+                    item = (-mean, rid, rec.formula, mean, std)
+                    (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)
+            writer.write(rows)
+    finally:
+        writer.close()
+    counts["top"] = [{"id": i, "formula": f, "kappa_mean": m, "kappa_std": s,
+                      "relative_std": s / m if m else float("nan")} for _, i, f, m, s in sorted(best, reverse=True)]
+    return counts
