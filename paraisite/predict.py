@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 MODEL_FORMAT = 1
+INPUT_LISTS = (".json.gz", ".jsonl", ".jsonl.gz")
 
 
 @dataclass
@@ -83,10 +84,11 @@ def _record(rid: str, structure) -> tuple[Record | None, str]:
 
 def read_inputs(paths: list[str | Path]) -> Iterator[tuple[str, Record | None, str]]:
     """(id, record or None, flag) for every structure in files/folders (recursive): CIF, POSCAR/CONTCAR,
-    pymatgen JSON, and record lists (`.json(.gz)` lists of {"id", "structure"})."""
+    pymatgen JSON, record lists (`.json(.gz)` lists of {"id", "structure"}) and JSON lines (`.jsonl(.gz)`, one
+    record per line, read as a stream)."""
     for root in map(Path, paths):
         if root.is_dir():
-            files = sorted(f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(".json.gz"))
+            files = sorted(f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(INPUT_LISTS))
         elif root.exists():
             files = [root]
         else:
@@ -96,9 +98,29 @@ def read_inputs(paths: list[str | Path]) -> Iterator[tuple[str, Record | None, s
             yield from _read_file(file)
 
 
-def _read_file(file: Path) -> Iterator[tuple[str, Record | None, str]]:
+def _read_rows(rows, file: Path, first: int = 0) -> Iterator[tuple[str, Record | None, str]]:
+    """Records {"id", "structure"} (dicts, or JSON lines)."""
     from pymatgen.core import Structure
 
+    for i, row in enumerate(rows, start=first):
+        rid = f"{file}:{i}"
+        try:
+            row = json.loads(row) if isinstance(row, str) else row
+            rid = str(row.get("id", rid))
+            structure = check_structure(Structure.from_dict(row["structure"]))
+        except (BadRecord, KeyError, TypeError, ValueError, AttributeError) as exc:
+            yield rid, None, f"parse_error: {type(exc).__name__}: {exc}"
+            continue
+        yield rid, *_record(rid, structure)
+
+
+def _read_file(file: Path) -> Iterator[tuple[str, Record | None, str]]:
+    if file.name.endswith((".jsonl", ".jsonl.gz")):  # one record per line: streams any size
+        with (gzip.open if file.suffix == ".gz" else open)(file, "rt", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if line.strip():
+                    yield from _read_rows([line], file, i)
+        return
     if file.name.endswith((".json", ".json.gz")):
         try:
             with (gzip.open if file.suffix == ".gz" else open)(file, "rt", encoding="utf-8") as f:
@@ -106,15 +128,7 @@ def _read_file(file: Path) -> Iterator[tuple[str, Record | None, str]]:
         except (OSError, ValueError, EOFError) as exc:
             yield str(file), None, f"parse_error: {type(exc).__name__}: {exc}"
             return
-        rows = obj if isinstance(obj, list) else [{"id": str(file), "structure": obj}]
-        for i, row in enumerate(rows):
-            rid = str(row.get("id", f"{file}:{i}")) if isinstance(row, dict) else f"{file}:{i}"
-            try:
-                structure = check_structure(Structure.from_dict(row["structure"]))
-            except (BadRecord, KeyError, TypeError, ValueError, AttributeError) as exc:
-                yield rid, None, f"parse_error: {type(exc).__name__}: {exc}"
-                continue
-            yield rid, *_record(rid, structure)
+        yield from _read_rows(obj if isinstance(obj, list) else [{"id": str(file), "structure": obj}], file)
     else:
         try:
             yield str(file), *_record(str(file), structure_from_file(file))
@@ -134,7 +148,7 @@ def chunks(items: Iterator, size: int) -> Iterator[list]:
 
 
 @torch.inference_mode()
-def predict_records(members: list[Member], records: list[Record], batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+def predict_records(members: list[Member], records: list[Record], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
     """(κ per record × member, NaN where unusable; flag per record)."""
     kappa = np.full((len(records), len(members)), np.nan)
     flags = [""] * len(records)
@@ -188,8 +202,8 @@ class RowWriter:
         (self.writer.close() if self.parquet else self.file.close()) if self.writer is not None else None
 
 
-def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 2048,
-            batch_size: int = 256, top: int = 0, below: float = float("inf")) -> dict:
+def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
+            batch_size: int = 128, top: int = 0, below: float = float("inf")) -> dict:
     """Predict every input structure with the ensemble; write rows to `output`. Returns counts and the top list."""
     columns = ["id", "formula", "n_atoms", "kappa_mean", "kappa_std", *(f"kappa_{m.name}" for m in members), "flag"]
     writer = RowWriter(Path(output), columns)
