@@ -7,6 +7,8 @@ the final weights (`model.pt`) and `results.json`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
 import sys
@@ -27,12 +29,13 @@ from paraisite.data.datasets import LTC_FILES, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
-from paraisite.models.regressor import TrainSettings, TransferRegressor
+from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format
 
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 1
 MODEL_FORMAT = 1
+RUNTIME_KEYS = {"progress_bar", "threads", "trainer", "logger", "data_dir"}  # may change when a run is resumed
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 
 
@@ -57,29 +60,63 @@ def build_model(cfg: DictConfig) -> TransferRegressor:
     return TransferRegressor(backbone, build(cfg.head, in_dim=backbone.out_dim))
 
 
-def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path) -> dict:
+def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
+    """Train one stage and load its best weights. Resumable: a finished stage is skipped, an interrupted one
+    continues from its last checkpoint (same run folder, same config)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+    done_file = run_dir / "stages" / f"{stage['name']}.json"
+    ckpt_dir = run_dir / "checkpoints" / stage["name"]
+    if done_file.is_file():
+        module.load_state_dict(load_checkpoint(ckpt_dir / "best.ckpt")["state_dict"])
+        log.info("stage %s already finished in %s: loaded its best weights", stage["name"], run_dir)
+        return json.loads(done_file.read_text())
     datamodule.setup()
     settings = TrainSettings(**{k: v for k, v in stage.items() if k in TRAIN_KEYS})
     module.start_stage(settings, datamodule.targets("train"))
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage["name"], filename="best",
-                                 monitor="val/mape", mode="min", save_last=True)
-    callbacks = [checkpoint] + ([RichProgressBar()] if cfg.progress_bar else [])
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mape", mode="min")
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="latest", enable_version_counter=False)  # every epoch
+    callbacks = [checkpoint, latest] + ([RichProgressBar()] if cfg.progress_bar else [])
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
-                          logger=instantiate(cfg.logger, save_dir=str(run_dir), version=stage["name"]),
+                          logger=tracker.stage_loggers(stage["name"]),
                           enable_progress_bar=bool(cfg.progress_bar))
+    last = ckpt_dir / "latest.ckpt"
+    resumed_from = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
+    if resumed_from:
+        log.info("stage %s: resuming from %s (epoch %d)", stage["name"], last, resumed_from)
     started = time.perf_counter()
-    trainer.fit(module, datamodule)
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    trainer.fit(module, datamodule, ckpt_path=last if resumed_from else None)
+    best = load_checkpoint(checkpoint.best_model_path)
     module.load_state_dict(best["state_dict"])
-    return {
+    result = {
         "name": stage["name"], "data": stage["data"], "epochs": stage["epochs"],
         "best_epoch": int(best["epoch"]), "best_val_mape": float(checkpoint.best_model_score),
         "n_train": len(datamodule.splits["train"]), "n_val": len(datamodule.splits["val"]),
         "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped,
-        "wall_time_s": round(time.perf_counter() - started, 2),
+        "resumed_from_epoch": resumed_from, "wall_time_s": round(time.perf_counter() - started, 2),
     }
+    write_json(done_file, result)
+    return result
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint of this project, read without unpickling code; clear error on a foreign format."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ParaisiteError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    check_checkpoint_format(ckpt, path)
+    return ckpt
+
+
+def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Tie the run folder to this config, so a relaunch resumes only the same run (not another one's files)."""
+    identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUNTIME_KEYS}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    marker = run_dir / "run_key.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("key") != key:
+        raise ParaisiteError(f"{run_dir}: holds files of a run with another config; pick another hydra.run.dir")
+    write_json(marker, {"key": key})
 
 
 def other_test_formulas(dataset: str, datamodule) -> frozenset[str]:
@@ -102,9 +139,25 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train the chain and test; returns (and writes) the results dict."""
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(cfg, run_dir)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_model(cfg)
+    tracker = instantiate(cfg.logger, run_dir=run_dir)
+    tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        results = train_and_test(cfg, run_dir, module, tracker)
+    except BaseException:
+        tracker.finish("failed")
+        raise
+    results["wall_time_s"] = round(time.perf_counter() - started, 2)
+    write_json(run_dir / "results.json", results)
+    tracker.log_results(results)
+    tracker.finish()
+    return results
+
+
+def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tracker) -> dict:
     featurizer = module.backbone.featurizer()
     datamodule = partial(LTCDataModule, featurizer=featurizer, seed=cfg.seed, protocol=cfg.protocol,
                          data_dir=cfg.data_dir, **cfg.datamodule)
@@ -113,7 +166,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
         exclude = other_test_formulas(stage["data"], datamodule) if cfg.protocol == "holdout" else frozenset()
         dm = datamodule(dataset=stage["data"], batch_size=stage["batch_size"], exclude_formulas=exclude)
-        stage_results.append(train_stage(module, stage, dm, cfg, run_dir))
+        stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker))
     write_atomic(run_dir / "model.pt", _model_bytes(module, cfg))
 
     test = {}
@@ -121,18 +174,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         dm = datamodule(dataset=name, batch_size=64)
         dm.setup()
         test[name if name in cfg.evaluate_on else cfg.data.name] = test_metrics(module, dm)
-    results = {
+    return {
         "format": RESULTS_FORMAT,
         "status": "ok",
         "config": run_label(cfg),
         "stages": stage_results,
         "test": test,
-        "wall_time_s": round(time.perf_counter() - started, 2),
         "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
     }
-    write_json(run_dir / "results.json", results)
-    return results
 
 
 def run_label(cfg: DictConfig) -> dict:
@@ -168,6 +218,16 @@ def print_table(results: dict) -> None:
     Console(file=sys.stdout).print(table)
 
 
+def record_failure(path: Path, error: str, cfg: DictConfig) -> None:
+    """Mark the run failed (the report lists it), unless the folder already holds a finished run's results."""
+    try:
+        if json.loads(path.read_text()).get("status") == "ok":
+            return
+    except (OSError, ValueError):
+        pass
+    write_json(path, {"format": RESULTS_FORMAT, "status": "failed", "error": error, "config": run_label(cfg)})
+
+
 def quiet_third_party() -> None:
     """Hide warnings and tips from dependencies that say nothing about this run."""
     warnings.filterwarnings("ignore", message="No Pauling electronegativity")
@@ -197,8 +257,7 @@ def main(cfg: DictConfig) -> dict | None:
         if exc is None:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        write_json(run_dir / "results.json", {"format": RESULTS_FORMAT, "status": "failed", "error": str(exc),
-                                              "config": run_label(cfg)})
+        record_failure(run_dir / "results.json", str(exc), cfg)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None
         sys.exit(2)

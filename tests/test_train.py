@@ -101,3 +101,37 @@ def test_cli_bad_input_is_one_line(tmp_path, mirror_records, make_args, expected
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert re.search(expected, lines[0]), lines[0]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_relaunch_into_another_runs_folder_is_refused_without_damage(smoke_run):
+    run_dir, _, _ = smoke_run
+    before = (run_dir / "results.json").read_bytes()
+    done = train_cli("seed=7", f"hydra.run.dir={run_dir}")
+    assert done.returncode == 2 and "holds files of a run with another config" in done.stderr
+    assert (run_dir / "results.json").read_bytes() == before
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    args = ["finetune=dft", "stage_overrides.epochs=60", f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, str(ROOT / "train.py"), "experiment=smoke", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, deadline = run_dir / "checkpoints" / "dft" / "latest.ckpt", time.time() + 300
+    epoch = -1
+    while epoch < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            epoch = torch.load(last, weights_only=True)["epoch"]
+        except Exception:  # not written yet
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert epoch >= 3 and not (run_dir / "results.json").exists()
+    done = train_cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (stage,) = json.loads((run_dir / "results.json").read_text())["stages"]
+    assert stage["resumed_from_epoch"] >= 4 and stage["epochs"] == 60
+    assert torch.load(last, weights_only=True)["epoch"] == 59

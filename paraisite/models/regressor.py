@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 from paraisite.data.transforms import LogStandardizer
+from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
 
+CHECKPOINT_FORMAT = 1
 LOSSES = ("mape", "l1")
 POLICIES = ("all", "head", "reinit_head")
 
@@ -34,6 +36,12 @@ class TrainSettings:
             raise ValueError(f"unknown loss {self.loss!r}; use one of {LOSSES}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown freezing policy {self.policy!r}; use one of {POLICIES}")
+
+
+def check_checkpoint_format(checkpoint: dict, source="checkpoint") -> None:
+    found = checkpoint.get("paraisite_format")
+    if found != CHECKPOINT_FORMAT:
+        raise ParaisiteError(f"{source}: checkpoint format {found!r}, this paraisite reads format {CHECKPOINT_FORMAT}")
 
 
 def cosine_decay(step: int, decay_steps: int, final_fraction: float) -> float:
@@ -90,6 +98,12 @@ class TransferRegressor(L.LightningModule):
             value = metrics.get(key, float("nan"))
             self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == "mape",
                      sync_dist=False, rank_zero_only=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["paraisite_format"] = CHECKPOINT_FORMAT
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_checkpoint_format(checkpoint)
 
     def configure_optimizers(self):
         s = self.settings
