@@ -45,8 +45,10 @@ def main() -> None:
 
     # (a) upstream's way, on the CPU: matgl's per-structure predict_structure on the full published MEGNet-Eform
     (cpu_copy,) = load_ensemble([run_dir], device="cpu")
-    megnet = cpu_copy.module.backbone.model
-    megnet.output_proj.layers[-1] = cpu_copy.module.backbone.last_layer
+    backbone = cpu_copy.module.backbone
+    megnet = backbone.model
+    megnet.output_proj.layers[-1] = torch.nn.Linear(backbone.out_dim, 1)
+    megnet.output_proj.layers[-1].load_state_dict({"weight": backbone.source_weight, "bias": backbone.source_bias})
 
     def matgl_loop():
         with torch.no_grad():

@@ -29,6 +29,7 @@ from paraisite.data.datasets import LTC_FILES, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
+from paraisite.tracking import CSVTracker
 from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,13 @@ def stages_of(cfg: DictConfig) -> list[dict]:
 def build_model(cfg: DictConfig) -> TransferRegressor:
     backbone = build(cfg.backbone)
     return TransferRegressor(backbone, build(cfg.head, in_dim=backbone.out_dim))
+
+
+def is_main_process() -> bool:
+    """Rank zero (of all nodes): the only process that writes run files, results and trackers."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
@@ -90,12 +98,14 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
     module.load_state_dict(best["state_dict"])
     result = {
         "name": stage["name"], "data": stage["data"], "epochs": stage["epochs"],
+        "devices": trainer.world_size,
         "best_epoch": int(best["epoch"]), "best_val_mape": float(checkpoint.best_model_score),
         "n_train": len(datamodule.splits["train"]), "n_val": len(datamodule.splits["val"]),
         "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped,
         "resumed_from_epoch": resumed_from, "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    write_json(done_file, result)
+    if is_main_process():
+        write_json(done_file, result)
     return result
 
 
@@ -116,7 +126,8 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     marker = run_dir / "run_key.json"
     if marker.is_file() and json.loads(marker.read_text()).get("key") != key:
         raise ParaisiteError(f"{run_dir}: holds files of a run with another config; pick another hydra.run.dir")
-    write_json(marker, {"key": key})
+    if is_main_process():
+        write_json(marker, {"key": key})
 
 
 def other_test_formulas(dataset: str, datamodule) -> frozenset[str]:
@@ -143,13 +154,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_model(cfg)
-    tracker = instantiate(cfg.logger, run_dir=run_dir)
+    tracker = instantiate(cfg.logger, run_dir=run_dir) if is_main_process() else CSVTracker(run_dir)
     tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
     try:
         results = train_and_test(cfg, run_dir, module, tracker)
     except BaseException:
         tracker.finish("failed")
         raise
+    if not is_main_process():  # other ranks only take part in training
+        return {}
     results["wall_time_s"] = round(time.perf_counter() - started, 2)
     write_json(run_dir / "results.json", results)
     tracker.log_results(results)
@@ -167,6 +180,8 @@ def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tr
         exclude = other_test_formulas(stage["data"], datamodule) if cfg.protocol == "holdout" else frozenset()
         dm = datamodule(dataset=stage["data"], batch_size=stage["batch_size"], exclude_formulas=exclude)
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker))
+    if not is_main_process():
+        return {}
     write_atomic(run_dir / "model.pt", _model_bytes(module, cfg))
 
     test = {}
@@ -261,5 +276,6 @@ def main(cfg: DictConfig) -> dict | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None
         sys.exit(2)
-    print_table(results)
+    if results:
+        print_table(results)
     return results

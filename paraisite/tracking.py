@@ -63,6 +63,7 @@ class WandbTracker(CSVTracker):
         for test, m in results["test"].items():
             for key in METRIC_COLUMNS:
                 self.run.summary[f"test/{test}/{key}"] = m.get(key)
+        self.run.summary["best_val_mape"] = results["stages"][-1]["best_val_mape"]  # what sweeps select on
         png = self.run_dir / "matrix.png"
         heatmap(summarize([results]), "mape", png)
         self.run.log({"test/heatmap": wandb.Image(str(png))})

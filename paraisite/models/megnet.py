@@ -55,9 +55,12 @@ class MEGNetBackbone(nn.Module):
         if weights:
             self.model.load_state_dict(load_state(weights, data_dir))
         self.name = weights or f"{architecture} (random init)"
-        self.last_layer = self.model.output_proj.layers[-1]
+        last = self.model.output_proj.layers[-1]
         self.model.output_proj.layers[-1] = nn.Identity()
-        self.out_dim = self.last_layer.in_features
+        # the source task's output layer is kept (as buffers: never trained) for `source_prediction`
+        self.register_buffer("source_weight", last.weight.detach().clone())
+        self.register_buffer("source_bias", last.bias.detach().clone())
+        self.out_dim = last.in_features
         self.cutoff = float(self.model.cutoff)
         self.element_types = tuple(self.model.element_types)
         self.ntypes_state = args.get("ntypes_state")
@@ -78,4 +81,5 @@ class MEGNetBackbone(nn.Module):
 
     def source_prediction(self, batch) -> torch.Tensor:
         """The pre-trained model's own output (e.g. formation energy, eV/atom)."""
-        return self.last_layer(self(batch)).squeeze(-1) * self.source_std + self.source_mean
+        out = nn.functional.linear(self(batch), self.source_weight, self.source_bias).squeeze(-1)
+        return out * self.source_std + self.source_mean

@@ -57,10 +57,12 @@ class TransferRegressor(L.LightningModule):
         self.transform = LogStandardizer()
         self.settings = TrainSettings()
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._best_val_mape = float("inf")
 
     def start_stage(self, settings: TrainSettings, train_kappa: torch.Tensor) -> None:
         """Apply a stage's settings: refit the target scaler on its training targets, (re)set freezing/head."""
         self.settings = settings
+        self._best_val_mape = float("inf")
         self.transform.fit(train_kappa)
         if settings.policy == "reinit_head":
             self.head.reset_parameters()
@@ -96,14 +98,18 @@ class TransferRegressor(L.LightningModule):
         metrics = regression_metrics(true.cpu().numpy(), pred.cpu().numpy())
         for key in ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman"):
             value = metrics.get(key, float("nan"))
-            self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == "mape",
-                     sync_dist=False, rank_zero_only=False)
+            self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == "mape")
+        if np.isfinite(metrics["mape"]):
+            self._best_val_mape = min(self._best_val_mape, metrics["mape"])
+        self.log("val/best_mape", self._best_val_mape)  # monotone: what early termination watches
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["paraisite_format"] = CHECKPOINT_FORMAT
+        checkpoint["best_val_mape"] = self._best_val_mape
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_checkpoint_format(checkpoint)
+        self._best_val_mape = checkpoint.get("best_val_mape", float("inf"))
 
     def configure_optimizers(self):
         s = self.settings
