@@ -84,7 +84,7 @@ def test_malformed_cif_is_named(tmp_path, mirror_records):
     folder.mkdir()
     (folder / "broken.cif").write_text("data_broken\n_cell_length_a 4.0\nloop_\n_atom_site_label\n")
     (folder / "targets.csv").write_text("id,kappa\nbroken,1.0\n")
-    with pytest.raises(DataError, match=r"cifs: 1 bad record\(s\): broken: cannot be parsed as a structure"):
+    with pytest.raises(DataError, match=r"cifs: 1 bad record\(s\): broken: cannot be parsed as cif"):
         read_records(folder)
 
 

@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+def one_split_per_material(ids: list[str], splits: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per record; a material (id) in several sources goes where its first
+    occurrence went, so the same material never sits in two splits of a union such as MIX."""
+    split_of = np.empty(len(ids), dtype=int)
+    for k, name in enumerate(SPLITS):
+        for idx in splits[name]:
+            split_of[idx] = k
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        split_of[i] = split_of[first.setdefault(rid, i)]
+    return split_of
+
+
 class LTCDataModule(L.LightningDataModule):
     """Featurized dataset with {train, val, test} index splits; unusable records are dropped and reported.
 
@@ -54,10 +67,11 @@ class LTCDataModule(L.LightningDataModule):
             parts.append(data)
             offset += len(data)
         self.data = self.featurizer.concat(parts)
+        split_of = one_split_per_material(self.data.ids, splits)
         flags = [f or ("no_target" if t != t else "") for f, t in zip(self.data.flags, self.data.target.tolist())]
         formulas = self.data.formulas
         for name in SPLITS:
-            idx = np.concatenate(splits[name])
+            idx = np.flatnonzero(split_of == SPLITS.index(name))
             self.dropped += [{"id": self.data.ids[i], "split": name, "reason": flags[i]} for i in idx if flags[i]]
             keep = np.array([not flags[i] for i in idx], dtype=bool)
             if name != "test" and self.exclude_formulas:

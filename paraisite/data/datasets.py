@@ -20,9 +20,11 @@ LTC_DATASETS = {"dataset1": ["dataset1"], "dataset2": ["dataset2"], "mix": ["dat
 
 
 def sources_of(name: str) -> list[str]:
-    """Sources of a named LTC dataset, or [name] for a user's file/folder path."""
+    """Sources of a named LTC dataset, or of a user's path; `a.json+b.json` is the union of two files."""
     if name in LTC_DATASETS:
         return LTC_DATASETS[name]
+    if "+" in name:
+        return [s for part in name.split("+") for s in sources_of(part)]
     if os.sep in name or Path(name).suffix or Path(name).exists():
         return [name]
     raise DataError(f"unknown dataset {name!r}: use one of {sorted(LTC_DATASETS)} or a path to your own data")

@@ -22,7 +22,7 @@ from paraisite.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 NO_NEIGHBORS = "no_neighbors_within_cutoff"
 TENSOR_FIELDS = ("target", "node_type", "pos", "edge_index", "offshift", "node_ptr", "edge_ptr")
 

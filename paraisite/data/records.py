@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Composition, Element, Structure
+from pymatgen.core.periodic_table import DummySpecies
 
 from paraisite.errors import DataError
 
@@ -25,6 +27,8 @@ STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar")
 STRUCTURE_PREFIXES = ("POSCAR", "CONTCAR")
 TARGET_KEYS = ("kappa", "target")
 TARGETS_CSV = "targets.csv"
+MAX_ATOMS = 500  # larger cells are rejected: far outside the training distribution, and slow
+MIN_DISTANCE = 0.5  # Å; closer atoms are overlapping (a broken structure)
 
 
 @dataclass
@@ -57,6 +61,21 @@ def check_structure(structure: Structure) -> Structure:
         raise BadRecord("structure has no sites")
     if not structure.is_ordered:
         raise BadRecord("structure is disordered (partial occupancy); only ordered structures are supported")
+    unknown = sorted({sp.symbol for sp in structure.species if isinstance(sp, DummySpecies)})
+    if unknown:
+        raise BadRecord(f"unknown element {', '.join(unknown)}")
+    if len(structure) > MAX_ATOMS:
+        raise BadRecord(f"structure has {len(structure)} atoms (more than {MAX_ATOMS})")
+    if structure.volume <= 1e-6:
+        raise BadRecord("the cell has no volume")
+    if min(structure.lattice.abc) < MIN_DISTANCE:
+        raise BadRecord(f"a lattice vector is shorter than {MIN_DISTANCE} Å (atoms overlap their images)")
+    if len(structure) > 1:
+        distances = structure.distance_matrix
+        np.fill_diagonal(distances, np.inf)
+        i, j = np.unravel_index(np.argmin(distances), distances.shape)
+        if distances[i, j] < MIN_DISTANCE:
+            raise BadRecord(f"atoms {i} and {j} overlap ({distances[i, j]:.3f} Å apart, minimum {MIN_DISTANCE} Å)")
     return structure
 
 
@@ -76,17 +95,19 @@ def parse_formula(formula: str) -> str:
 
 def structure_from_file(path: Path) -> Structure:
     """Read one CIF/POSCAR/pymatgen-JSON structure file; BadRecord with the reason."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if not raw.strip():
+        raise BadRecord("empty file")
     try:
-        if path.suffix == ".json" or path.name.endswith(".json.gz"):
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                structure = Structure.from_dict(json.load(f))
-        else:
-            structure = Structure.from_file(path)
-    except UnicodeDecodeError:
-        raise BadRecord("not UTF-8 text") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRecord(f"not UTF-8 text (byte {exc.start})") from None
+    name = path.name.lower().removesuffix(".gz")
+    fmt = "json" if name.endswith(".json") else "cif" if name.endswith(".cif") else "poscar"
+    try:
+        structure = Structure.from_dict(json.loads(text)) if fmt == "json" else Structure.from_str(text, fmt=fmt)
     except Exception as exc:
-        raise BadRecord(f"cannot be parsed as a structure ({type(exc).__name__}: {exc})") from None
+        raise BadRecord(f"cannot be parsed as {fmt} ({type(exc).__name__}: {exc})") from None
     return check_structure(structure)
 
 
