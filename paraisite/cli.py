@@ -22,6 +22,14 @@ def data_check(args) -> int:
     return 1 if report["missing"] or report["corrupt"] else 0
 
 
+def data_fetch(args) -> int:
+    from paraisite.data.fetch import fetch
+
+    counts = fetch(args.dest, args.only.split(",") if args.only else None)
+    print(f"fetched into {args.dest}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
 def report(args) -> int:
     from paraisite.report import markdown, write_report
 
@@ -65,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     check = data.add_parser("check", help="verify every file against SHA256SUMS")
     check.add_argument("--data-dir", default=None)
     check.set_defaults(func=data_check)
+    fetch = data.add_parser("fetch", help="rebuild the data files from upstream (needs internet)")
+    fetch.add_argument("--dest", default="data-fetched", help="destination folder")
+    fetch.add_argument("--only", default=None, help="comma-separated: agl, paraisite, weights (default: all)")
+    fetch.set_defaults(func=data_fetch)
     rep = commands.add_parser("report", help="gather runs' results.json into the paper's table and plots")
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
     rep.add_argument("--output", required=True, help="folder for table.csv, table.md, heatmap.png, curves.png")
