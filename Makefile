@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)/SHA256SUMS),)
 export PARAISITE_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: setup run test data-check screen bench bench-predict clean
+.PHONY: setup run test data-check screen bench bench-predict bench-train clean
 setup: $(VENV)/.installed
 	@if [ ! -e data ] && [ -d $(SHARED_DATA) ]; then ln -s $(SHARED_DATA) data; echo "linked data -> $(SHARED_DATA)"; fi
 
@@ -38,10 +38,13 @@ screen: setup
 	$(BIN)/paraisite predict data/screening/mp_scan.json.gz --run $(SCREEN_RUNS) \
 		--output outputs/screen/mp_scan_predictions.csv --top 20 --below 2
 
-bench: bench-predict
+bench: bench-predict bench-train
 
 bench-predict: setup
 	$(BIN)/python bench/predict.py
+
+bench-train: setup
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf outputs/runs outputs/multirun

@@ -67,8 +67,7 @@ class GraphSet:
         n0, n1 = self.node_ptr[idx], self.node_ptr[idx + 1]
         e0, e1 = self.edge_ptr[idx], self.edge_ptr[idx + 1]
         n_nodes, n_edges = n1 - n0, e1 - e0
-        node_sel = torch.cat([torch.arange(a, b) for a, b in zip(n0.tolist(), n1.tolist())])
-        edge_sel = torch.cat([torch.arange(a, b) for a, b in zip(e0.tolist(), e1.tolist())])
+        node_sel, edge_sel = ranges(n0, n_nodes), ranges(e0, n_edges)
         new_start = torch.cumsum(n_nodes, 0) - n_nodes
         shift = torch.repeat_interleave(new_start, n_edges)
         return GraphBatch(
@@ -81,6 +80,12 @@ class GraphSet:
             index=idx,
             num_graphs=len(idx),
         )
+
+
+def ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Concatenation of arange(start, start + count) for each pair, without a Python loop."""
+    packed_starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(int(counts.sum())) + torch.repeat_interleave(starts - packed_starts, counts)
 
 
 def structure_graph(structure, converter) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
