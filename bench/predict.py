@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=1, help="graph-building processes for the (b'') row")
     args = parser.parse_args()
 
     from pymatgen.core import Structure
@@ -70,6 +71,8 @@ def main() -> None:
     # (b') the whole CLI path from a file: parse + graphs + inference + writing
     inputs = write_jsonl(rows, tmp / "in.jsonl.gz")
     t_file, counts = timed(predict, [inputs], [member], tmp / "out.csv")
+    t_workers, _ = timed(predict, [inputs], [member], tmp / "out_workers.csv", 128, 128, 0, float("inf"),
+                         args.workers)
 
     rss = {}
     for size in args.rss_sizes:
@@ -89,6 +92,8 @@ def main() -> None:
         f"| (b) ours, batched (graphs + inference, parsed structures) | {n / t_batched:.0f} | {t_loop / t_batched:.2f} |",
         f"| (b') `paraisite predict` from a file (parse + graphs + inference + CSV) | {n / t_file:.0f} | "
         f"{t_loop / t_file:.2f} |",
+        f"| (b'') the same with {args.workers} graph-building worker process(es), chunks of 128 | {n / t_workers:.0f} | "
+        f"{t_loop / t_workers:.2f} |",
         f"| graph building alone | {n / t_graphs:.0f} | — |",
         "",
         "| structures | peak RSS of `paraisite predict` (MB) | ratio to the smallest |",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -43,8 +44,10 @@ def predict(args) -> int:
     from paraisite.predict import load_ensemble, predict
 
     device = args.device or ("cuda" if torch_cuda() else "cpu")
+    workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
     members = load_ensemble(args.run, device, args.data_dir)
-    counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below)
+    counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below,
+                     workers)
     print(f"{len(members)} model(s); {counts['predicted']} predicted, {counts['flagged']} flagged → {args.output}")
     if args.top:
         from rich.console import Console
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--batch-size", type=int, default=128)
     pred.add_argument("--chunk-size", type=int, default=512, help="structures read and written at a time")
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    pred.add_argument("--workers", type=int, default=None,
+                      help="processes that parse and build graphs (default: 0 on CPU, up to 8 with a GPU)")
     pred.add_argument("--data-dir", default=None)
     pred.set_defaults(func=predict)
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,62 +79,72 @@ def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | N
     return members
 
 
-def _record(rid: str, structure) -> tuple[Record | None, str]:
-    return Record(rid, structure.composition.reduced_formula, None, structure), ""
+@dataclass
+class RawItem:
+    """One input structure before parsing: a structure file, or a record (dict or JSON line) of a list file."""
+
+    id: str
+    file: str
+    row: dict | str | None = None
+    flag: str = ""
 
 
-def read_inputs(paths: list[str | Path]) -> Iterator[tuple[str, Record | None, str]]:
-    """(id, record or None, flag) for every structure in files/folders (recursive): CIF, POSCAR/CONTCAR,
-    pymatgen JSON, record lists (`.json(.gz)` lists of {"id", "structure"}) and JSON lines (`.jsonl(.gz)`, one
-    record per line, read as a stream)."""
+def read_inputs(paths: list[str | Path]) -> Iterator[RawItem]:
+    """Every structure in files/folders (recursive): CIF, POSCAR/CONTCAR, pymatgen JSON, record lists (`.json(.gz)`
+    lists of {"id", "structure"}) and JSON lines (`.jsonl(.gz)`, one record per line, read as a stream)."""
     for root in map(Path, paths):
         if root.is_dir():
             files = sorted(f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(INPUT_LISTS))
         elif root.exists():
             files = [root]
         else:
-            yield str(root), None, "parse_error: no such file"
+            yield RawItem(str(root), str(root), flag="parse_error: no such file")
             continue
         for file in files:
             yield from _read_file(file)
 
 
-def _read_rows(rows, file: Path, first: int = 0) -> Iterator[tuple[str, Record | None, str]]:
-    """Records {"id", "structure"} (dicts, or JSON lines)."""
-    from pymatgen.core import Structure
-
-    for i, row in enumerate(rows, start=first):
-        rid = f"{file}:{i}"
-        try:
-            row = json.loads(row) if isinstance(row, str) else row
-            rid = str(row.get("id", rid))
-            structure = check_structure(Structure.from_dict(row["structure"]))
-        except (BadRecord, KeyError, TypeError, ValueError, AttributeError) as exc:
-            yield rid, None, f"parse_error: {type(exc).__name__}: {exc}"
-            continue
-        yield rid, *_record(rid, structure)
-
-
-def _read_file(file: Path) -> Iterator[tuple[str, Record | None, str]]:
-    if file.name.endswith((".jsonl", ".jsonl.gz")):  # one record per line: streams any size
-        with (gzip.open if file.suffix == ".gz" else open)(file, "rt", encoding="utf-8") as f:
+def _read_file(file: Path) -> Iterator[RawItem]:
+    opener = gzip.open if file.suffix == ".gz" else open
+    if file.name.endswith((".jsonl", ".jsonl.gz")):
+        with opener(file, "rt", encoding="utf-8") as f:
             for i, line in enumerate(f):
                 if line.strip():
-                    yield from _read_rows([line], file, i)
-        return
-    if file.name.endswith((".json", ".json.gz")):
+                    yield RawItem(f"{file}:{i}", str(file), line)
+    elif file.name.endswith((".json", ".json.gz")):
         try:
-            with (gzip.open if file.suffix == ".gz" else open)(file, "rt", encoding="utf-8") as f:
+            with opener(file, "rt", encoding="utf-8") as f:
                 obj = json.load(f)
         except (OSError, ValueError, EOFError) as exc:
-            yield str(file), None, f"parse_error: {type(exc).__name__}: {exc}"
+            yield RawItem(str(file), str(file), flag=f"parse_error: {type(exc).__name__}: {exc}")
             return
-        yield from _read_rows(obj if isinstance(obj, list) else [{"id": str(file), "structure": obj}], file)
+        rows = obj if isinstance(obj, list) else [{"id": str(file), "structure": obj}]
+        for i, row in enumerate(rows):
+            rid = str(row.get("id", f"{file}:{i}")) if isinstance(row, dict) else f"{file}:{i}"
+            yield RawItem(rid, str(file), row)
     else:
-        try:
-            yield str(file), *_record(str(file), structure_from_file(file))
-        except BadRecord as exc:
-            yield str(file), None, f"parse_error: {exc}"
+        yield RawItem(str(file), str(file))
+
+
+def parse(item: RawItem) -> tuple[str, Record | None, str]:
+    """(id, record or None, flag) of one raw item."""
+    from pymatgen.core import Structure
+
+    if item.flag:
+        return item.id, None, item.flag
+    rid = item.id
+    try:
+        if item.row is None:
+            structure = structure_from_file(Path(item.file))
+        else:
+            row = json.loads(item.row) if isinstance(item.row, str) else item.row
+            rid = str(row.get("id", rid))
+            structure = check_structure(Structure.from_dict(row["structure"]))
+    except BadRecord as exc:
+        return rid, None, f"parse_error: {exc}"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return rid, None, f"parse_error: {type(exc).__name__}: {exc}"
+    return rid, Record(rid, structure.composition.reduced_formula, None, structure), ""
 
 
 def chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -147,17 +158,33 @@ def chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+def featurizers_of(members: list[Member]) -> dict[str, object]:
+    """Distinct featurizers of the ensemble (members with the same graph settings share their graphs)."""
+    return {repr(m.featurizer): m.featurizer for m in members}
+
+
+def featurize(records: list[Record], featurizers: dict[str, object]) -> dict[str, object]:
+    return {key: f.build(records) for key, f in featurizers.items()}
+
+
+def prepare_chunk(items: list[RawItem], featurizers: dict[str, object]) -> tuple[list[tuple], dict[str, object]]:
+    """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag)], features of
+    the parsed records, in order). Only tensors and strings travel back, never structures."""
+    parsed = [parse(item) for item in items]
+    records = [rec for _, rec, _ in parsed if rec is not None]
+    meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec else None, flag)
+            for rid, rec, flag in parsed]
+    return meta, featurize(records, featurizers) if records else {}
+
+
 @torch.inference_mode()
-def predict_records(members: list[Member], records: list[Record], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
-    """(κ per record × member, NaN where unusable; flag per record)."""
-    kappa = np.full((len(records), len(members)), np.nan)
-    flags = [""] * len(records)
-    groups: dict[str, list[int]] = {}
-    for j, member in enumerate(members):
-        groups.setdefault(repr(member.featurizer), []).append(j)
-    for member_ids in groups.values():
-        featurizer = members[member_ids[0]].featurizer
-        data = featurizer.build(records)
+def infer(members: list[Member], features: dict[str, object], n: int,
+          batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+    """(κ per record × member, NaN where unusable; flag per record) from featurized records."""
+    kappa = np.full((n, len(members)), np.nan)
+    flags = [""] * n
+    for key, data in features.items():
+        member_ids = [j for j, m in enumerate(members) if repr(m.featurizer) == key]
         usable = [i for i, f in enumerate(data.flags) if not f]
         for i, flag in enumerate(data.flags):
             flags[i] = flags[i] or flag
@@ -169,6 +196,39 @@ def predict_records(members: list[Member], records: list[Record], batch_size: in
                 on_device = module.transfer_batch_to_device(batch, module.device, 0)
                 kappa[idx, j] = module.predict_kappa(on_device).double().cpu().numpy()
     return kappa, flags
+
+
+def predict_records(members: list[Member], records: list[Record], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+    """(κ per record × member, NaN where unusable; flag per record)."""
+    return infer(members, featurize(records, featurizers_of(members)), len(records), batch_size)
+
+
+def _worker_init() -> None:
+    import warnings
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", module=r"pymatgen\.")
+
+
+def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int, workers: int) -> Iterator:
+    """prepare_chunk over the input, in order; with workers, at most 2 chunks per worker are in flight."""
+    work = partial(prepare_chunk, featurizers=featurizers)
+    if workers <= 0:
+        yield from map(work, chunks(items, chunk_size))
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        pending: deque = deque()
+        for chunk in chunks(items, chunk_size):
+            pending.append(pool.submit(work, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 class RowWriter:
@@ -203,32 +263,31 @@ class RowWriter:
 
 
 def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
-            batch_size: int = 128, top: int = 0, below: float = float("inf")) -> dict:
-    """Predict every input structure with the ensemble; write rows to `output`. Returns counts and the top list."""
+            batch_size: int = 128, top: int = 0, below: float = float("inf"), workers: int = 0) -> dict:
+    """Predict every input structure with the ensemble; write rows to `output`. Returns counts and the top list.
+    `workers` > 0 parses and builds graphs in that many processes while the main one runs inference."""
     columns = ["id", "formula", "n_atoms", "kappa_mean", "kappa_std", *(f"kappa_{m.name}" for m in members), "flag"]
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0}
     best: list[tuple] = []
     try:
-        for chunk in chunks(read_inputs(inputs), chunk_size):
-            good = [(k, rec) for k, (_, rec, _) in enumerate(chunk) if rec is not None]
-            kappa, flags = predict_records(members, [rec for _, rec in good], batch_size) if good else (None, [])
-            position = {k: g for g, (k, _) in enumerate(good)}
+        for meta, features in prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers):
+            parsed = [k for k, (_, _, _, flag) in enumerate(meta) if not flag]
+            kappa, flags = infer(members, features, len(parsed), batch_size)
+            position = {k: g for g, k in enumerate(parsed)}
             rows = []
-            for k, (rid, rec, flag) in enumerate(chunk):
+            for k, (rid, formula, n_atoms, flag) in enumerate(meta):
                 values, mean, std = [None] * len(members), None, None
-                if rec is not None:
-                    g = position[k]
-                    flag = flags[g]
+                if k in position:
+                    flag = flags[position[k]]
                     if not flag:
-                        values = kappa[g].tolist()
+                        values = kappa[position[k]].tolist()
                         mean = float(np.mean(values))
                         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                 counts["flagged" if mean is None else "predicted"] += 1
-                rows.append([rid, rec.formula if rec else None, len(rec.structure) if rec else None, mean, std,
-                             *values, flag])
+                rows.append([rid, formula, n_atoms, mean, std, *values, flag])
                 if mean is not None and mean < below and top:
-                    item = (-mean, rid, rec.formula, mean, std)
+                    item = (-mean, rid, formula, mean, std)
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)
             writer.write(rows)
     finally:

@@ -89,3 +89,10 @@ def test_model_file_of_another_format_is_refused(tmp_path):
     torch.save({"format": 99, "state_dict": {}}, tmp_path / "run" / "model.pt")
     with pytest.raises(Exception, match=r"model format 99, this paraisite reads format 1"):
         load_ensemble([tmp_path / "run"])
+
+
+def test_worker_processes_give_the_same_rows(two_runs, structure_folder, tmp_path):
+    members = load_ensemble([two_runs])
+    predict([structure_folder], members, tmp_path / "inline.csv", chunk_size=2)
+    predict([structure_folder], members, tmp_path / "workers.csv", chunk_size=2, workers=2)
+    assert (tmp_path / "inline.csv").read_text() == (tmp_path / "workers.csv").read_text()
