@@ -42,12 +42,15 @@ def model_folder(folder: Path, overrides: list[str] = ()) -> Path:
     """A run folder holding model.pt for an (untrained) eform → dft model: speed does not depend on training."""
     from hydra import compose, initialize_config_dir
 
-    from paraisite.chain import _model_bytes, build_model
+    from omegaconf import OmegaConf
+
+    from paraisite.chain import build_model
     from paraisite.files import write_atomic
+    from paraisite.models.regressor import model_file_bytes
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["finetune=dft", *overrides])
-    write_atomic(folder / "model.pt", _model_bytes(build_model(cfg), cfg))
+    write_atomic(folder / "model.pt", model_file_bytes(build_model(cfg), OmegaConf.to_container(cfg, resolve=True)))
     return folder
 
 

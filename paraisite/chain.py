@@ -30,12 +30,11 @@ from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
 from paraisite.tracking import CSVTracker
-from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format
+from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format, model_file_bytes
 
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 1
-MODEL_FORMAT = 1
 RUNTIME_KEYS = {"progress_bar", "threads", "trainer", "logger", "data_dir"}  # may change when a run is resumed
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 
@@ -182,7 +181,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tr
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker))
     if not is_main_process():
         return {}
-    write_atomic(run_dir / "model.pt", _model_bytes(module, cfg))
+    write_atomic(run_dir / "model.pt", model_file_bytes(module, OmegaConf.to_container(cfg, resolve=True)))
 
     test = {}
     for name in dict.fromkeys([*cfg.evaluate_on, cfg.data.dataset]):
@@ -208,31 +207,6 @@ def run_label(cfg: DictConfig) -> dict:
             "data": data, "seed": int(cfg.seed), "protocol": cfg.protocol}
 
 
-def _model_bytes(module: TransferRegressor, cfg: DictConfig) -> bytes:
-    """Final weights plus what rebuilds the model (backbone/head config); tensors and plain data only."""
-    import io
-
-    payload = {"format": MODEL_FORMAT, "config": OmegaConf.to_container(cfg, resolve=True),
-               "state_dict": module.state_dict()}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
-
-
-def print_table(results: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    c = results["config"]
-    table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
-                        f"seed={c['seed']} · {c['protocol']}")
-    for column in ("test set", "n", "MAPE", "MAE (W/mK)", "log MAE", "R² (log)", "Spearman ρ"):
-        table.add_column(column, justify="left" if column == "test set" else "right")
-    for name, m in results["test"].items():
-        table.add_row(name, str(m["n"]), *(f"{m[k]:.3f}" for k in ("mape", "mae", "log_mae", "r2", "spearman")))
-    Console(file=sys.stdout).print(table)
-
-
 def record_failure(path: Path, error: str, cfg: DictConfig) -> None:
     """Mark the run failed (the report lists it), unless the folder already holds a finished run's results."""
     try:
@@ -246,6 +220,7 @@ def record_failure(path: Path, error: str, cfg: DictConfig) -> None:
 def quiet_third_party() -> None:
     """Hide warnings and tips from dependencies that say nothing about this run."""
     warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+    warnings.filterwarnings("ignore", module=r"pymatgen\.")  # parse problems are reported per record instead
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 
 from paraisite.errors import ParaisiteError
 
@@ -99,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--data-dir", default=None)
     pred.set_defaults(func=predict)
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", module=r"pymatgen\.")  # parse problems are reported per structure instead
+    from paraisite.chain import quiet_third_party
+
+    quiet_third_party()
     try:
         return args.func(args)
     except ParaisiteError as exc:

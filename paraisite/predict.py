@@ -22,11 +22,11 @@ from omegaconf import OmegaConf
 
 from paraisite.data.records import BadRecord, Record, check_structure, is_structure_file, structure_from_file
 from paraisite.errors import ParaisiteError
+from paraisite.models.regressor import read_model_file
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-MODEL_FORMAT = 1
 INPUT_LISTS = (".json.gz", ".jsonl", ".jsonl.gz")
 
 
@@ -41,21 +41,15 @@ def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None
     """Rebuild a run's final model from its `model.pt` (tensors and plain data only: weights_only=True)."""
     from paraisite.chain import build_model
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ParaisiteError(f"{path}: not a paraisite model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ParaisiteError(f"{path}: model format {found!r}, this paraisite reads format {MODEL_FORMAT}")
-    cfg = OmegaConf.create(payload["config"])
+    config, state = read_model_file(path)
+    cfg = OmegaConf.create(config)
     # the weights come from the file: build the architecture only, never re-read the pre-trained weights
     cfg.backbone.architecture = cfg.backbone.get("weights") or cfg.backbone.architecture
     cfg.backbone.weights = None
     if data_dir is not None:
         cfg.backbone.data_dir = data_dir
     module = build_model(cfg)
-    module.load_state_dict(payload["state_dict"])
+    module.load_state_dict(state)
     module.eval().to(device)
     return Member(name, module, module.backbone.featurizer())
 

@@ -135,7 +135,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, target, container
 
 def test_foreign_checkpoint_format_is_named(tmp_path):
     torch.save({"state_dict": {}, "epoch": 1}, tmp_path / "old.ckpt")
-    with pytest.raises(ParaisiteError, match=r"old\.ckpt: checkpoint format None, this paraisite reads format 1"):
+    with pytest.raises(ParaisiteError, match=r"old\.ckpt: checkpoint format None, this paraisite reads format 2"):
         load_checkpoint(tmp_path / "old.ckpt")
 
 

@@ -14,7 +14,8 @@ from paraisite.data.transforms import LogStandardizer
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the backbone's source output layer is stored as buffers (source_weight/bias)
+MODEL_FORMAT = 2  # model.pt: {"format", "config", "state_dict"}
 LOSSES = ("mape", "l1")
 POLICIES = ("all", "head", "reinit_head")
 
@@ -36,6 +37,35 @@ class TrainSettings:
             raise ValueError(f"unknown loss {self.loss!r}; use one of {LOSSES}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown freezing policy {self.policy!r}; use one of {POLICIES}")
+
+
+def upgrade_state_dict(state: dict, found: int) -> dict:
+    """Rename the keys of an older layout (format 1 kept `backbone.last_layer.*`)."""
+    if found == 1:
+        names = {"backbone.last_layer.weight": "backbone.source_weight", "backbone.last_layer.bias": "backbone.source_bias"}
+        return {names.get(k, k): v for k, v in state.items()}
+    return state
+
+
+def model_file_bytes(module: nn.Module, config: dict) -> bytes:
+    """Final weights plus the config that rebuilds the model; tensors and plain data only."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"format": MODEL_FORMAT, "config": config, "state_dict": module.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def read_model_file(path) -> tuple[dict, dict]:
+    """(config, state dict) of a model.pt, read without unpickling code; older formats are upgraded."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ParaisiteError(f"{path}: not a paraisite model file ({type(exc).__name__}: {exc})") from None
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found not in (1, MODEL_FORMAT):
+        raise ParaisiteError(f"{path}: model format {found!r}, this paraisite reads formats 1-{MODEL_FORMAT}")
+    return payload["config"], upgrade_state_dict(payload["state_dict"], found)
 
 
 def check_checkpoint_format(checkpoint: dict, source="checkpoint") -> None:
