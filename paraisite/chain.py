@@ -29,8 +29,8 @@ from paraisite.data.datasets import LTC_FILES, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
-from paraisite.tracking import CSVTracker
 from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format, model_file_bytes
+from paraisite.tracking import CSVTracker
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,20 @@ def run_label(cfg: DictConfig) -> dict:
     data = cfg.data.name if last == cfg.data.dataset else last
     return {"backbone": cfg.backbone.name, "pretrain": cfg.pretrain.name, "finetune": cfg.finetune.name,
             "data": data, "seed": int(cfg.seed), "protocol": cfg.protocol}
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = results["config"]
+    table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
+                        f"seed={c['seed']} · {c['protocol']}")
+    for column in ("test set", "n", "MAPE", "MAE (W/mK)", "log MAE", "R² (log)", "Spearman ρ"):
+        table.add_column(column, justify="left" if column == "test set" else "right")
+    for name, m in results["test"].items():
+        table.add_row(name, str(m["n"]), *(f"{m[k]:.3f}" for k in ("mape", "mae", "log_mae", "r2", "spearman")))
+    Console(file=sys.stdout).print(table)
 
 
 def record_failure(path: Path, error: str, cfg: DictConfig) -> None:

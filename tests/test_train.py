@@ -74,7 +74,7 @@ def test_checkpoints_load_without_unpickling_code(smoke_run):
     run_dir, _, _ = smoke_run
     best = torch.load(run_dir / "checkpoints" / "dft" / "best.ckpt", weights_only=True)
     final = torch.load(run_dir / "model.pt", weights_only=True)
-    assert final["format"] == 1 and final["config"]["backbone"]["name"] == "megnet"
+    assert final["format"] == 2 and final["config"]["backbone"]["name"] == "megnet"
     assert best["state_dict"].keys() == final["state_dict"].keys()
 
 
