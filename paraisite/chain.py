@@ -81,7 +81,9 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
     datamodule.setup()
     settings = TrainSettings(**{k: v for k, v in stage.items() if k in TRAIN_KEYS})
     module.start_stage(settings, datamodule.targets("train"))
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mape", mode="min")
+    # fixed names (no -v1 copies), so a relaunch finds exactly these two files
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mape", mode="min",
+                                 enable_version_counter=False)
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="latest", enable_version_counter=False)  # every epoch
     callbacks = [checkpoint, latest] + ([RichProgressBar()] if cfg.progress_bar else [])
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
@@ -247,22 +249,27 @@ def user_error(exc: BaseException) -> ParaisiteError | None:
 
 
 def main(cfg: DictConfig) -> dict | None:
-    """Hydra task: run, print the table; a ParaisiteError becomes a one-line message and a failed results.json."""
+    """Hydra task: run and print the table. A ParaisiteError becomes a one-line message and a failed results.json;
+    in a sweep any failure is recorded that way (traceback in the run log) and the other jobs go on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     quiet_third_party()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         results = run(cfg, run_dir)
     except Exception as raised:
         exc = user_error(raised)
-        if exc is None:
+        if exc is None and not multirun:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        record_failure(run_dir / "results.json", str(exc), cfg)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if exc is None:  # a crash inside a sweep: keep its traceback, record it, let the other jobs run
+            log.exception("run failed")
+        message = str(exc) if exc is not None else f"{type(raised).__name__}: {raised}"
+        print(f"error: {message}", file=sys.stderr)
+        record_failure(run_dir / "results.json", message, cfg)
+        if multirun:
             return None
         sys.exit(2)
     if results:

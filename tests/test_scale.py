@@ -46,3 +46,11 @@ def test_multirun_with_a_failing_job_finishes_the_others(tmp_path, mirror_record
     results = sorted(results_in(tmp_path / "s").values(), key=lambda r: r["status"])
     assert [r["status"] for r in results] == ["failed", "ok"]
     assert "bad.json: 1 bad record(s): mp-23231: target 'n/a' is not a number" in results[0]["error"]
+
+
+def test_a_crashing_job_in_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
+    done = train_cli("-m", "finetune=dft", "head.activation=bogus,relu", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = sorted(results_in(tmp_path).values(), key=lambda r: r["status"])
+    assert [r["status"] for r in results] == ["failed", "ok"]
+    assert "KeyError" in results[0]["error"] and "bogus" in results[0]["error"]
