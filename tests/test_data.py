@@ -176,3 +176,14 @@ def test_data_check_cli(tmp_path, capsys):
     assert " 0 missing, 0 corrupt" in capsys.readouterr().out
     assert main(["data", "check", "--data-dir", str(tmp_path)]) == 2
     assert "SHA256SUMS: not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset", ["dataset1", "mix"])
+def test_paper_protocol_selects_on_the_test_split(dataset):
+    paper = LTCDataModule(dataset, EFORM_GRAPHS, seed=6, protocol="paper")
+    holdout = LTCDataModule(dataset, EFORM_GRAPHS, seed=6, protocol="holdout")
+    paper.setup()
+    holdout.setup()
+    assert np.array_equal(paper.splits["val"], paper.splits["test"])
+    assert np.array_equal(paper.splits["test"], holdout.splits["test"])
+    assert set(paper.splits["train"]) == set(holdout.splits["train"]) | set(holdout.splits["val"])

@@ -135,3 +135,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     (stage,) = json.loads((run_dir / "results.json").read_text())["stages"]
     assert stage["resumed_from_epoch"] >= 4 and stage["epochs"] == 60
     assert torch.load(last, weights_only=True)["epoch"] == 59
+
+
+def test_paper_protocol_run(tmp_path):
+    results = chain.run(compose_cfg("finetune=dft", "protocol=paper"), tmp_path)
+    (stage,) = results["stages"]
+    assert results["config"]["protocol"] == "paper" and stage["n_val"] == results["test"]["dataset1"]["n"]

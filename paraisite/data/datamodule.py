@@ -21,7 +21,7 @@ SPLITS = ("train", "val", "test")
 def one_split_per_material(ids: list[str], splits: dict[str, list[np.ndarray]]) -> np.ndarray:
     """Split index (0 train, 1 val, 2 test) per record; a material (id) in several sources goes where its first
     occurrence went, so the same material never sits in two splits of a union such as MIX."""
-    split_of = np.empty(len(ids), dtype=int)
+    split_of = np.full(len(ids), -1)
     for k, name in enumerate(SPLITS):
         for idx in splits[name]:
             split_of[idx] = k
@@ -67,6 +67,8 @@ class LTCDataModule(L.LightningDataModule):
             parts.append(data)
             offset += len(data)
         self.data = self.featurizer.concat(parts)
+        if self.protocol == "paper":  # the test split also selects the checkpoint: val is an alias of test
+            splits["val"] = []
         split_of = one_split_per_material(self.data.ids, splits)
         flags = [f or ("no_target" if t != t else "") for f, t in zip(self.data.flags, self.data.target.tolist())]
         formulas = self.data.formulas
@@ -79,6 +81,8 @@ class LTCDataModule(L.LightningDataModule):
                 self.n_excluded += int((keep & leak).sum())
                 keep &= ~leak
             self.splits[name] = idx[keep]
+        if self.protocol == "paper":
+            self.splits["val"] = self.splits["test"]
         if self.dropped:
             log.warning("%s: dropped %d unusable record(s): %s", self.dataset, len(self.dropped),
                         ", ".join(f"{d['id']} ({d['reason']})" for d in self.dropped))
