@@ -26,6 +26,9 @@ def timed(fn, *args):
 
 
 def main() -> None:
+    from paraisite.chain import quiet_third_party
+
+    quiet_third_party()
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[1000, 10000])

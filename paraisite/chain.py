@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from paraisite import __version__
@@ -35,7 +36,7 @@ from paraisite.tracking import CSVTracker
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 1
-RUNTIME_KEYS = {"progress_bar", "threads", "trainer", "logger", "data_dir"}  # may change when a run is resumed
+RUNTIME_KEYS = {"progress_bar", "threads", "trainer", "logger", "data_dir", "resume_every_s"}  # may change when a run is resumed
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 
 
@@ -67,6 +68,22 @@ def is_main_process() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+class LatestCheckpoint(Callback):
+    """Saves the training state at the end of an epoch once `every_s` seconds have passed since the last save
+    (and at the last epoch): what a killed or requeued run resumes from, without a write every short epoch."""
+
+    def __init__(self, path: Path, every_s: float):
+        self.path, self.every_s, self.saved_at = path, every_s, time.monotonic()
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        due = trainer.current_epoch + 1 >= trainer.max_epochs or time.monotonic() - self.saved_at >= self.every_s
+        if trainer.strategy.broadcast(due):  # every rank must agree: saving is collective under DDP
+            trainer.save_checkpoint(self.path)
+            self.saved_at = time.monotonic()
+
+
 def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
     """Train one stage and load its best weights. Resumable: a finished stage is skipped, an interrupted one
     continues from its last checkpoint (same run folder, same config)."""
@@ -84,7 +101,7 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
     # fixed names (no -v1 copies), so a relaunch finds exactly these two files
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mape", mode="min",
                                  enable_version_counter=False)
-    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="latest", enable_version_counter=False)  # every epoch
+    latest = LatestCheckpoint(ckpt_dir / "latest.ckpt", cfg.resume_every_s)
     callbacks = [checkpoint, latest] + ([RichProgressBar()] if cfg.progress_bar else [])
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
                           logger=tracker.stage_loggers(stage["name"]),

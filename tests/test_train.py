@@ -116,7 +116,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     import time
 
     run_dir = tmp_path / "run"
-    args = ["finetune=dft", "stage_overrides.epochs=60", f"hydra.run.dir={run_dir}"]
+    args = ["finetune=dft", "stage_overrides.epochs=60", "resume_every_s=0", f"hydra.run.dir={run_dir}"]
     cmd = [sys.executable, str(ROOT / "train.py"), "experiment=smoke", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last, deadline = run_dir / "checkpoints" / "dft" / "latest.ckpt", time.time() + 300
