@@ -35,7 +35,7 @@ screen: setup
 	@test -d $(SCREEN_RUNS) || $(BIN)/python train.py -m experiment=paper_step3 data=mix seed=1,2,3 \
 		stage_defaults.epochs=100 stage_by_data.agl.epochs=30 stage_by_data.agl.batch_size=32 progress_bar=false \
 		hydra.sweep.dir=$(SCREEN_RUNS)
-	$(BIN)/paraisite predict data/screening/mp_scan.json.gz --run $(SCREEN_RUNS) \
+	$(BIN)/paraisite predict $${PARAISITE_DATA_DIR:-data}/screening/mp_scan.json.gz --run $(SCREEN_RUNS) \
 		--output outputs/screen/mp_scan_predictions.csv --top 20 --below 2
 
 bench: bench-predict bench-train

@@ -43,7 +43,8 @@ def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None
 
     config, state = read_model_file(path)
     cfg = OmegaConf.create(config)
-    # the weights come from the file: build the architecture only, never re-read the pre-trained weights
+    # the weights come from the file: build the architecture only (from the stored spec, or for files without one
+    # from the data folder's model.json), never re-read the pre-trained weights
     cfg.backbone.architecture = cfg.backbone.get("weights") or cfg.backbone.architecture
     cfg.backbone.weights = None
     if data_dir is not None:

@@ -96,3 +96,9 @@ def test_worker_processes_give_the_same_rows(two_runs, structure_folder, tmp_pat
     predict([structure_folder], members, tmp_path / "inline.csv", chunk_size=2)
     predict([structure_folder], members, tmp_path / "workers.csv", chunk_size=2, workers=2)
     assert (tmp_path / "inline.csv").read_text() == (tmp_path / "workers.csv").read_text()
+
+
+def test_models_load_without_the_data_folder(two_runs, structure_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
+    counts = predict([structure_folder], load_ensemble([two_runs]), tmp_path / "p.csv")
+    assert counts["predicted"] == 4

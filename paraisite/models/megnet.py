@@ -43,14 +43,22 @@ def load_state(name: str, data_dir: str | None = None) -> dict[str, torch.Tensor
 
 
 class MEGNetBackbone(nn.Module):
-    """Crystal graph → 16 transfer features. `weights=None` is random init with `architecture`'s shape."""
+    """Crystal graph → 16 transfer features. `weights=None` is random init with `architecture`'s shape.
+
+    `spec` (constructor arguments + source normaliser, stored in every model.pt) rebuilds the network without the
+    data folder, e.g. on a cluster node that screens structures.
+    """
 
     def __init__(self, weights: str | None = EFORM, architecture: str = EFORM, fidelity: int = 0,
-                 data_dir: str | None = None):
+                 data_dir: str | None = None, spec: dict | None = None):
         super().__init__()
         from matgl.models import MEGNet
 
-        args, (self.source_mean, self.source_std) = read_model_json(weights or architecture, data_dir)
+        if spec is None or weights:
+            args, (mean, std) = read_model_json(weights or architecture, data_dir)
+            spec = {"init_args": args, "source_mean": mean, "source_std": std}
+        self.spec = spec
+        args, self.source_mean, self.source_std = dict(spec["init_args"]), spec["source_mean"], spec["source_std"]
         self.model = MEGNet(**args)
         if weights:
             self.model.load_state_dict(load_state(weights, data_dir))

@@ -48,9 +48,11 @@ def upgrade_state_dict(state: dict, found: int) -> dict:
 
 
 def model_file_bytes(module: nn.Module, config: dict) -> bytes:
-    """Final weights plus the config that rebuilds the model; tensors and plain data only."""
+    """Final weights plus the config that rebuilds the model (with the backbone's `spec`, so no data folder is
+    needed to load it); tensors and plain data only."""
     import io
 
+    config = {**config, "backbone": {**config["backbone"], "spec": module.backbone.spec}}
     buffer = io.BytesIO()
     torch.save({"format": MODEL_FORMAT, "config": config, "state_dict": module.state_dict()}, buffer)
     return buffer.getvalue()
