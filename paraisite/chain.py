@@ -100,7 +100,7 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
     module.start_stage(settings, datamodule.targets("train"))
     # fixed names (no -v1 copies), so a relaunch finds exactly these two files
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mape", mode="min",
-                                 enable_version_counter=False)
+                                 enable_version_counter=False, save_weights_only=True)
     latest = LatestCheckpoint(ckpt_dir / "latest.ckpt", cfg.resume_every_s)
     callbacks = [checkpoint, latest] + ([RichProgressBar()] if cfg.progress_bar else [])
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,

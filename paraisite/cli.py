@@ -25,7 +25,7 @@ def data_check(args) -> int:
 def data_fetch(args) -> int:
     from paraisite.data.fetch import fetch
 
-    counts = fetch(args.dest, args.only.split(",") if args.only else None)
+    counts = fetch(args.dest, args.only.split(",") if args.only else None, args.paraisite_repo)
     print(f"fetched into {args.dest}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     fetch = data.add_parser("fetch", help="rebuild the data files from upstream (needs internet)")
     fetch.add_argument("--dest", default="data-fetched", help="destination folder")
     fetch.add_argument("--only", default=None, help="comma-separated: agl, paraisite, weights (default: all)")
+    fetch.add_argument("--paraisite-repo", default=None,
+                       help="raw-file base URL of the ParAIsite repository, branch included (default: the upstream main)")
     fetch.set_defaults(func=data_fetch)
     rep = commands.add_parser("report", help="gather runs' results.json into the paper's table and plots")
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")

@@ -15,6 +15,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 from paraisite.data.legacy import instance_of, safe_loads, structure_from_stub
@@ -138,17 +139,20 @@ def fetch_weights(dest: Path, names: tuple[str, ...] = WEIGHTS) -> dict:
     return {"weights": len(names)}
 
 
-SOURCES = {"agl": fetch_agl, "paraisite": fetch_paraisite, "weights": fetch_weights}
+SOURCES = ("agl", "paraisite", "weights")
 
 
-def fetch(dest: str | Path, only: list[str] | None = None) -> dict:
+def fetch(dest: str | Path, only: list[str] | None = None, paraisite_repo: str | None = None) -> dict:
     """Fetch the chosen sources into `dest` and (re)write its SHA256SUMS."""
     dest = Path(dest)
+    repo = paraisite_repo or PARAISITE_REPO
+    steps = {"agl": partial(fetch_agl, dest), "paraisite": partial(fetch_paraisite, dest, repo),
+             "weights": partial(fetch_weights, dest)}
     counts = {}
-    for source in only or list(SOURCES):
-        if source not in SOURCES:
-            raise DataError(f"unknown source {source!r}; choose from {sorted(SOURCES)}")
-        counts.update(SOURCES[source](dest))
+    for source in only or SOURCES:
+        if source not in steps:
+            raise DataError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
+        counts.update(steps[source]())
     files = sorted(p for p in dest.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
     write_atomic(dest / "SHA256SUMS", "".join(f"{sha256(p)}  {p.relative_to(dest)}\n" for p in files))
     return counts
