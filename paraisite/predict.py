@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from paraisite.data.records import BadRecord, Record, check_structure, is_structure_file, structure_from_file
+from paraisite.data.records import BadRecord, Record, is_structure_file, row_structure, structure_from_file
 from paraisite.errors import ParaisiteError
 from paraisite.models.regressor import read_model_file
 
@@ -123,8 +123,6 @@ def _read_file(file: Path) -> Iterator[RawItem]:
 
 def parse(item: RawItem) -> tuple[str, Record | None, str]:
     """(id, record or None, flag) of one raw item."""
-    from pymatgen.core import Structure
-
     if item.flag:
         return item.id, None, item.flag
     rid = item.id
@@ -133,11 +131,11 @@ def parse(item: RawItem) -> tuple[str, Record | None, str]:
             structure = structure_from_file(Path(item.file))
         else:
             row = json.loads(item.row) if isinstance(item.row, str) else item.row
-            rid = str(row.get("id", rid))
-            structure = check_structure(Structure.from_dict(row["structure"]))
+            rid = str(row.get("id", rid)) if isinstance(row, dict) else rid
+            structure = row_structure(row)
     except BadRecord as exc:
         return rid, None, f"parse_error: {exc}"
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except ValueError as exc:  # a JSON line that is not JSON
         return rid, None, f"parse_error: {type(exc).__name__}: {exc}"
     return rid, Record(rid, structure.composition.reduced_formula, None, structure), ""
 

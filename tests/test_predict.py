@@ -1,6 +1,7 @@
 """`paraisite predict`: ensembles, bad structures flagged, equality with the LightningModule, output formats."""
 
 import csv
+import json
 from functools import partial
 from pathlib import Path
 
@@ -102,3 +103,14 @@ def test_models_load_without_the_data_folder(two_runs, structure_folder, tmp_pat
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
     counts = predict([structure_folder], load_ensemble([two_runs]), tmp_path / "p.csv")
     assert counts["predicted"] == 4
+
+
+def test_json_lines_with_bad_rows_are_flagged(two_runs, tmp_path, mirror_records):
+    lines = [json.dumps(mirror_records[0]), "{not json", json.dumps({"id": "bare", "kappa": 1.0}), json.dumps([1, 2])]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    counts = predict([tmp_path / "in.jsonl"], load_ensemble([two_runs]), tmp_path / "p.csv")
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert counts == {**counts, "predicted": 1, "flagged": 3}
+    assert rows[1]["flag"].startswith("parse_error: JSONDecodeError")
+    assert (rows[2]["id"], rows[2]["flag"]) == ("bare", "parse_error: no 'structure'")
+    assert rows[3]["flag"] == "parse_error: not a JSON object"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from paraisite.data.legacy import instance_of, safe_loads, structure_from_stub
 from paraisite.data.mirror import sha256
-from paraisite.data.records import BadRecord, check_structure, check_target
+from paraisite.data.records import BadRecord, check_structure, check_target, row_structure
 from paraisite.errors import DataError
 from paraisite.files import write_atomic
 
@@ -101,8 +101,6 @@ def legacy_values(obj, what: str) -> list:
 
 def fetch_paraisite(dest: Path, repo: str = PARAISITE_REPO) -> dict:
     """Dataset1/Dataset2 from upstream's pickles (κ list + structure list, same order)."""
-    from pymatgen.core import Structure
-
     counts = {}
     for name, out in (("Dataset1", "dataset1"), ("Dataset2", "dataset2")):
         base = f"{repo}/src/structures_scalers"
@@ -113,7 +111,7 @@ def fetch_paraisite(dest: Path, repo: str = PARAISITE_REPO) -> dict:
         records = []
         for i, (kappa, stub) in enumerate(zip(kappas, structures)):
             rid, value = kappa if isinstance(kappa, tuple) else (f"{out}:{i}", kappa)
-            structure = check_structure(Structure.from_dict(structure_from_stub(stub)))
+            structure = row_structure({"structure": structure_from_stub(stub)})
             records.append({"id": str(rid), "formula": structure.composition.reduced_formula,
                             "kappa": check_target(value), "structure": structure.as_dict()})
         write_records(records, dest / "ltc" / f"{out}.json.gz")

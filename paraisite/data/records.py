@@ -111,6 +111,19 @@ def structure_from_file(path: Path) -> Structure:
     return check_structure(structure)
 
 
+def row_structure(row) -> Structure:
+    """The checked structure of a record {"id", "structure": Structure.as_dict(), ...}; BadRecord with the reason."""
+    if not isinstance(row, dict):
+        raise BadRecord("not a JSON object")
+    if "structure" not in row:
+        raise BadRecord("no 'structure'")
+    try:
+        structure = Structure.from_dict(row["structure"])
+    except Exception as exc:  # pymatgen raises many types for malformed dicts
+        raise BadRecord(f"structure cannot be read ({type(exc).__name__}: {exc})") from None
+    return check_structure(structure)
+
+
 def _json_records(path: Path) -> list[tuple[str, callable]]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -122,17 +135,9 @@ def _json_records(path: Path) -> list[tuple[str, callable]]:
         raise DataError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
 
     def build(i: int, row) -> Record:
-        if not isinstance(row, dict):
-            raise BadRecord("not a JSON object")
-        if "structure" not in row:
-            raise BadRecord("no 'structure'")
+        structure = row_structure(row)
         key = next((k for k in TARGET_KEYS if k in row), None)
         target = check_target(row[key]) if key else None
-        try:
-            structure = Structure.from_dict(row["structure"])
-        except Exception as exc:
-            raise BadRecord(f"structure cannot be read ({type(exc).__name__}: {exc})") from None
-        check_structure(structure)
         return Record(str(row.get("id", i)), structure.composition.reduced_formula, target, structure, str(path))
 
     return [(str(row.get("id", i)) if isinstance(row, dict) else str(i), lambda i=i, row=row: build(i, row))
