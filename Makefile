@@ -45,6 +45,7 @@ bench-predict: setup
 
 bench-train: setup
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/train.py --only workers
 
 clean:
 	rm -rf outputs/runs outputs/multirun

@@ -108,6 +108,23 @@ def scaling_point(size: int, epochs: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def loader_workers(featurizer, module, epochs: int, repeats: int) -> str:
+    """Median AGL epoch time of the bare loop with 0 and 1 DataLoader worker processes."""
+    from paraisite.data.datamodule import LTCDataModule
+
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for workers in times:
+            dm = LTCDataModule("agl", featurizer, seed=1, batch_size=32, num_workers=workers)
+            dm.setup()
+            times[workers] += bare_loop(module, dm, epochs)
+            module.load_state_dict(state)
+    return (f"DataLoader worker processes (`datamodule.num_workers`), AGL, batch 32, median of {repeats * epochs} epochs: "
+            + ", ".join(f"{w} → {statistics.median(t):.2f} s/epoch" for w, t in times.items())
+            + f". Command: `python bench/train.py --only workers`. Machine: {machine()}.")
+
+
 def plot(points: dict, path: Path) -> None:
     import matplotlib
 
@@ -134,11 +151,17 @@ def main() -> None:
     parser.add_argument("--d1-epochs", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs="*", default=[500, 1000, 2000, 3256])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=["workers"], default=None, help="run one extra measurement only")
     args = parser.parse_args()
     os.environ["PARAISITE_CACHE_DIR"] = tempfile.mkdtemp()  # cold cache for this run
 
     cfg, module = build()
     featurizer = module.backbone.featurizer()
+    if args.only == "workers":
+        text = loader_workers(featurizer, module, 2, 2)
+        write_section("train-workers", text)
+        print(text)
+        return
     cold, warm = setup_times(featurizer)
     bare_loop(module, datamodule("dataset1", featurizer, 8), 2)  # warm-up (allocator, lazy inits), not timed
     rows = []
