@@ -40,13 +40,13 @@ def find_runs(paths: list[str | Path]) -> list[dict]:
 
 
 def _config_from_hydra(folder: Path) -> dict:
-    import yaml
+    """The grid point of a run that left no results.json, labelled as a finished run would be."""
+    from omegaconf import OmegaConf
+
+    from paraisite.chain import run_label
 
     try:
-        cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
-        return {"backbone": cfg["backbone"]["name"], "pretrain": cfg["pretrain"]["name"],
-                "finetune": cfg["finetune"]["name"], "data": cfg["data"]["name"], "seed": cfg["seed"],
-                "protocol": cfg["protocol"]}
+        return run_label(OmegaConf.load(folder / ".hydra" / "config.yaml"))
     except Exception:  # an unreadable config: the run still shows up, under "?"
         return {}
 

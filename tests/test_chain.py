@@ -61,11 +61,12 @@ def test_agl_leakage_filter_on_a_constructed_overlap(tmp_path, mirror_records):
 
 
 def fake_run(folder, pretrain, seed, mape, status="ok"):
+    """A run folder as Hydra leaves it (the composed config), with a results.json unless the run crashed."""
+    from omegaconf import OmegaConf
+
     folder.mkdir(parents=True)
     (folder / ".hydra").mkdir()
-    (folder / ".hydra" / "config.yaml").write_text(
-        f"backbone: {{name: megnet}}\npretrain: {{name: {pretrain}}}\nfinetune: {{name: dft}}\n"
-        f"data: {{name: dataset1}}\nseed: {seed}\nprotocol: holdout\n")
+    OmegaConf.save(cfg_of(f"pretrain={pretrain}", "finetune=dft", f"seed={seed}"), folder / ".hydra" / "config.yaml")
     if status == "crashed":
         return
     config = {"backbone": "megnet", "pretrain": pretrain, "finetune": "dft", "data": "dataset1", "seed": seed,
@@ -112,3 +113,13 @@ def test_report_cli_on_a_smoke_sweep(tmp_path):
     for name in ("table.csv", "table.md", "heatmap.png", "curves.png"):
         assert (tmp_path / "r" / name).is_file()
     assert "| megnet | gap | agl | agl | holdout |" in done.stdout
+
+
+def test_a_crashed_agl_run_is_labelled_like_a_finished_one(tmp_path):
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "crashed" / ".hydra"
+    folder.mkdir(parents=True)
+    OmegaConf.save(cfg_of("finetune=agl", "data=dataset1", "seed=4"), folder / "config.yaml")
+    (run,) = find_runs([tmp_path])
+    assert run["status"] == "missing" and run["config"]["data"] == "agl" and run["config"]["seed"] == 4

@@ -59,9 +59,6 @@ class GraphSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def usable(self) -> np.ndarray:
-        return np.array([not f for f in self.flags], dtype=bool)
-
     def collate(self, indices) -> GraphBatch:
         idx = torch.as_tensor(indices, dtype=torch.long)
         n0, n1 = self.node_ptr[idx], self.node_ptr[idx + 1]
@@ -88,7 +85,7 @@ def ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return torch.arange(int(counts.sum())) + torch.repeat_interleave(starts - packed_starts, counts)
 
 
-def structure_graph(structure, converter) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def structure_graph(structure, converter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(node_type, cartesian positions, edge_index, cartesian periodic shift per edge) of one structure."""
     g, lat, _ = converter.get_graph(structure)
     lattice = lat[0].double()
