@@ -61,7 +61,7 @@ def bare_loop(module, dm, epochs: int) -> list[float]:
             sched.step()
         module.eval()
         with torch.no_grad():
-            errors = [((module.predict_kappa(b) - b.y).abs() / b.y) for b in dm.val_dataloader()]
+            errors = [((module.predict_target(b) - b.y).abs() / b.y) for b in dm.val_dataloader()]
             float(torch.cat(errors).mean())
         durations.append(time.perf_counter() - start)
     return durations

@@ -41,24 +41,36 @@ TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 
 
 def build(node: DictConfig, **kwargs):
-    """Instantiate a config group whose `name` key is a label, not a constructor argument."""
-    return instantiate({k: v for k, v in node.items() if k != "name"}, **kwargs)
+    """Instantiate a config group; `name` (a label) and `stage` (a backbone's training recipe) are not arguments."""
+    return instantiate({k: v for k, v in node.items() if k not in ("name", "stage")}, **kwargs)
 
 
 def stages_of(cfg: DictConfig) -> list[dict]:
-    """The chain's stages in order, each = stage_defaults ← stage_by_data[its data] ← stage ← stage_overrides."""
+    """The chain's stages in order, each = stage_defaults ← stage_by_data[its data] ← the backbone's recipe ←
+    stage ← stage_overrides. Only the last stage may be a feature-extraction stage."""
     stages, empty = [], OmegaConf.create({})
     for name, stage in cfg.finetune.stages.items():
         merged = {"name": name}
-        for part in (cfg.stage_defaults, cfg.stage_by_data.get(stage.data, empty), stage, cfg.stage_overrides):
+        for part in (cfg.stage_defaults, cfg.stage_by_data.get(stage.data, empty), cfg.backbone.get("stage", empty),
+                     stage, cfg.stage_overrides):
             merged.update(OmegaConf.to_container(part, resolve=True))
         stages.append(merged)
+    if any(s.get("policy") == "features" for s in stages[:-1]):
+        raise ParaisiteError("policy=features (a scikit-learn regressor on frozen features) must be the last stage")
     return stages
+
+
+def target_kind(cfg: DictConfig) -> str:
+    return cfg.data.get("target", "kappa")
 
 
 def build_model(cfg: DictConfig) -> TransferRegressor:
     backbone = build(cfg.backbone)
-    return TransferRegressor(backbone, build(cfg.head, in_dim=backbone.out_dim))
+    head = build(cfg.head, in_dim=backbone.out_dim)
+    if getattr(head, "from_source", False):  # start from the source model's own output layer
+        head.linear.weight.data.copy_(backbone.source_weight)
+        head.linear.bias.data.copy_(backbone.source_bias)
+    return TransferRegressor(backbone, head, target_kind(cfg))
 
 
 def is_main_process() -> bool:
@@ -80,29 +92,34 @@ class LatestCheckpoint(Callback):
             return
         due = trainer.current_epoch + 1 >= trainer.max_epochs or time.monotonic() - self.saved_at >= self.every_s
         if trainer.strategy.broadcast(due):  # every rank must agree: saving is collective under DDP
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: what resuming needs
             self.saved_at = time.monotonic()
 
 
 def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
     """Train one stage and load its best weights. Resumable: a finished stage is skipped, an interrupted one
     continues from its last checkpoint (same run folder, same config)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
     done_file = run_dir / "stages" / f"{stage['name']}.json"
     ckpt_dir = run_dir / "checkpoints" / stage["name"]
+    settings = TrainSettings(**{k: v for k, v in stage.items() if k in TRAIN_KEYS})
+    if settings.policy == "features":
+        return features_stage(module, stage, settings, datamodule, run_dir, cfg.seed)
     if done_file.is_file():
         module.load_state_dict(load_checkpoint(ckpt_dir / "best.ckpt")["state_dict"])
         log.info("stage %s already finished in %s: loaded its best weights", stage["name"], run_dir)
         return json.loads(done_file.read_text())
     datamodule.setup()
-    settings = TrainSettings(**{k: v for k, v in stage.items() if k in TRAIN_KEYS})
     module.start_stage(settings, datamodule.targets("train"))
     # fixed names (no -v1 copies), so a relaunch finds exactly these two files
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mape", mode="min",
+    monitor = f"val/{module.monitor}"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min",
                                  enable_version_counter=False, save_weights_only=True)
     latest = LatestCheckpoint(ckpt_dir / "latest.ckpt", cfg.resume_every_s)
     callbacks = [checkpoint, latest] + ([RichProgressBar()] if cfg.progress_bar else [])
+    if settings.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=settings.patience))
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
                           logger=tracker.stage_loggers(stage["name"]),
                           enable_progress_bar=bool(cfg.progress_bar))
@@ -117,12 +134,50 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
     result = {
         "name": stage["name"], "data": stage["data"], "epochs": stage["epochs"],
         "devices": trainer.world_size,
-        "best_epoch": int(best["epoch"]), "best_val_mape": float(checkpoint.best_model_score),
+        "best_epoch": int(best["epoch"]), f"best_val_{module.monitor}": float(checkpoint.best_model_score),
+        "epochs_run": trainer.current_epoch,
         "n_train": len(datamodule.splits["train"]), "n_val": len(datamodule.splits["val"]),
         "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped,
         "resumed_from_epoch": resumed_from, "wall_time_s": round(time.perf_counter() - started, 2),
     }
     if is_main_process():
+        write_json(done_file, result)
+    return result
+
+
+def features_stage(module, stage: dict, settings: TrainSettings, datamodule, run_dir: Path, seed: int) -> dict:
+    """Fit a scikit-learn regressor on the activations of backbone layer `features_layer` (backbone frozen); the
+    regressor becomes the head. Resumable: a finished stage reloads its `regressor/<stage>.skops`."""
+    from paraisite.metrics import regression_metrics
+    from paraisite.models.features import SklearnHead, activations, load_regressor, make_regressor
+
+    done_file, file = run_dir / "stages" / f"{stage['name']}.json", run_dir / "regressor" / f"{stage['name']}.skops"
+    if settings.features_layer != -1:
+        if not hasattr(module.backbone, "truncate"):
+            raise ParaisiteError(f"{module.backbone.name}: offers its output features only (features_layer=-1)")
+        module.backbone.truncate(settings.features_layer)
+    datamodule.setup()
+    module.start_stage(settings, datamodule.targets("train"))
+    if done_file.is_file() and file.is_file():
+        module.head = SklearnHead(module.backbone.out_dim, load_regressor(file.read_bytes(), str(file)))
+        return json.loads(done_file.read_text())
+    started = time.perf_counter()
+    x_train, y_train = activations(module, datamodule.loader("train", batch_size=256))
+    x_val, y_val = activations(module, datamodule.loader("val", batch_size=256))
+    regressor = make_regressor(settings.regressor, seed)
+    regressor.fit(x_train, module.transform.encode(torch.as_tensor(y_train)).numpy())
+    module.head = SklearnHead(x_train.shape[1], regressor)
+    val_pred = module.transform.decode(torch.as_tensor(regressor.predict(x_val))).numpy()
+    result = {
+        "name": stage["name"], "data": stage["data"], "policy": "features", "regressor": settings.regressor,
+        "features_layer": settings.features_layer, "n_features": int(x_train.shape[1]),
+        f"best_val_{module.monitor}": regression_metrics(y_val, val_pred, module.target)[module.monitor],
+        "n_train": len(datamodule.splits["train"]), "n_val": len(datamodule.splits["val"]),
+        "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    if is_main_process():
+        write_atomic(file, module.head.skops.numpy().tobytes())
         write_json(done_file, result)
     return result
 
@@ -195,7 +250,8 @@ def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tr
     stage_results = []
     for i, stage in enumerate(stages_of(cfg)):
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
-        exclude = other_test_formulas(stage["data"], datamodule) if cfg.protocol == "holdout" else frozenset()
+        leakage_filter = cfg.protocol == "holdout" and target_kind(cfg) == "kappa"
+        exclude = other_test_formulas(stage["data"], datamodule) if leakage_filter else frozenset()
         dm = datamodule(dataset=stage["data"], batch_size=stage["batch_size"], exclude_formulas=exclude)
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker))
     if not is_main_process():
@@ -203,10 +259,11 @@ def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tr
     write_atomic(run_dir / "model.pt", model_file_bytes(module, OmegaConf.to_container(cfg, resolve=True)))
 
     test = {}
-    for name in dict.fromkeys([*cfg.evaluate_on, cfg.data.dataset]):
+    evaluate_on = cfg.evaluate_on if target_kind(cfg) == "kappa" else []  # the LTC matrix is for κ models only
+    for name in dict.fromkeys([*evaluate_on, cfg.data.dataset]):
         dm = datamodule(dataset=name, batch_size=64)
         dm.setup()
-        test[name if name in cfg.evaluate_on else cfg.data.name] = test_metrics(module, dm)
+        test[name if name in evaluate_on else cfg.data.name] = test_metrics(module, dm)
     return {
         "format": RESULTS_FORMAT,
         "status": "ok",
@@ -233,10 +290,13 @@ def print_table(results: dict) -> None:
     c = results["config"]
     table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
                         f"seed={c['seed']} · {c['protocol']}")
-    for column in ("test set", "n", "MAPE", "MAE (W/mK)", "log MAE", "R² (log)", "Spearman ρ"):
+    kappa = all("mape" in m for m in results["test"].values())
+    keys = ("mape", "mae", "log_mae", "r2", "spearman") if kappa else ("mae", "rmse", "r2", "spearman")
+    names = ("MAPE", "MAE (W/mK)", "log MAE", "R² (log)", "Spearman ρ") if kappa else ("MAE", "RMSE", "R²", "Spearman ρ")
+    for column in ("test set", "n", *names):
         table.add_column(column, justify="left" if column == "test set" else "right")
     for name, m in results["test"].items():
-        table.add_row(name, str(m["n"]), *(f"{m[k]:.3f}" for k in ("mape", "mae", "log_mae", "r2", "spearman")))
+        table.add_row(name, str(m["n"]), *(f"{m.get(k, float('nan')):.3f}" for k in keys))
     Console(file=sys.stdout).print(table)
 
 

@@ -52,11 +52,12 @@ def predict(args) -> int:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{len(counts['top'])} lowest-κ candidates (κ < {args.below:g} W/mK)")
-        for column in ("id", "formula", "κ mean", "κ std", "rel. std"):
+        what = "κ" if counts["column"] == "kappa" else "predicted"
+        table = Table(title=f"{len(counts['top'])} lowest-{what} candidates ({what} < {args.below:g})")
+        for column in ("id", "formula", f"{what} mean", "std", "rel. std"):
             table.add_column(column, justify="left" if column in ("id", "formula") else "right")
         for c in counts["top"]:
-            table.add_row(c["id"], c["formula"], f"{c['kappa_mean']:.3f}", f"{c['kappa_std']:.3f}",
+            table.add_row(c["id"], c["formula"], f"{c['mean']:.3f}", f"{c['std']:.3f}",
                           f"{c['relative_std']:.2f}")
         Console().print(table)
     return 0 if counts["predicted"] else 1
@@ -86,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--output", required=True, help="folder for table.csv, table.md, heatmap.png, curves.png")
     rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "r2", "spearman"])
     rep.set_defaults(func=report)
-    pred = commands.add_parser("predict", help="predict κ of structures with an ensemble of trained runs")
-    pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders")
+    pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
+    pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders; "
+                                                 "a .csv with a formula column (composition models)")
     pred.add_argument("--run", action="append", required=True, help="run or sweep folder (repeatable)")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
-    pred.add_argument("--top", type=int, default=0, help="print the K lowest-κ candidates")
-    pred.add_argument("--below", type=float, default=float("inf"), help="only candidates with κ mean below this")
+    pred.add_argument("--top", type=int, default=0, help="print the K lowest-prediction candidates")
+    pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
     pred.add_argument("--batch-size", type=int, default=128)
     pred.add_argument("--chunk-size", type=int, default=512, help="structures read and written at a time")
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from paraisite.data.records import BadRecord, Record, is_structure_file, row_structure, structure_from_file
+from paraisite.data.records import (BadRecord, Record, is_structure_file, parse_formula, read_csv_rows, row_structure,
+                                    structure_from_file)
 from paraisite.errors import ParaisiteError
 from paraisite.models.regressor import read_model_file
 
@@ -45,7 +46,8 @@ def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None
     cfg = OmegaConf.create(config)
     # the weights come from the file: build the architecture only (from the stored spec, or for files without one
     # from the data folder's model.json), never re-read the pre-trained weights
-    cfg.backbone.architecture = cfg.backbone.get("weights") or cfg.backbone.architecture
+    if "architecture" in cfg.backbone:
+        cfg.backbone.architecture = cfg.backbone.get("weights") or cfg.backbone.architecture
     cfg.backbone.weights = None
     if data_dir is not None:
         cfg.backbone.data_dir = data_dir
@@ -86,7 +88,8 @@ class RawItem:
 
 def read_inputs(paths: list[str | Path]) -> Iterator[RawItem]:
     """Every structure in files/folders (recursive): CIF, POSCAR/CONTCAR, pymatgen JSON, record lists (`.json(.gz)`
-    lists of {"id", "structure"}) and JSON lines (`.jsonl(.gz)`, one record per line, read as a stream)."""
+    lists of {"id", "structure"}), JSON lines (`.jsonl(.gz)`, one record per line, read as a stream); and formulas:
+    a `.csv` with a `formula` column (optional `id`) given by name, for composition models."""
     for root in map(Path, paths):
         if root.is_dir():
             files = sorted(f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(INPUT_LISTS))
@@ -101,7 +104,18 @@ def read_inputs(paths: list[str | Path]) -> Iterator[RawItem]:
 
 def _read_file(file: Path) -> Iterator[RawItem]:
     opener = gzip.open if file.suffix == ".gz" else open
-    if file.name.endswith((".jsonl", ".jsonl.gz")):
+    if file.suffix == ".csv":
+        try:
+            rows = read_csv_rows(file)
+        except BadRecord as exc:
+            yield RawItem(str(file), str(file), flag=f"parse_error: {exc}")
+            return
+        if rows and "formula" not in rows[0]:
+            yield RawItem(str(file), str(file), flag=f"parse_error: no 'formula' column (found {sorted(rows[0])})")
+            return
+        for i, row in enumerate(rows):
+            yield RawItem(row.get("id") or f"{file}:{i + 2}", str(file), {"formula": row["formula"]})
+    elif file.name.endswith((".jsonl", ".jsonl.gz")):
         with opener(file, "rt", encoding="utf-8") as f:
             for i, line in enumerate(f):
                 if line.strip():
@@ -132,6 +146,8 @@ def parse(item: RawItem) -> tuple[str, Record | None, str]:
         else:
             row = json.loads(item.row) if isinstance(item.row, str) else item.row
             rid = str(row.get("id", rid)) if isinstance(row, dict) else rid
+            if isinstance(row, dict) and "formula" in row and "structure" not in row:
+                return rid, Record(rid, parse_formula(row["formula"]), None), ""
             structure = row_structure(row)
     except BadRecord as exc:
         return rid, None, f"parse_error: {exc}"
@@ -165,7 +181,7 @@ def prepare_chunk(items: list[RawItem], featurizers: dict[str, object]) -> tuple
     the parsed records, in order). Only tensors and strings travel back, never structures."""
     parsed = [parse(item) for item in items]
     records = [rec for _, rec, _ in parsed if rec is not None]
-    meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec else None, flag)
+    meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag)
             for rid, rec, flag in parsed]
     return meta, featurize(records, featurizers) if records else {}
 
@@ -173,7 +189,7 @@ def prepare_chunk(items: list[RawItem], featurizers: dict[str, object]) -> tuple
 @torch.inference_mode()
 def infer(members: list[Member], features: dict[str, object], n: int,
           batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
-    """(κ per record × member, NaN where unusable; flag per record) from featurized records."""
+    """(prediction per record × member, NaN where unusable; flag per record) from featurized records."""
     kappa = np.full((n, len(members)), np.nan)
     flags = [""] * n
     for key, data in features.items():
@@ -187,12 +203,12 @@ def infer(members: list[Member], features: dict[str, object], n: int,
             for j in member_ids:
                 module = members[j].module
                 on_device = module.transfer_batch_to_device(batch, module.device, 0)
-                kappa[idx, j] = module.predict_kappa(on_device).double().cpu().numpy()
+                kappa[idx, j] = module.predict_target(on_device).double().cpu().numpy()
     return kappa, flags
 
 
 def predict_records(members: list[Member], records: list[Record], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
-    """(κ per record × member, NaN where unusable; flag per record)."""
+    """(prediction per record × member, NaN where unusable; flag per record)."""
     return infer(members, featurize(records, featurizers_of(members)), len(records), batch_size)
 
 
@@ -255,11 +271,22 @@ class RowWriter:
         (self.writer.close() if self.parquet else self.file.close()) if self.writer is not None else None
 
 
+def output_name(members: list[Member]) -> str:
+    """Column stem of the predictions: `kappa` for κ models, `prediction` for any other property."""
+    kinds = {m.module.target for m in members}
+    if len(kinds) > 1:
+        raise ParaisiteError("the runs predict different kinds of property (κ and another); predict them apart")
+    return "kappa" if kinds == {"kappa"} else "prediction"
+
+
 def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
             batch_size: int = 128, top: int = 0, below: float = float("inf"), workers: int = 0) -> dict:
-    """Predict every input structure with the ensemble; write rows to `output`. Returns counts and the top list.
-    `workers` > 0 parses and builds graphs in that many processes while the main one runs inference."""
-    columns = ["id", "formula", "n_atoms", "kappa_mean", "kappa_std", *(f"kappa_{m.name}" for m in members), "flag"]
+    """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
+    top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one
+    runs inference. Columns: id, formula, n_atoms, <name>_mean (κ) or prediction, its std, one per member, flag."""
+    name = output_name(members)
+    mean_column = "kappa_mean" if name == "kappa" else "prediction"
+    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members), "flag"]
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0}
     best: list[tuple] = []
@@ -285,6 +312,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
             writer.write(rows)
     finally:
         writer.close()
-    counts["top"] = [{"id": i, "formula": f, "kappa_mean": m, "kappa_std": s,
+    counts["column"] = name
+    counts["top"] = [{"id": i, "formula": f, "mean": m, "std": s,
                       "relative_std": s / m if m else float("nan")} for _, i, f, m, s in sorted(best, reverse=True)]
     return counts

@@ -68,7 +68,7 @@ def summarize(runs: list[dict], metric: str = "mape") -> list[dict]:
         row = dict(zip(ROW_KEYS, key), n_runs=len(members), n_failed=len(members) - len(ok),
                    seeds=sorted(r["config"].get("seed") for r in ok))
         for test in test_sets:
-            values = np.array([r["test"][test][metric] for r in ok if test in r.get("test", {})], dtype=float)
+            values = np.array([r["test"][test][metric] for r in ok if metric in r.get("test", {}).get(test, {})], dtype=float)
             row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
             row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
             row[f"{test}_n"] = len(values)
@@ -129,16 +129,18 @@ def heatmap(rows: list[dict], metric: str, path: Path) -> None:
 
 
 def read_curve(run_dir: Path, stage: str) -> dict[int, float]:
-    """Validation MAPE per epoch of one stage, from its metrics.csv."""
+    """Validation score (MAPE for κ, else MAE) per epoch of one stage, from its metrics.csv."""
     file = run_dir / "logs" / stage / "metrics.csv"
     if not file.is_file():
         return {}
     with open(file) as f:
-        return {int(r["epoch"]): float(r["val/mape"]) for r in csv.DictReader(f) if r.get("val/mape")}
+        rows = list(csv.DictReader(f))
+    key = "val/mape" if rows and "val/mape" in rows[0] else "val/mae"
+    return {int(r["epoch"]): float(r[key]) for r in rows if r.get(key)}
 
 
 def curves(runs: list[dict], path: Path) -> None:
-    """Mean validation MAPE per epoch for each row and stage (the paper's Figs. 3-5)."""
+    """Mean validation score per epoch for each row and stage (the paper's Figs. 3-5)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +160,7 @@ def curves(runs: list[dict], path: Path) -> None:
             epochs = sorted(set().union(*members))
             mean = [np.nanmean([m.get(e, np.nan) for m in members]) for e in epochs]
             ax.plot(epochs, mean, label="/".join(key[1:4]) + f" (n={len(members)})")
-        ax.set(title=f"stage {stage}", xlabel="epoch", ylabel="validation MAPE", yscale="log")
+        ax.set(title=f"stage {stage}", xlabel="epoch", ylabel="validation MAPE (κ) or MAE", yscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

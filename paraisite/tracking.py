@@ -63,7 +63,10 @@ class WandbTracker(CSVTracker):
         for test, m in results["test"].items():
             for key in METRIC_COLUMNS:
                 self.run.summary[f"test/{test}/{key}"] = m.get(key)
-        self.run.summary["best_val_mape"] = results["stages"][-1]["best_val_mape"]  # what sweeps select on
+        last = results["stages"][-1]
+        for key in ("best_val_mape", "best_val_mae"):  # what sweeps select on (κ: MAPE; other properties: MAE)
+            if key in last:
+                self.run.summary[key] = last[key]
         png = self.run_dir / "matrix.png"
         heatmap(summarize([results]), "mape", png)
         self.run.log({"test/heatmap": wandb.Image(str(png))})

@@ -10,12 +10,14 @@ from torch.utils.data import DataLoader
 
 from paraisite.data.datasets import featurized, sources_of
 from paraisite.data.graphs import NO_NEIGHBORS
+from paraisite.data.records import ELEMENT_NOT_IN_MODEL
 from paraisite.data.splits import split_indices
 from paraisite.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MODEL_LIMITS = (NO_NEIGHBORS, ELEMENT_NOT_IN_MODEL)
 
 
 def one_split_per_material(ids: list[str], splits: dict[str, list[np.ndarray]]) -> np.ndarray:
@@ -94,8 +96,9 @@ class LTCDataModule(L.LightningDataModule):
                 raise DataError(f"dataset {self.dataset}: the {name} split is empty (too few usable records)")
 
     def _check(self, source: str, data) -> None:
-        """Records no model can use (unlike cells without neighbours, which are dropped) stop the run."""
-        bad = [f"{i}: {f}" for i, f in zip(data.ids, data.flags) if f and f != NO_NEIGHBORS]
+        """Records no model can use stop the run; valid data this backbone cannot represent (cells without
+        neighbours, elements outside its list) is dropped and listed instead."""
+        bad = [f"{i}: {f}" for i, f in zip(data.ids, data.flags) if f and not f.startswith(MODEL_LIMITS)]
         bad += [f"{i}: no target value" for i, t in zip(data.ids, data.target.tolist()) if t != t]
         if bad and self.on_bad != "skip":
             raise DataError(f"{source}: {len(bad)} bad record(s): " + "; ".join(bad))

@@ -17,21 +17,42 @@ log = logging.getLogger(__name__)
 LTC_FILES = {"dataset1": "ltc/dataset1.json.gz", "dataset2": "ltc/dataset2.json.gz", "agl": "ltc/agl.json.gz"}
 # A named dataset is the union of its sources; each source is split on its own (as upstream does for MIX).
 LTC_DATASETS = {"dataset1": ["dataset1"], "dataset2": ["dataset2"], "mix": ["dataset1", "dataset2"], "agl": ["agl"]}
+# What a composition backbone reads instead of a structure file (one value per formula).
+COMPOSITION_TABLES = {"agl": "agl_composition"}
+# Source tables for composition backbones (formula,target).
+SOURCE_FILES = {"agl_composition": "ltc/agl_composition.csv", "mp_e_form": "composition/mp_e_form.csv",
+                "mp_gap": "composition/mp_gap.csv"}
+# The 41 small targets of cross-property transfer learning: `crossprop/<name>` (formula,target).
+CROSSPROP = (
+    "bulkmoduluskv deltae ehull encut eps etc11 etc12 etc13 etc22 etc33 etc44 etc55 etc66 exfoliation_energy "
+    "expt_bandgap expt_deltae kaa klu magmom_oszicar magmom_outcar max_ir_mode max_mode mbj_bandgap meps min_ir_mode "
+    "min_mode nem300k npowerfact nseebeck optb88vdw_bandgap pem300k piezo_max_di piezo_max_diel piezo_max_diio "
+    "piezo_max_dij piezo_max_eij ppowerfact pseebeck shearmodulusgv slme spillage"
+).split()
+MIRROR_FILES = {**LTC_FILES, **SOURCE_FILES, **{f"crossprop/{n}": f"crossprop/{n}/train.csv" for n in CROSSPROP}}
 
 
 def sources_of(name: str) -> list[str]:
-    """Sources of a named LTC dataset, or of a user's path; `a.json+b.json` is the union of two files."""
+    """Sources of a named dataset, or of a user's path; `a.json+b.json` is the union of two files."""
     if name in LTC_DATASETS:
         return LTC_DATASETS[name]
+    if name in MIRROR_FILES:
+        return [name]
     if "+" in name:
         return [s for part in name.split("+") for s in sources_of(part)]
+    if name.startswith("crossprop/"):
+        raise DataError(f"unknown cross-property dataset {name!r}: use crossprop/<name> with one of {CROSSPROP}")
     if os.sep in name or Path(name).suffix or Path(name).exists():
         return [name]
-    raise DataError(f"unknown dataset {name!r}: use one of {sorted(LTC_DATASETS)} or a path to your own data")
+    raise DataError(f"unknown dataset {name!r}: use one of {sorted(LTC_DATASETS)}, crossprop/<name>, "
+                    f"{sorted(SOURCE_FILES)} or a path to your own data")
 
 
-def source_path(source: str, data_dir: str | None = None) -> Path:
-    return mirror_file(LTC_FILES[source], data_dir) if source in LTC_FILES else Path(source).expanduser()
+def source_path(source: str, data_dir: str | None = None, by_composition: bool = False) -> Path:
+    """The file of a source; `by_composition` picks its composition table where one exists (AGL)."""
+    if by_composition:
+        source = COMPOSITION_TABLES.get(source, source)
+    return mirror_file(MIRROR_FILES[source], data_dir) if source in MIRROR_FILES else Path(source).expanduser()
 
 
 def content_hash(path: Path) -> str:
@@ -49,9 +70,9 @@ def content_hash(path: Path) -> str:
 
 def featurized(source: str, featurizer, data_dir: str | None = None, on_bad: str = "error"):
     """Featurized records of `source` (GraphSet or the like), from the cache when the content is unchanged."""
-    path = source_path(source, data_dir)
+    path = source_path(source, data_dir, featurizer.by_composition)
     key = featurizer.key(content_hash(path), extra=f"on_bad={on_bad}")
-    cached = cache_dir() / "features" / f"{Path(source).name.split('.')[0]}-{key}.pt"
+    cached = cache_dir() / "features" / f"{source.replace('/', '_') if source in MIRROR_FILES else path.name.split('.')[0]}-{key}.pt"
     data = featurizer.load(cached)
     if data is None:
         log.info("featurizing %s (cache miss)", path)

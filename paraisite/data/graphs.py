@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paraisite.data.records import Record
-from paraisite.errors import DataError
+from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
 from paraisite.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
 NO_NEIGHBORS = "no_neighbors_within_cutoff"
+NO_STRUCTURE = "no_structure (a graph backbone needs one)"
 TENSOR_FIELDS = ("target", "node_type", "pos", "edge_index", "offshift", "node_ptr", "edge_ptr")
 
 
@@ -102,11 +102,9 @@ def build_graphs(records: list[Record], cutoff: float, element_types: tuple[str,
     known = set(element_types)
     nodes, positions, edges, shifts, n_nodes, n_edges, flags = [], [], [], [], [], [], []
     for rec in records:
-        if rec.structure is None:
-            raise DataError(f"{rec.source}: record {rec.id}: has no structure (a graph backbone needs structures)")
-        missing = sorted({el.symbol for el in rec.structure.composition.elements} - known)
-        if missing:
-            flags.append(f"element_not_in_model: {' '.join(missing)}")
+        missing = sorted({el.symbol for el in rec.structure.composition.elements} - known) if rec.structure else []
+        if rec.structure is None or missing:
+            flags.append(f"{ELEMENT_NOT_IN_MODEL}: {' '.join(missing)}" if missing else NO_STRUCTURE)
             n_nodes.append(0)
             n_edges.append(0)
             continue
@@ -199,6 +197,7 @@ class GraphFeaturizer:
 
     cutoff: float
     element_types: tuple[str, ...]
+    by_composition = False  # needs structures
 
     def key(self, content_hash: str, extra: str = "") -> str:
         return cache_key(content_hash, self.cutoff, tuple(self.element_types), extra)

@@ -29,6 +29,7 @@ TARGET_KEYS = ("kappa", "target")
 TARGETS_CSV = "targets.csv"
 MAX_ATOMS = 500  # larger cells are rejected: far outside the training distribution, and slow
 MIN_DISTANCE = 0.5  # Å; closer atoms are overlapping (a broken structure)
+ELEMENT_NOT_IN_MODEL = "element_not_in_model"  # a flag: valid data the backbone cannot represent (dropped, listed)
 
 
 @dataclass
@@ -44,14 +45,15 @@ class BadRecord(ValueError):
     """A record that cannot be used; the message is the reason."""
 
 
-def check_target(value) -> float:
+def check_target(value, key: str = "kappa") -> float:
+    """A finite number; a `kappa` must also be > 0 (any other target may be negative or zero)."""
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise BadRecord(f"target {value!r} is not a number") from None
     if not math.isfinite(x):
         raise BadRecord(f"target is {x} (must be finite)")
-    if x <= 0:
+    if key == "kappa" and x <= 0:
         raise BadRecord(f"target is {x:g} (κ must be > 0)")
     return x
 
@@ -137,19 +139,27 @@ def _json_records(path: Path) -> list[tuple[str, callable]]:
     def build(i: int, row) -> Record:
         structure = row_structure(row)
         key = next((k for k in TARGET_KEYS if k in row), None)
-        target = check_target(row[key]) if key else None
+        target = check_target(row[key], key) if key else None
         return Record(str(row.get("id", i)), structure.composition.reduced_formula, target, structure, str(path))
 
     return [(str(row.get("id", i)) if isinstance(row, dict) else str(i), lambda i=i, row=row: build(i, row))
             for i, row in enumerate(rows)]
 
 
-def _read_csv(path: Path) -> list[dict]:
+def read_csv_rows(path: Path) -> list[dict]:
+    """Rows of a UTF-8 CSV (BadRecord when it is not text)."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise BadRecord(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return list(csv.DictReader(io.StringIO(text)))
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        return read_csv_rows(path)
+    except BadRecord as exc:
+        raise DataError(str(exc)) from None
 
 
 def _csv_records(path: Path) -> list[tuple[str, callable]]:
@@ -161,7 +171,7 @@ def _csv_records(path: Path) -> list[tuple[str, callable]]:
 
     def build(i: int, row: dict) -> Record:
         formula = parse_formula(row["formula"])
-        target = check_target(row[key]) if key else None
+        target = check_target(row[key], key) if key else None
         return Record(row.get("id") or f"{path.stem}:{i}", formula, target, None, str(path))
 
     return [(row.get("id") or f"row {i + 2}", lambda i=i, row=row: build(i, row)) for i, row in enumerate(rows)]
@@ -189,7 +199,7 @@ def _folder_records(folder: Path) -> list[tuple[str, callable]]:
         path = files.get(row["id"])
         if path is None:
             raise BadRecord(f"no structure file named {row['id']!r} in {folder}")
-        target = check_target(row[key])
+        target = check_target(row[key], key)
         structure = structure_from_file(path)
         return Record(row["id"], structure.composition.reduced_formula, target, structure, str(path))
 
@@ -222,7 +232,8 @@ def read_records(path: str | Path, on_bad: str = "error") -> list[Record]:
             bad.append(f"{rid}: {exc}")
     if bad:
         if on_bad != "skip":
-            raise DataError(f"{path}: {len(bad)} bad record(s): " + "; ".join(bad))
+            raise DataError(f"{path}: {len(bad)} bad record(s): " + "; ".join(bad)
+                            + " (datamodule.on_bad=skip leaves them out)")
         log.warning("%s: skipped %d bad record(s): %s", path, len(bad), "; ".join(bad))
     if not records:
         raise DataError(f"{path}: no usable records (empty dataset)")

@@ -30,3 +30,18 @@ class MLPHead(nn.Module):
         for layer in self.net:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
+
+
+class LinearHead(nn.Module):
+    """in_dim → 1: ElemNet's output layer. With `from_source`, it starts from the backbone's source output layer
+    (full fine-tuning as upstream); policy `reinit_head` starts it afresh."""
+
+    def __init__(self, in_dim: int, from_source: bool = True):
+        super().__init__()
+        self.linear, self.from_source = nn.Linear(in_dim, 1), from_source
+
+    def forward(self, features):
+        return self.linear(features).squeeze(-1)
+
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()

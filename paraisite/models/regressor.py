@@ -1,4 +1,4 @@
-"""`TransferRegressor`: backbone + head, trained stage by stage on a standardised log10(κ+1) target."""
+"""`TransferRegressor`: backbone + head, trained stage by stage on a standardised target (log10(κ+1) for κ)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from paraisite.data.transforms import LogStandardizer
+from paraisite.data.transforms import target_transform
 from paraisite.errors import ParaisiteError
-from paraisite.metrics import regression_metrics
+from paraisite.metrics import HEADLINE, METRICS, regression_metrics
 
 CHECKPOINT_FORMAT = 2  # 2: the backbone's source output layer is stored as buffers (source_weight/bias)
 MODEL_FORMAT = 2  # model.pt: {"format", "config", "state_dict"}
-LOSSES = ("mape", "l1")
-POLICIES = ("all", "head", "reinit_head")
+LOSSES = ("auto", "mape", "l1")  # auto: mape for κ, l1 for any other property
+POLICIES = ("all", "head", "reinit_head", "features")
+REGRESSORS = ("random_forest", "ridge")
 
 
 @dataclass
 class TrainSettings:
-    """How one stage trains: loss, optimiser (Adam), cosine decay to `final_lr_fraction` over `decay_steps`."""
+    """How one stage trains: loss, optimiser (Adam), cosine decay to `final_lr_fraction` over `decay_steps`, early
+    stopping after `patience` epochs without a better validation score (None: off). Policy `features` trains no
+    network: the activations of backbone layer `features_layer` feed a scikit-learn `regressor`."""
 
-    loss: str = "mape"
+    loss: str = "auto"
     lr: float = 1e-3
     backbone_lr_scale: float = 1.0
     weight_decay: float = 0.0
     decay_steps: int = 1000
     final_lr_fraction: float = 0.01
     policy: str = "all"
+    patience: int | None = None
+    regressor: str = "random_forest"
+    features_layer: int = -1
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; use one of {LOSSES}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown freezing policy {self.policy!r}; use one of {POLICIES}")
+        if self.regressor not in REGRESSORS:
+            raise ValueError(f"unknown feature regressor {self.regressor!r}; use one of {REGRESSORS}")
 
 
 def upgrade_state_dict(state: dict, found: int) -> dict:
@@ -52,7 +60,8 @@ def model_file_bytes(module: nn.Module, config: dict) -> bytes:
     needed to load it); tensors and plain data only."""
     import io
 
-    config = {**config, "backbone": {**config["backbone"], "spec": module.backbone.spec}}
+    config = {**config, "backbone": {**config["backbone"], "spec": module.backbone.spec},
+              "head": getattr(module.head, "config", None) or config["head"]}
     buffer = io.BytesIO()
     torch.save({"format": MODEL_FORMAT, "config": config, "state_dict": module.state_dict()}, buffer)
     return buffer.getvalue()
@@ -83,19 +92,25 @@ def cosine_decay(step: int, decay_steps: int, final_fraction: float) -> float:
 
 
 class TransferRegressor(L.LightningModule):
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    """`target` is the kind of property: `kappa` (log10(κ+1) standardised, MAPE selects) or `generic` (standardised,
+    MAE selects)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, target: str = "kappa"):
         super().__init__()
-        self.backbone, self.head = backbone, head
-        self.transform = LogStandardizer()
+        self.backbone, self.head, self.target = backbone, head, target
+        self.transform = target_transform(target)
+        self.monitor = HEADLINE[target]
         self.settings = TrainSettings()
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._best_val_mape = float("inf")
+        self._best_val = float("inf")
 
-    def start_stage(self, settings: TrainSettings, train_kappa: torch.Tensor) -> None:
+    def start_stage(self, settings: TrainSettings, train_target: torch.Tensor) -> None:
         """Apply a stage's settings: refit the target scaler on its training targets, (re)set freezing/head."""
+        if settings.loss == "mape" and self.target != "kappa":
+            raise ParaisiteError("loss=mape needs a positive κ target; use loss=l1 (or auto) for other properties")
         self.settings = settings
-        self._best_val_mape = float("inf")
-        self.transform.fit(train_kappa)
+        self._best_val = float("inf")
+        self.transform.fit(train_target)
         if settings.policy == "reinit_head":
             self.head.reset_parameters()
         self.backbone.requires_grad_(settings.policy != "head")
@@ -104,22 +119,24 @@ class TransferRegressor(L.LightningModule):
         """Standardised prediction z."""
         return self.head(self.backbone(batch))
 
-    def predict_kappa(self, batch) -> torch.Tensor:
+    def predict_target(self, batch) -> torch.Tensor:
+        """Prediction in the target's units (κ in W/mK)."""
         return self.transform.decode(self(batch))
 
-    def loss(self, z: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-        if self.settings.loss == "mape":
-            return ((self.transform.decode(z) - kappa).abs() / kappa).mean()
-        return (z - self.transform.encode(kappa)).abs().mean()
+    def loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.settings.loss if self.settings.loss != "auto" else "mape" if self.target == "kappa" else "l1"
+        if loss == "mape":
+            return ((self.transform.decode(z) - target).abs() / target).mean()
+        return (z - self.transform.encode(target)).abs().mean()
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch), batch.y)
-        self.log("train/loss", loss, batch_size=batch.num_graphs, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, batch_size=len(batch.y), on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         z = self(batch)
-        self.log("val/loss", self.loss(z, batch.y), batch_size=batch.num_graphs, on_epoch=True)
+        self.log("val/loss", self.loss(z, batch.y), batch_size=len(batch.y), on_epoch=True)
         self._val_outputs.append((batch.y.detach(), self.transform.decode(z).detach()))
 
     def on_validation_epoch_end(self):
@@ -127,21 +144,21 @@ class TransferRegressor(L.LightningModule):
         pred = torch.cat([p for _, p in self._val_outputs])
         self._val_outputs.clear()
         true, pred = self.all_gather(true).reshape(-1), self.all_gather(pred).reshape(-1)
-        metrics = regression_metrics(true.cpu().numpy(), pred.cpu().numpy())
-        for key in ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman"):
+        metrics = regression_metrics(true.cpu().numpy(), pred.cpu().numpy(), self.target)
+        for key in METRICS[self.target]:
             value = metrics.get(key, float("nan"))
-            self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == "mape")
-        if np.isfinite(metrics["mape"]):
-            self._best_val_mape = min(self._best_val_mape, metrics["mape"])
-        self.log("val/best_mape", self._best_val_mape)  # monotone: what early termination watches
+            self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == self.monitor)
+        if np.isfinite(metrics.get(self.monitor, np.nan)):
+            self._best_val = min(self._best_val, metrics[self.monitor])
+        self.log(f"val/best_{self.monitor}", self._best_val)  # monotone: what early termination watches
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["paraisite_format"] = CHECKPOINT_FORMAT
-        checkpoint["best_val_mape"] = self._best_val_mape
+        checkpoint["best_val"] = self._best_val
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_checkpoint_format(checkpoint)
-        self._best_val_mape = checkpoint.get("best_val_mape", float("inf"))
+        self._best_val = checkpoint.get("best_val", float("inf"))
 
     def configure_optimizers(self):
         s = self.settings

@@ -1,0 +1,111 @@
+"""Elemental fractions (ElemNet's 86 elements, in ElemNet's order) of formulas or of structures' compositions.
+
+A `CompositionSet` keeps a dataset as one (N, 86) float32 matrix; it offers the same interface as `GraphSet`
+(ids, formulas, flags, target, collate), and `CompositionFeaturizer` the same as `GraphFeaturizer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pymatgen.core import Composition
+
+from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
+from paraisite.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+ELEMNET_ELEMENTS = (
+    "H Li Be B C N O F Na Mg Al Si P S Cl K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc "
+    "Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg "
+    "Tl Pb Bi Ac Th Pa U Np Pu"
+).split()
+
+
+@dataclass
+class CompositionBatch:
+    x: torch.Tensor  # (B, 86) elemental fractions
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
+class CompositionSet:
+    ids: list[str]
+    formulas: list[str]
+    flags: list[str]  # "" when usable, else why not
+    target: torch.Tensor  # (N,) float64, NaN where unknown
+    x: torch.Tensor  # (N, 86) float32
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def collate(self, indices) -> CompositionBatch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return CompositionBatch(self.x[idx], self.target[idx].float(), idx)
+
+
+def fractions(formula: str, elements: tuple[str, ...] = tuple(ELEMNET_ELEMENTS)) -> tuple[list[float], str]:
+    """(fraction per element, flag): the flag names elements outside `elements` (then the fractions are zeros)."""
+    amounts = Composition(formula).fractional_composition.get_el_amt_dict()
+    missing = sorted(set(amounts) - set(elements))
+    if missing:
+        return [0.0] * len(elements), f"{ELEMENT_NOT_IN_MODEL}: {' '.join(missing)}"
+    return [amounts.get(el, 0.0) for el in elements], ""
+
+
+@dataclass
+class CompositionFeaturizer:
+    """Formula (or a structure's composition) → elemental fractions; `key` names the cache entry."""
+
+    elements: tuple[str, ...] = tuple(ELEMNET_ELEMENTS)
+    by_composition = True  # reads a dataset's composition table where one exists (AGL: ltc/agl_composition.csv)
+
+    def key(self, content_hash: str, extra: str = "") -> str:
+        text = f"composition|{CACHE_FORMAT}|{content_hash}|{','.join(self.elements)}|{extra}"
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def build(self, records: list[Record]) -> CompositionSet:
+        rows = [fractions(r.formula, tuple(self.elements)) for r in records]
+        return CompositionSet(
+            ids=[r.id for r in records], formulas=[r.formula for r in records], flags=[f for _, f in rows],
+            target=torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float64),
+            x=torch.tensor([x for x, _ in rows], dtype=torch.float32).reshape(len(rows), len(self.elements)),
+        )
+
+    @staticmethod
+    def save(data: CompositionSet, path: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save({"format": CACHE_FORMAT, "ids": data.ids, "formulas": data.formulas, "flags": data.flags,
+                    "target": data.target, "x": data.x}, buffer)
+        write_atomic(path, buffer.getvalue())
+
+    @staticmethod
+    def load(path: Path) -> CompositionSet | None:
+        """The cached set, or None when absent or unreadable (it is then rebuilt)."""
+        if not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, weights_only=True)
+            if payload.get("format") != CACHE_FORMAT:
+                return None
+            return CompositionSet(payload["ids"], payload["formulas"], payload["flags"], payload["target"], payload["x"])
+        except Exception as exc:
+            log.warning("feature cache %s unreadable (%s); rebuilding", path, exc)
+            return None
+
+    @staticmethod
+    def concat(sets: list[CompositionSet]) -> CompositionSet:
+        return CompositionSet(sum((s.ids for s in sets), []), sum((s.formulas for s in sets), []),
+                              sum((s.flags for s in sets), []), torch.cat([s.target for s in sets]),
+                              torch.cat([s.x for s in sets]))
+
+    @staticmethod
+    def take(data: CompositionSet, n: int) -> CompositionSet:
+        return CompositionSet(data.ids[:n], data.formulas[:n], data.flags[:n], data.target[:n], data.x[:n])

@@ -1,0 +1,77 @@
+"""Feature extraction: a backbone layer's activations feed a scikit-learn regressor.
+
+The fitted regressor is stored with skops (no pickle: loading accepts only the types listed in `TRUSTED`) as a
+uint8 buffer of `SklearnHead`, so `model.pt` stays one self-contained, `weights_only` file; a copy is written beside
+the run as `regressor/<stage>.skops` for use in scikit-learn directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from paraisite.errors import ParaisiteError
+
+TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' own defaults (estimators, numpy arrays)
+
+
+def make_regressor(name: str, seed: int):
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import RidgeCV
+
+    if name == "random_forest":
+        return RandomForestRegressor(n_estimators=100, min_samples_leaf=2, n_jobs=-1, random_state=seed)
+    return RidgeCV(alphas=np.logspace(-4, 4, 17))
+
+
+def load_regressor(data: bytes, source: str = "regressor"):
+    """A scikit-learn estimator from skops bytes; refuses any type outside skops' defaults and `TRUSTED`."""
+    import skops.io as sio
+
+    untrusted = set(sio.get_untrusted_types(data=data)) - set(TRUSTED)
+    if untrusted:
+        raise ParaisiteError(f"{source}: refusing to load types {sorted(untrusted)}")
+    return sio.loads(data, trusted=TRUSTED)
+
+
+class SklearnHead(nn.Module):
+    """Features → standardised prediction by a fitted scikit-learn regressor (kept as skops bytes)."""
+
+    config = {"_target_": "paraisite.models.features.SklearnHead"}  # what model.pt stores to rebuild it
+
+    def __init__(self, in_dim: int = 0, regressor=None):
+        import skops.io as sio
+
+        super().__init__()
+        self.in_dim, self.regressor = in_dim, regressor
+        data = bytearray(sio.dumps(regressor)) if regressor is not None else bytearray()
+        self.register_buffer("skops", torch.frombuffer(data, dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        data = state_dict.get(prefix + "skops")
+        if data is not None:
+            self.skops = data.clone()
+            self.regressor = load_regressor(data.numpy().tobytes())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.regressor is None:
+            raise ParaisiteError("feature regressor not fitted")
+        z = self.regressor.predict(features.detach().double().cpu().numpy())
+        return torch.as_tensor(z, dtype=features.dtype, device=features.device)
+
+    def reset_parameters(self) -> None:
+        raise ParaisiteError("a feature-extraction stage must be the last of a chain")
+
+
+@torch.inference_mode()
+def activations(module, loader) -> tuple[np.ndarray, np.ndarray]:
+    """(backbone features, targets) of every batch of `loader`, in eval mode."""
+    module.eval()
+    feats, targets = [], []
+    for batch in loader:
+        batch = module.transfer_batch_to_device(batch, module.device, 0)
+        feats.append(module.backbone(batch).double().cpu())
+        targets.append(batch.y.double().cpu())
+    return torch.cat(feats).numpy(), torch.cat(targets).numpy()
