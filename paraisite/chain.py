@@ -270,6 +270,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tr
         "config": run_label(cfg),
         "stages": stage_results,
         "test": test,
+        "source_model": getattr(module.backbone, "source_info", None),  # a source model the framework trained
         "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
     }

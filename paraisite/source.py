@@ -39,7 +39,8 @@ def source_dir(spec: dict, table: str, training: dict, data_dir: str | None = No
 
 
 def pretrained_elemnet(spec: dict, table: str, training: dict, data_dir: str | None = None):
-    """(state dict, (target mean, std)) of ElemNet trained on `table`: from the cache, else trained now."""
+    """(state dict, (target mean, std), source.json contents) of ElemNet trained on `table`: from the cache, else
+    trained now."""
     folder = source_dir(spec, table, training, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
@@ -48,7 +49,8 @@ def pretrained_elemnet(spec: dict, table: str, training: dict, data_dir: str | N
             train_source(spec, table, {**DEFAULTS, **training}, data_dir, folder)
     try:
         payload = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-        return payload["state_dict"], (payload["mean"], payload["std"])
+        info = json.loads((folder / "source.json").read_text())
+        return payload["state_dict"], (payload["mean"], payload["std"]), {"folder": folder.name, **info}
     except Exception as exc:
         raise ParaisiteError(f"{folder / 'weights.pt'}: unreadable source model ({exc}); delete the folder to "
                              f"retrain") from None
@@ -90,11 +92,11 @@ def train_source(spec: dict, table: str, settings: dict, data_dir: str | None, f
              "source_bias": module.head.linear.bias.detach().clone()}
     buffer = io.BytesIO()
     torch.save({"state_dict": state, "mean": float(module.transform.mean), "std": float(module.transform.std)}, buffer)
-    write_json(folder / "source.json", {
+    write_json(folder / "source.json", {  # before weights.pt, whose presence marks a finished source model
         "table": table, "settings": settings, "architecture": {k: spec[k] for k in ARCHITECTURE},
         "best_epoch": int(checkpoint["epoch"]), "epochs_run": trainer.current_epoch, "best_val_mae": float(best.best_model_score),
         "n_train": len(dm.splits["train"]), "n_val": len(dm.splits["val"]), "test": metrics,
         "dropped": len(dm.dropped), "wall_time_s": round(time.perf_counter() - started, 1),
     })
-    write_atomic(folder / "weights.pt", buffer.getvalue())  # last: its presence marks a finished source model
+    write_atomic(folder / "weights.pt", buffer.getvalue())
     log.info("source model on %s: test MAE %.4f (n=%d)", table, metrics["mae"], metrics["n"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
-METRIC_COLUMNS = ("n", "mape", "mae", "log_mae", "log_rmse", "r2", "spearman")
+METRIC_COLUMNS = ("n", "mape", "mae", "rmse", "log_mae", "log_rmse", "r2", "spearman")
 
 
 class CSVTracker:
@@ -68,7 +68,8 @@ class WandbTracker(CSVTracker):
             if key in last:
                 self.run.summary[key] = last[key]
         png = self.run_dir / "matrix.png"
-        heatmap(summarize([results]), "mape", png)
+        metric = "mape" if all("mape" in m for m in results["test"].values()) else "mae"
+        heatmap(summarize([results], metric), metric, png)
         self.run.log({"test/heatmap": wandb.Image(str(png))})
         if self.log_model and (self.run_dir / "model.pt").is_file():
             artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=results["config"])

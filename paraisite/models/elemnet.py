@@ -45,10 +45,11 @@ class ElemNetBackbone(nn.Module):
         self.register_buffer("source_bias", torch.zeros(1))
         nn.init.kaiming_uniform_(self.source_weight, a=5**0.5)  # as nn.Linear: a scratch head starts the same way
         self.name = f"ElemNet ({weights or 'random init'})"
+        self.source_info = None  # the source model's source.json (settings, test metrics), when pre-trained
         if weights:
             from paraisite.source import pretrained_elemnet
 
-            state, (self.spec["source_mean"], self.spec["source_std"]) = pretrained_elemnet(
+            state, (self.spec["source_mean"], self.spec["source_std"]), self.source_info = pretrained_elemnet(
                 self.spec, weights, source_training or {}, data_dir)
             self.load_state_dict(state)
         self.truncate(spec.get("output_layer"))

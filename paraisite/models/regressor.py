@@ -108,6 +108,8 @@ class TransferRegressor(L.LightningModule):
         """Apply a stage's settings: refit the target scaler on its training targets, (re)set freezing/head."""
         if settings.loss == "mape" and self.target != "kappa":
             raise ParaisiteError("loss=mape needs a positive κ target; use loss=l1 (or auto) for other properties")
+        if self.target == "kappa" and bool((torch.as_tensor(train_target) <= 0).any()):
+            raise ParaisiteError("κ targets must be > 0; for another property set data.target=generic")
         self.settings = settings
         self._best_val = float("inf")
         self.transform.fit(train_target)
