@@ -16,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DOC, machine, write_section  # noqa: E402
+from paraisite.data.datasets import CROSSPROP  # noqa: E402
 from paraisite.report import find_runs  # noqa: E402
 
 # Gupta et al. 2021, Table 4: test MAE of the best from-scratch model / the best transfer-learning model
@@ -28,25 +29,34 @@ MODES = {("scratch", "dft"): "scratch", ("eform", "dft"): "eform → fine-tune",
 
 
 def table(runs: list[dict]) -> tuple[list[dict], dict]:
-    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    values: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)  # (data, mode) → {seed: test MAE}
     sources = {}
     for run in runs:
         c = run.get("config", {})
-        mode = MODES.get((c.get("pretrain"), c.get("finetune")))
-        if run.get("status") != "ok" or mode is None:
-            continue
-        values[c["data"], mode].append(run["test"][c["data"]]["mae"])
-        if run.get("source_model"):
+        if run.get("source_model"):  # source models of every run given (the LTC grid's too)
             sources[run["source_model"]["folder"]] = run["source_model"]
+        mode = MODES.get((c.get("pretrain"), c.get("finetune")))
+        if run.get("status") != "ok" or mode is None or c.get("data") not in CROSSPROP:
+            continue
+        values[c["data"], mode][c["seed"]] = run["test"][c["data"]]["mae"]
     rows = []
     for data in sorted({d for d, _ in values}):
         row = {"dataset": data}
         for mode in MODES.values():
-            v = np.array(values.get((data, mode), []))
-            row[mode] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v))
+            row[mode] = mean_std(list(values[data, mode].values()))
+        tl = [m for m in list(MODES.values())[1:] if row[m][2]]
+        best = min(tl, key=lambda m: row[m][0]) if tl else None
+        scratch = values[data, MODES["scratch", "dft"]]
+        paired = [values[data, best][k] - scratch[k] for k in scratch if best and k in values[data, best]]
+        row["best_tl"], row["paired"] = best, mean_std(paired)
         row["paper"] = PAPER.get(data)
         rows.append(row)
     return rows, sources
+
+
+def mean_std(v: list[float]) -> tuple[float, float, int]:
+    v = np.asarray(v, dtype=float)
+    return (float(v.mean()) if len(v) else float("nan"), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v))
 
 
 def fmt(x: float) -> str:
@@ -54,20 +64,20 @@ def fmt(x: float) -> str:
 
 
 def markdown(rows: list[dict], sources: dict, out: str) -> str:
-    head = ["dataset", *MODES.values(), "paper best SC / best TL", "ours best TL / scratch"]
+    head = ["dataset", *MODES.values(), "paper best SC / best TL", "ours: best TL − scratch, paired by seed"]
     lines = [f"Machine: {machine()}. Command: `python bench/crossprop.py {out}` after `sweeps/crossprop.sh` "
              "(settings below). Test MAE on a 20 % slice carved from `train.csv` per seed (never used for selection; the "
-             "paper's test splits are held back), mean (std) over seeds (n).", "",
+             "paper's test splits are held back), mean (std) over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = []
         for mode in MODES.values():
             mean, std, n = row[mode]
-            cells.append("—" if n == 0 else f"{fmt(mean)} ({fmt(std)}) n={n}" if n > 1 else f"{fmt(mean)} n=1")
+            cells.append("—" if n == 0 else f"{fmt(mean)} ({fmt(std)})" if n > 1 else f"{fmt(mean)} (1 seed)")
         paper = f"{fmt(row['paper'][0])} / {fmt(row['paper'][1])}" if row["paper"] else "—"
-        scratch = row[MODES["scratch", "dft"]][0]
-        best_tl = min(row[m][0] for m in list(MODES.values())[1:] if row[m][2])
-        lines.append(f"| {row['dataset']} | " + " | ".join(cells) + f" | {paper} | {best_tl / scratch:.2f} |")
+        mean, std, n = row["paired"]
+        delta = f"{fmt(mean)} ({fmt(std)}) [{row['best_tl']}]" if n else "—"
+        lines.append(f"| {row['dataset']} | " + " | ".join(cells) + f" | {paper} | {delta} |")
     for folder, s in sorted(sources.items()):
         t = s["test"]
         lines.append("")

@@ -190,7 +190,7 @@ def prepare_chunk(items: list[RawItem], featurizers: dict[str, object]) -> tuple
 def infer(members: list[Member], features: dict[str, object], n: int,
           batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
     """(prediction per record × member, NaN where unusable; flag per record) from featurized records."""
-    kappa = np.full((n, len(members)), np.nan)
+    predictions = np.full((n, len(members)), np.nan)
     flags = [""] * n
     for key, data in features.items():
         member_ids = [j for j, m in enumerate(members) if repr(m.featurizer) == key]
@@ -203,8 +203,8 @@ def infer(members: list[Member], features: dict[str, object], n: int,
             for j in member_ids:
                 module = members[j].module
                 on_device = module.transfer_batch_to_device(batch, module.device, 0)
-                kappa[idx, j] = module.predict_target(on_device).double().cpu().numpy()
-    return kappa, flags
+                predictions[idx, j] = module.predict_target(on_device).double().cpu().numpy()
+    return predictions, flags
 
 
 def predict_records(members: list[Member], records: list[Record], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
@@ -293,7 +293,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     try:
         for meta, features in prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers):
             parsed = [k for k, (_, _, _, flag) in enumerate(meta) if not flag]
-            kappa, flags = infer(members, features, len(parsed), batch_size)
+            predictions, flags = infer(members, features, len(parsed), batch_size)
             position = {k: g for g, k in enumerate(parsed)}
             rows = []
             for k, (rid, formula, n_atoms, flag) in enumerate(meta):
@@ -301,7 +301,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                 if k in position:
                     flag = flags[position[k]]
                     if not flag:
-                        values = kappa[position[k]].tolist()
+                        values = predictions[position[k]].tolist()
                         mean = float(np.mean(values))
                         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                 counts["flagged" if mean is None else "predicted"] += 1

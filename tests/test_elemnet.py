@@ -177,3 +177,19 @@ def test_features_stage_must_be_last():
     cfg = compose_cfg("backbone=elemnet", "pretrain=scratch", "finetune=agl_dft", "+stage_overrides.policy=features")
     with pytest.raises(ParaisiteError, match="must be the last stage"):
         chain.stages_of(cfg)
+
+
+def test_unknown_crossprop_set_and_non_positive_kappa_are_clear_errors():
+    from paraisite.data.datasets import sources_of
+    from paraisite.models.heads import LinearHead
+    from paraisite.models.regressor import TrainSettings, TransferRegressor
+
+    with pytest.raises(DataError, match=r"unknown cross-property dataset 'crossprop/nope'.*exfoliation_energy"):
+        sources_of("crossprop/nope")
+    module = TransferRegressor(ElemNetBackbone(widths=[8], depths=[1], dropouts=[0.0]), LinearHead(8), "kappa")
+    with pytest.raises(ParaisiteError, match=r"κ targets must be > 0; for another property set data.target=generic"):
+        module.start_stage(TrainSettings(), torch.tensor([1.0, -2.0]))
+    generic = TransferRegressor(ElemNetBackbone(widths=[8], depths=[1], dropouts=[0.0]), LinearHead(8), "generic")
+    generic.start_stage(TrainSettings(), torch.tensor([1.0, -2.0]))  # any finite value
+    with pytest.raises(ParaisiteError, match="loss=mape needs a positive κ target"):
+        generic.start_stage(TrainSettings(loss="mape"), torch.tensor([1.0, 2.0]))
