@@ -25,7 +25,9 @@ PAPER = {"exfoliation_energy": (54.26, 51.56), "piezo_max_dij": (26.46, 23.46), 
          "bulkmoduluskv": (11.83, 11.28), "shearmodulusgv": (11.26, 11.01), "optb88vdw_bandgap": (0.279, 0.251),
          "deltae": (0.135, 0.125), "ehull": (0.058, 0.050), "expt_bandgap": (0.4458, 0.3551),
          "expt_deltae": (0.0964, 0.0708)}
-MODES = {("scratch", "dft"): "scratch", ("eform", "dft"): "eform → fine-tune", ("eform", "features"): "eform → features (RF)"}
+MODES = {("scratch", "dft", None): "scratch", ("eform", "dft", None): "eform → fine-tune",
+         ("eform", "features", -1): "eform → features (RF, layer 16)",
+         ("eform", "features", 4): "eform → features (RF, layer 4)"}
 
 
 def table(runs: list[dict]) -> tuple[list[dict], dict]:
@@ -35,7 +37,8 @@ def table(runs: list[dict]) -> tuple[list[dict], dict]:
         c = run.get("config", {})
         if run.get("source_model"):  # source models of every run given (the LTC grid's too)
             sources[run["source_model"]["folder"]] = run["source_model"]
-        mode = MODES.get((c.get("pretrain"), c.get("finetune")))
+        layer = (run.get("stages") or [{}])[-1].get("features_layer")
+        mode = MODES.get((c.get("pretrain"), c.get("finetune"), layer))
         if run.get("status") != "ok" or mode is None or c.get("data") not in CROSSPROP:
             continue
         values[c["data"], mode][c["seed"]] = run["test"][c["data"]]["mae"]
@@ -46,7 +49,7 @@ def table(runs: list[dict]) -> tuple[list[dict], dict]:
             row[mode] = mean_std(list(values[data, mode].values()))
         tl = [m for m in list(MODES.values())[1:] if row[m][2]]
         best = min(tl, key=lambda m: row[m][0]) if tl else None
-        scratch = values[data, MODES["scratch", "dft"]]
+        scratch = values[data, MODES["scratch", "dft", None]]
         paired = [values[data, best][k] - scratch[k] for k in scratch if best and k in values[data, best]]
         row["best_tl"], row["paired"] = best, mean_std(paired)
         row["paper"] = PAPER.get(data)
