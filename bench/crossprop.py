@@ -52,9 +52,24 @@ def table(runs: list[dict]) -> tuple[list[dict], dict]:
         scratch = values[data, MODES["scratch", "dft", None]]
         paired = [values[data, best][k] - scratch[k] for k in scratch if best and k in values[data, best]]
         row["best_tl"], row["paired"] = best, mean_std(paired)
+        row["median"] = median_baseline(data, sorted(scratch))
         row["paper"] = PAPER.get(data)
         rows.append(row)
     return rows, sources
+
+
+def median_baseline(data: str, seeds: list[int]) -> tuple[float, float, int]:
+    """Test MAE of predicting the training median (same splits as the runs): what a model must beat."""
+    from paraisite.data.composition import CompositionFeaturizer
+    from paraisite.data.datamodule import LTCDataModule
+
+    maes = []
+    for seed in seeds:
+        dm = LTCDataModule(f"crossprop/{data}", CompositionFeaturizer(), seed=seed, on_bad="skip")
+        dm.setup()
+        median = float(dm.targets("train").median())
+        maes.append(float((dm.targets("test") - median).abs().mean()))
+    return mean_std(maes)
 
 
 def mean_std(v: list[float]) -> tuple[float, float, int]:
@@ -67,13 +82,15 @@ def fmt(x: float) -> str:
 
 
 def markdown(rows: list[dict], sources: dict, out: str) -> str:
-    head = ["dataset", *MODES.values(), "paper best SC / best TL", "ours: best TL − scratch, paired by seed"]
+    head = ["dataset", "train median", *MODES.values(), "paper best SC / best TL",
+            "ours: best TL − scratch, paired by seed"]
     lines = [f"Machine: {machine()}. Command: `python bench/crossprop.py {out}` after `sweeps/crossprop.sh` "
              "(settings below). Test MAE on a 20 % slice carved from `train.csv` per seed (never used for selection; the "
-             "paper's test splits are held back), mean (std) over seeds.", "",
+             "paper's test splits are held back), mean (std) over seeds. `train median`: the MAE of predicting the training "
+             "median, the floor every model must beat.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = []
+        cells = [fmt(row["median"][0])]
         for mode in MODES.values():
             mean, std, n = row[mode]
             cells.append("—" if n == 0 else f"{fmt(mean)} ({fmt(std)})" if n > 1 else f"{fmt(mean)} (1 seed)")
