@@ -102,8 +102,8 @@ def markdown(rows: list[dict], sources: dict, out: str) -> str:
         t = s["test"]
         lines.append("")
         lines.append(f"Source model `{s['table']}` ({folder}): test MAE **{t['mae']:.4f}**, RMSE {t['rmse']:.4f}, "
-                     f"R² {t['r2']:.3f} on {t['n']} held-out formulas; best epoch {s['best_epoch']} of "
-                     f"{s['epochs_run'] + 1}; {s['wall_time_s'] / 60:.1f} min; settings {s['settings']}.")
+                     f"R² {t['r2']:.3f} on {t['n']} held-out formulas; best epoch {s['best_epoch'] + 1} of "
+                     f"{s['epochs_run']} run; {s['wall_time_s'] / 60:.1f} min; settings {s['settings']}.")
     return "\n".join(lines)
 
 
