@@ -72,7 +72,8 @@ def featurized(source: str, featurizer, data_dir: str | None = None, on_bad: str
     """Featurized records of `source` (GraphSet or the like), from the cache when the content is unchanged."""
     path = source_path(source, data_dir, featurizer.by_composition)
     key = featurizer.key(content_hash(path), extra=f"on_bad={on_bad}")
-    cached = cache_dir() / "features" / f"{source.replace('/', '_') if source in MIRROR_FILES else path.name.split('.')[0]}-{key}.pt"
+    label = source.replace("/", "_") if source in MIRROR_FILES else path.name.split(".")[0]
+    cached = cache_dir() / "features" / f"{label}-{key}.pt"
     data = featurizer.load(cached)
     if data is None:
         log.info("featurizing %s (cache miss)", path)
