@@ -270,6 +270,7 @@ def train_and_test(cfg: DictConfig, run_dir: Path, module: TransferRegressor, tr
         "config": run_label(cfg),
         "stages": stage_results,
         "test": test,
+        "unit": cfg.data.get("unit", "W/mK" if target_kind(cfg) == "kappa" else ""),  # of MAE / RMSE
         "source_model": getattr(module.backbone, "source_info", None),  # a source model the framework trained
         "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
@@ -293,7 +294,9 @@ def print_table(results: dict) -> None:
                         f"seed={c['seed']} · {c['protocol']}")
     kappa = all("mape" in m for m in results["test"].values())
     keys = ("mape", "mae", "log_mae", "r2", "spearman") if kappa else ("mae", "rmse", "r2", "spearman")
-    names = ("MAPE", "MAE (W/mK)", "log MAE", "R² (log)", "Spearman ρ") if kappa else ("MAE", "RMSE", "R²", "Spearman ρ")
+    unit = f" ({results['unit']})" if results.get("unit") else ""
+    names = (("MAPE", f"MAE{unit}", "log MAE", "R² (log)", "Spearman ρ") if kappa
+             else (f"MAE{unit}", f"RMSE{unit}", "R²", "Spearman ρ"))
     for column in ("test set", "n", *names):
         table.add_column(column, justify="left" if column == "test set" else "right")
     for name, m in results["test"].items():
