@@ -29,6 +29,7 @@ from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.datasets import LTC_FILES, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
+from paraisite.metrics import kind_of, regression_metrics
 from paraisite.files import write_atomic, write_json
 from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format, model_file_bytes
 from paraisite.tracking import CSVTracker
@@ -148,7 +149,6 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
 def features_stage(module, stage: dict, settings: TrainSettings, datamodule, run_dir: Path, seed: int) -> dict:
     """Fit a scikit-learn regressor on the activations of backbone layer `features_layer` (backbone frozen); the
     regressor becomes the head. Resumable: a finished stage reloads its `regressor/<stage>.skops`."""
-    from paraisite.metrics import regression_metrics
     from paraisite.models.features import SklearnHead, activations, load_regressor, make_regressor
 
     done_file, file = run_dir / "stages" / f"{stage['name']}.json", run_dir / "regressor" / f"{stage['name']}.skops"
@@ -292,7 +292,7 @@ def print_table(results: dict) -> None:
     c = results["config"]
     table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
                         f"seed={c['seed']} · {c['protocol']}")
-    kappa = all("mape" in m for m in results["test"].values())
+    kappa = kind_of(results["test"]) == "kappa"
     keys = ("mape", "mae", "log_mae", "r2", "spearman") if kappa else ("mae", "rmse", "r2", "spearman")
     unit = f" ({results['unit']})" if results.get("unit") else ""
     names = (("MAPE", f"MAE{unit}", "log MAE", "R² (log)", "Spearman ρ") if kappa

@@ -10,6 +10,11 @@ HEADLINE = {"kappa": "mape", "generic": "mae"}  # what selects checkpoints and h
 METRICS = {"kappa": ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman"), "generic": ("mae", "rmse", "r2", "spearman")}
 
 
+def kind_of(test: dict[str, dict]) -> str:
+    """The target kind of a run's `test` metrics: κ results carry MAPE."""
+    return "kappa" if all("mape" in m for m in test.values()) else "generic"
+
+
 def r2_score(true: np.ndarray, pred: np.ndarray) -> float:
     ss_tot = float(((true - true.mean()) ** 2).sum())
     return float(1 - ((pred - true) ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan")

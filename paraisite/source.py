@@ -25,28 +25,35 @@ from paraisite.paths import cache_dir
 log = logging.getLogger(__name__)
 
 SOURCE_FORMAT = 1
-DEFAULTS = {"epochs": 100, "batch_size": 32, "lr": 1e-4, "patience": 10, "seed": 0, "test_fraction": 0.1,
-            "val_fraction": 0.1, "limit": None}  # Adam, MAE loss, early stopping on validation MAE (upstream)
+SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed", "test_fraction", "val_fraction", "limit")  # values:
+# `source_training` in conf/train.yaml (Adam, MAE loss, early stopping on validation MAE)
 ARCHITECTURE = ("widths", "depths", "dropouts")
 
 
-def source_dir(spec: dict, table: str, training: dict, data_dir: str | None = None) -> Path:
-    settings = {**DEFAULTS, **training}
+def source_settings(training) -> dict:
+    missing = [k for k in SETTINGS if k not in training]
+    if missing:
+        raise ParaisiteError(f"source_training lacks {missing} (see conf/train.yaml)")
+    return {k: training[k] for k in SETTINGS}
+
+
+def source_dir(spec: dict, table: str, settings: dict, data_dir: str | None = None) -> Path:
     identity = {"format": SOURCE_FORMAT, "architecture": {k: spec[k] for k in ARCHITECTURE}, "settings": settings,
                 "table": content_hash(source_path(table, data_dir))}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "sources" / f"{table.replace('/', '_')}-{key}"
 
 
-def pretrained_elemnet(spec: dict, table: str, training: dict, data_dir: str | None = None):
-    """(state dict, (target mean, std), source.json contents) of ElemNet trained on `table`: from the cache, else
-    trained now."""
-    folder = source_dir(spec, table, training, data_dir)
+def pretrained_elemnet(spec: dict, table: str, training, data_dir: str | None = None):
+    """(state dict, (target mean, std), source.json contents) of ElemNet trained on `table` with `training`
+    (`source_training` settings): from the cache, else trained now."""
+    settings = source_settings(training)
+    folder = source_dir(spec, table, settings, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits for the first to finish training, then reuses it
         if not (folder / "weights.pt").is_file():
-            train_source(spec, table, {**DEFAULTS, **training}, data_dir, folder)
+            train_source(spec, table, settings, data_dir, folder)
     try:
         payload = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         info = json.loads((folder / "source.json").read_text())

@@ -56,6 +56,7 @@ class WandbTracker(CSVTracker):
     def log_results(self, results: dict) -> None:
         import wandb
 
+        from paraisite.metrics import HEADLINE, kind_of
         from paraisite.report import heatmap, summarize
 
         rows = [[test, *(m.get(k) for k in METRIC_COLUMNS)] for test, m in results["test"].items()]
@@ -68,7 +69,7 @@ class WandbTracker(CSVTracker):
             if key in last:
                 self.run.summary[key] = last[key]
         png = self.run_dir / "matrix.png"
-        metric = "mape" if all("mape" in m for m in results["test"].values()) else "mae"
+        metric = HEADLINE[kind_of(results["test"])]
         heatmap(summarize([results], metric), metric, png)
         self.run.log({"test/heatmap": wandb.Image(str(png))})
         if self.log_model and (self.run_dir / "model.pt").is_file():

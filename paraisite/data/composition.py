@@ -51,13 +51,17 @@ class CompositionSet:
         return CompositionBatch(self.x[idx], self.target[idx].float(), idx)
 
 
-def fractions(formula: str, elements: tuple[str, ...] = tuple(ELEMNET_ELEMENTS)) -> tuple[list[float], str]:
-    """(fraction per element, flag): the flag names elements outside `elements` (then the fractions are zeros)."""
+def fractions(formula: str, index: dict[str, int]) -> tuple[list[float], str]:
+    """(fraction per element of `index` (element → column), flag): the flag names elements outside it (then the
+    fractions are zeros)."""
     amounts = Composition(formula).fractional_composition.get_el_amt_dict()
-    missing = sorted(set(amounts) - set(elements))
+    row = [0.0] * len(index)
+    missing = sorted(el for el in amounts if el not in index)
     if missing:
-        return [0.0] * len(elements), f"{ELEMENT_NOT_IN_MODEL}: {' '.join(missing)}"
-    return [amounts.get(el, 0.0) for el in elements], ""
+        return row, f"{ELEMENT_NOT_IN_MODEL}: {' '.join(missing)}"
+    for el, amount in amounts.items():
+        row[index[el]] = amount
+    return row, ""
 
 
 @dataclass
@@ -72,7 +76,8 @@ class CompositionFeaturizer:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def build(self, records: list[Record]) -> CompositionSet:
-        rows = [fractions(r.formula, tuple(self.elements)) for r in records]
+        index = {el: i for i, el in enumerate(self.elements)}
+        rows = [fractions(r.formula, index) for r in records]
         return CompositionSet(
             ids=[r.id for r in records], formulas=[r.formula for r in records], flags=[f for _, f in rows],
             target=torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float64),
