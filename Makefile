@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)/SHA256SUMS),)
 export PARAISITE_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: setup run test data-check screen bench bench-predict bench-train bench-crossprop clean
+.PHONY: setup run test test-fast data-check screen bench bench-predict bench-train bench-crossprop clean
 setup: $(VENV)/.installed
 	@if [ ! -e data ] && [ -d $(SHARED_DATA) ]; then ln -s $(SHARED_DATA) data; echo "linked data -> $(SHARED_DATA)"; fi
 
@@ -24,6 +24,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup  # the edit loop: every module, no test marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
 
 data-check: setup
 	$(BIN)/paraisite data check
@@ -50,7 +53,7 @@ bench-train: setup
 # Cross-property transfer on the CPU: seven of the paper's small sets × 3 seeds, source model on a CPU budget
 # (batch 512, 25 epochs); the full benchmark is `sweeps/crossprop.sh` with its defaults (all 41 sets, upstream recipe).
 CROSSPROP_CPU := source_training.epochs=25 source_training.batch_size=512 source_training.lr=5e-4 \
-	source_training.patience=5 stage_defaults.epochs=60 +stage_overrides.patience=15
+	source_training.patience=5 stage_defaults.epochs=60 stage_overrides.patience=15
 bench-crossprop: setup
 	SEEDS=1,2,3 DATASETS=exfoliation_energy,piezo_max_dij,piezo_max_eij,expt_deltae,expt_bandgap,slme,spillage \
 		sweeps/crossprop.sh $(CROSSPROP_CPU) hydra/launcher=joblib hydra.launcher.n_jobs=2 threads=1

@@ -1,8 +1,10 @@
 """Train one grid point (or a sweep with -m): python train.py pretrain=eform finetune=dft data=dataset1"""
 
+import sys
+
 import hydra
 
-from paraisite.chain import main
+from paraisite.task import main, precheck
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -11,4 +13,5 @@ def train(cfg):
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     train()

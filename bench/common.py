@@ -44,13 +44,13 @@ def model_folder(folder: Path, overrides: list[str] = ()) -> Path:
 
     from omegaconf import OmegaConf
 
-    from paraisite.chain import build_model
     from paraisite.files import write_atomic
-    from paraisite.models.regressor import model_file_bytes
+    from paraisite.models.io import model_file_bytes
+    from paraisite.recipe import build_model, pretrained_weights
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["finetune=dft", *overrides])
-    write_atomic(folder / "model.pt", model_file_bytes(build_model(cfg), OmegaConf.to_container(cfg, resolve=True)))
+    write_atomic(folder / "model.pt", model_file_bytes(build_model(cfg, pretrained_weights(cfg)), OmegaConf.to_container(cfg, resolve=True)))
     return folder
 
 

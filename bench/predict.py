@@ -26,7 +26,7 @@ def timed(fn, *args):
 
 
 def main() -> None:
-    from paraisite.chain import quiet_third_party
+    from paraisite.task import quiet_third_party
 
     quiet_third_party()
     parser = argparse.ArgumentParser()

@@ -27,11 +27,11 @@ from bench.common import DOC, ROOT, machine, write_section  # noqa: E402
 def build(batch_overrides=()):
     from hydra import compose, initialize_config_dir
 
-    from paraisite.chain import build_model
+    from paraisite.recipe import build_model, pretrained_weights
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["finetune=dft", "progress_bar=false", *batch_overrides])
-    return cfg, build_model(cfg)
+    return cfg, build_model(cfg, pretrained_weights(cfg))
 
 
 def datamodule(name: str, featurizer, batch_size: int, limit=None):
@@ -44,9 +44,14 @@ def datamodule(name: str, featurizer, batch_size: int, limit=None):
 
 def bare_loop(module, dm, epochs: int) -> list[float]:
     """Epoch durations of a plain loop: Adam + cosine schedule, MAPE loss, validation MAPE every epoch."""
-    from paraisite.models.regressor import TrainSettings, cosine_decay
+    from hydra import compose, initialize_config_dir
 
-    module.start_stage(TrainSettings(), dm.targets("train"))
+    from paraisite.models.regressor import cosine_decay
+    from paraisite.recipe import stages_of
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        stage = stages_of(compose("train", overrides=["finetune=dft"]))[0]  # the published recipe
+    module.start_stage(stage, dm.targets("train"))
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_decay(s, 1000, 0.01))
     durations = []
@@ -72,10 +77,12 @@ def our_stage(cfg, module, dm, epochs: int, run_dir: Path) -> tuple[list[float],
     An epoch runs from one epoch start to the next (training, validation, logging, checkpoint writes)."""
     from hydra.utils import instantiate
 
-    from paraisite.chain import train_stage
+    from dataclasses import replace
 
-    stage = {"name": "bench", "data": dm.dataset, **cfg.stage_defaults, "epochs": epochs,
-             "batch_size": dm.batch_size}
+    from paraisite.chain import train_stage
+    from paraisite.recipe import stages_of
+
+    stage = replace(stages_of(cfg)[0], name="bench", data=dm.dataset, epochs=epochs, batch_size=dm.batch_size)
     tracker = instantiate(cfg.logger, run_dir=run_dir)
     marks = []
     module.on_train_epoch_start = lambda: marks.append(time.perf_counter())  # Lightning calls the instance's hook
@@ -143,7 +150,7 @@ def plot(points: dict, path: Path) -> None:
 
 
 def main() -> None:
-    from paraisite.chain import quiet_third_party
+    from paraisite.task import quiet_third_party
 
     quiet_third_party()
     parser = argparse.ArgumentParser()

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--data-dir", default=None)
     pred.set_defaults(func=predict)
     args = parser.parse_args(argv)
-    from paraisite.chain import quiet_third_party
+    from paraisite.task import quiet_third_party
 
     quiet_third_party()
     try:

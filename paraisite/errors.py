@@ -7,3 +7,7 @@ class ParaisiteError(Exception):
 
 class DataError(ParaisiteError):
     """Bad or missing input data."""
+
+
+class ConfigError(ParaisiteError):
+    """A config key or value that cannot be used (unknown key, wrong type, out of range)."""

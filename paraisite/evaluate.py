@@ -25,6 +25,6 @@ def predict_split(module, datamodule, split: str = "test", batch_size: int = 64)
 
 def test_metrics(module, datamodule) -> dict:
     true, pred = predict_split(module, datamodule, "test")
-    metrics = regression_metrics(true, pred, module.target)
+    metrics = regression_metrics(true, pred, module.target.kind)
     metrics["dropped"] = sum(d["split"] == "test" for d in datamodule.dropped)
     return metrics

@@ -6,14 +6,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-HEADLINE = {"kappa": "mape", "generic": "mae"}  # what selects checkpoints and heads the tables
-METRICS = {"kappa": ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman"), "generic": ("mae", "rmse", "r2", "spearman")}
-
-
-def kind_of(test: dict[str, dict]) -> str:
-    """The target kind of a run's `test` metrics: κ results carry MAPE."""
-    return "kappa" if all("mape" in m for m in test.values()) else "generic"
-
 
 def r2_score(true: np.ndarray, pred: np.ndarray) -> float:
     ss_tot = float(((true - true.mean()) ** 2).sum())
@@ -21,6 +13,7 @@ def r2_score(true: np.ndarray, pred: np.ndarray) -> float:
 
 
 def regression_metrics(true, pred, kind: str = "kappa") -> dict[str, float]:
+    """Metrics of a `kind` target (a `Target.kind`); κ scores on the κ and log10(κ+1) scales."""
     true = np.asarray(true, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     n = len(true)

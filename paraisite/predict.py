@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 from paraisite.data.records import (BadRecord, Record, is_structure_file, parse_formula, read_csv_rows, row_structure,
                                     structure_from_file)
 from paraisite.errors import ParaisiteError
-from paraisite.models.regressor import read_model_file
+from paraisite.models.io import read_model_file
+from paraisite.recipe import build_model
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,13 @@ class Member:
 
 
 def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None = None) -> Member:
-    """Rebuild a run's final model from its `model.pt` (tensors and plain data only: weights_only=True)."""
-    from paraisite.chain import build_model
-
+    """Rebuild a run's final model from its `model.pt` (tensors and plain data only: weights_only=True): the
+    architecture from the stored backbone `spec` (no data folder needed), the weights from the file."""
     config, state = read_model_file(path)
     cfg = OmegaConf.create(config)
-    # the weights come from the file: build the architecture only (from the stored spec, or for files without one
-    # from the data folder's model.json), never re-read the pre-trained weights
-    if "architecture" in cfg.backbone:
-        cfg.backbone.architecture = cfg.backbone.get("weights") or cfg.backbone.architecture
-    cfg.backbone.weights = None
-    if data_dir is not None:
+    if data_dir is not None and "data_dir" in cfg.backbone:
         cfg.backbone.data_dir = data_dir
-    module = build_model(cfg)
+    module = build_model(cfg, weights=None)
     module.load_state_dict(state)
     module.eval().to(device)
     return Member(name, module, module.backbone.featurizer())
@@ -273,7 +268,7 @@ class RowWriter:
 
 def output_name(members: list[Member]) -> str:
     """Column stem of the predictions: `kappa` for κ models, `prediction` for any other property."""
-    kinds = {m.module.target for m in members}
+    kinds = {m.module.target.kind for m in members}
     if len(kinds) > 1:
         raise ParaisiteError("the runs predict different kinds of property (κ and another); predict them apart")
     return "kappa" if kinds == {"kappa"} else "prediction"

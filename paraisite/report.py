@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from paraisite.errors import ParaisiteError
+from paraisite.recipe import run_label
+from paraisite.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def find_runs(paths: list[str | Path]) -> list[dict]:
 def _config_from_hydra(folder: Path) -> dict:
     """The grid point of a run that left no results.json, labelled as a finished run would be."""
     from omegaconf import OmegaConf
-
-    from paraisite.chain import run_label
 
     try:
         return run_label(OmegaConf.load(folder / ".hydra" / "config.yaml"))
@@ -128,14 +128,14 @@ def heatmap(rows: list[dict], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
-def read_curve(run_dir: Path, stage: str) -> dict[int, float]:
-    """Validation score (MAPE for κ, else MAE) per epoch of one stage, from its metrics.csv."""
+def read_curve(run_dir: Path, stage: str, monitor: str) -> dict[int, float]:
+    """Validation score `monitor` (MAPE for κ, else MAE) per epoch of one stage, from its metrics.csv."""
     file = run_dir / "logs" / stage / "metrics.csv"
     if not file.is_file():
         return {}
     with open(file) as f:
         rows = list(csv.DictReader(f))
-    key = "val/mape" if rows and "val/mape" in rows[0] else "val/mae"
+    key = f"val/{monitor}"
     return {int(r["epoch"]): float(r[key]) for r in rows if r.get(key)}
 
 
@@ -149,7 +149,7 @@ def curves(runs: list[dict], path: Path) -> None:
     by_stage: dict[str, dict[tuple, list[dict[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         for stage in run.get("stages", []):
-            curve = read_curve(Path(run["dir"]), stage["name"])
+            curve = read_curve(Path(run["dir"]), stage["name"], Target.of_results(run).monitor)
             if curve:
                 by_stage[stage["name"]][row_key(run)].append(curve)
     if not by_stage:

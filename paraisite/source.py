@@ -1,109 +1,110 @@
 """Source pre-training for backbones whose weights the framework trains itself (ElemNet on a composition table).
 
-The source model is trained once per (architecture, table content, training settings) and cached under
-`<cache>/sources/<table>-<key>/`: `weights.pt` (tensors only), `source.json` (settings, test MAE, timings) and the
-CSV training log. Concurrent runs that need the same source model wait on a file lock and reuse it.
+An explicit step that a run takes before building its model (`recipe.pretrained_weights`), never a constructor's
+side effect. The source model is trained once per (architecture, table content, `SourceTraining`) with the same
+loop as every stage (`fit.fit`) and cached under `<cache>/sources/<table>-<key>/`: `weights.pt` (tensors only),
+`source.json` (settings, test MAE, timings) and the CSV training log. Concurrent runs that need the same source
+model wait on a file lock and reuse it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
-import torch
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
 
+from paraisite.contracts import Backbone
+from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.datasets import content_hash, source_path
 from paraisite.errors import ParaisiteError
+from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
+from paraisite.fit import fit
+from paraisite.models.heads import LinearHead
+from paraisite.models.io import safe_load, tensor_file_bytes
+from paraisite.models.regressor import TransferRegressor
 from paraisite.paths import cache_dir
+from paraisite.settings import SourceTraining, Stage
+from paraisite.target import Target
 
 log = logging.getLogger(__name__)
 
 SOURCE_FORMAT = 1
-SETTINGS = ("epochs", "batch_size", "lr", "patience", "seed", "test_fraction", "val_fraction", "limit")  # values:
-# `source_training` in conf/train.yaml (Adam, MAE loss, early stopping on validation MAE)
-ARCHITECTURE = ("widths", "depths", "dropouts")
 
 
-def source_settings(training) -> dict:
-    missing = [k for k in SETTINGS if k not in training]
-    if missing:
-        raise ParaisiteError(f"source_training lacks {missing} (see conf/train.yaml)")
-    return {k: training[k] for k in SETTINGS}
+@dataclass(frozen=True)
+class SourceModel:
+    state_dict: dict  # the backbone's weights, the source output layer included (source_weight/bias)
+    mean: float  # target normaliser of the source task
+    std: float
+    info: dict  # source.json (+ the cache folder's name)
 
 
-def source_dir(spec: dict, table: str, settings: dict, data_dir: str | None = None) -> Path:
-    identity = {"format": SOURCE_FORMAT, "architecture": {k: spec[k] for k in ARCHITECTURE}, "settings": settings,
+def source_dir(backbone: Backbone, table: str, settings: SourceTraining, data_dir: str | None = None) -> Path:
+    identity = {"format": SOURCE_FORMAT, "architecture": backbone.architecture(), "settings": asdict(settings),
                 "table": content_hash(source_path(table, data_dir))}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "sources" / f"{table.replace('/', '_')}-{key}"
 
 
-def pretrained_elemnet(spec: dict, table: str, training, data_dir: str | None = None):
-    """(state dict, (target mean, std), source.json contents) of ElemNet trained on `table` with `training`
-    (`source_training` settings): from the cache, else trained now."""
-    settings = source_settings(training)
-    folder = source_dir(spec, table, settings, data_dir)
+def pretrain(make_backbone: Callable[[], Backbone], table: str, settings: SourceTraining,
+             data_dir: str | None = None) -> Path:
+    """The folder of the source model trained on `table` (from the cache, else trained now)."""
+    folder = source_dir(make_backbone(), table, settings, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits for the first to finish training, then reuses it
         if not (folder / "weights.pt").is_file():
-            train_source(spec, table, settings, data_dir, folder)
+            train_source(make_backbone, table, settings, data_dir, folder)
+    return folder
+
+
+def read_source_model(folder: str | Path) -> SourceModel:
+    folder = Path(folder)
     try:
-        payload = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        payload = safe_load(folder / "weights.pt", "source model")
         info = json.loads((folder / "source.json").read_text())
-        return payload["state_dict"], (payload["mean"], payload["std"]), {"folder": folder.name, **info}
-    except Exception as exc:
+        return SourceModel(payload["state_dict"], payload["mean"], payload["std"], {"folder": folder.name, **info})
+    except (ParaisiteError, OSError, ValueError, KeyError) as exc:
         raise ParaisiteError(f"{folder / 'weights.pt'}: unreadable source model ({exc}); delete the folder to "
                              f"retrain") from None
 
 
-def train_source(spec: dict, table: str, settings: dict, data_dir: str | None, folder: Path) -> None:
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from paraisite.data.datamodule import LTCDataModule
-    from paraisite.evaluate import test_metrics
-    from paraisite.models.elemnet import ElemNetBackbone
-    from paraisite.models.heads import LinearHead
-    from paraisite.models.regressor import TrainSettings, TransferRegressor
-
-    log.info("training the ElemNet source model on %s (cached in %s)", table, folder)
+def train_source(make_backbone: Callable[[], Backbone], table: str, settings: SourceTraining,
+                 data_dir: str | None, folder: Path) -> None:
+    log.info("training the source model on %s (cached in %s)", table, folder)
     started = time.perf_counter()
-    L.seed_everything(settings["seed"], workers=True, verbose=False)
-    backbone = ElemNetBackbone(spec={**spec, "output_layer": None})
-    module = TransferRegressor(backbone, LinearHead(backbone.out_dim, from_source=False), target="generic")
-    dm = LTCDataModule(table, backbone.featurizer(), seed=settings["seed"], batch_size=settings["batch_size"],
-                       test_fraction=settings["test_fraction"], val_fraction=settings["val_fraction"],
-                       limit=settings["limit"], on_bad="skip", data_dir=data_dir)
-    dm.setup()
-    module.start_stage(TrainSettings(loss="l1", lr=settings["lr"], final_lr_fraction=1.0), dm.targets("train"))
-    best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/mae", mode="min",
-                           enable_version_counter=False, save_weights_only=True)
-    stop = EarlyStopping(monitor="val/mae", mode="min", patience=settings["patience"])
-    trainer = L.Trainer(max_epochs=settings["epochs"], accelerator="auto", devices=1, callbacks=[best, stop],
-                        logger=CSVLogger(folder, name="log", version=""), enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.fit(module, dm)
-    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(checkpoint["state_dict"])
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    backbone = make_backbone()
+    module = TransferRegressor(backbone, LinearHead(backbone.out_dim, from_source=False), Target("generic", table, ""))
+    dm = LTCDataModule(table, backbone.featurizer(), seed=settings.seed, batch_size=settings.batch_size,
+                       test_fraction=settings.test_fraction, val_fraction=settings.val_fraction,
+                       limit=settings.limit, on_bad="skip", data_dir=data_dir)
+    stage = Stage(name="source", data=table, epochs=settings.epochs, batch_size=settings.batch_size, loss="l1",
+                  lr=settings.lr, backbone_lr_scale=1.0, weight_decay=0.0, decay_steps=1, final_lr_fraction=1.0,
+                  policy="all", patience=settings.patience, regressor="random_forest", features_layer=-1)
+    trainer = partial(L.Trainer, accelerator="auto", devices=1, enable_model_summary=False)
+    fitted = fit(module, stage, dm, folder / "checkpoints", trainer, CSVLogger(folder, name="log", version=""))
     module.to("cpu")
     metrics = test_metrics(module, dm)
     state = {**module.backbone.state_dict(), "source_weight": module.head.linear.weight.detach().clone(),
              "source_bias": module.head.linear.bias.detach().clone()}
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state, "mean": float(module.transform.mean), "std": float(module.transform.std)}, buffer)
     write_json(folder / "source.json", {  # before weights.pt, whose presence marks a finished source model
-        "table": table, "settings": settings, "architecture": {k: spec[k] for k in ARCHITECTURE},
-        "best_epoch": int(checkpoint["epoch"]), "epochs_run": trainer.current_epoch, "best_val_mae": float(best.best_model_score),
+        "table": table, "settings": asdict(settings), "architecture": backbone.architecture(),
+        "best_epoch": fitted.best_epoch, "epochs_run": fitted.epochs_run, "best_val_mae": fitted.best_score,
         "n_train": len(dm.splits["train"]), "n_val": len(dm.splits["val"]), "test": metrics,
         "dropped": len(dm.dropped), "wall_time_s": round(time.perf_counter() - started, 1),
     })
-    write_atomic(folder / "weights.pt", buffer.getvalue())
+    payload = {"state_dict": state, "mean": float(module.transform.mean), "std": float(module.transform.std)}
+    write_atomic(folder / "weights.pt", tensor_file_bytes(payload))
     log.info("source model on %s: test MAE %.4f (n=%d)", table, metrics["mae"], metrics["n"])
+

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
+from paraisite.target import Target
+
 METRIC_COLUMNS = ("n", "mape", "mae", "rmse", "log_mae", "log_rmse", "r2", "spearman")
 
 
@@ -56,7 +58,6 @@ class WandbTracker(CSVTracker):
     def log_results(self, results: dict) -> None:
         import wandb
 
-        from paraisite.metrics import HEADLINE, kind_of
         from paraisite.report import heatmap, summarize
 
         rows = [[test, *(m.get(k) for k in METRIC_COLUMNS)] for test, m in results["test"].items()]
@@ -64,12 +65,10 @@ class WandbTracker(CSVTracker):
         for test, m in results["test"].items():
             for key in METRIC_COLUMNS:
                 self.run.summary[f"test/{test}/{key}"] = m.get(key)
-        last = results["stages"][-1]
-        for key in ("best_val_mape", "best_val_mae"):  # what sweeps select on (κ: MAPE; other properties: MAE)
-            if key in last:
-                self.run.summary[key] = last[key]
+        key = f"best_val_{Target.of_results(results).monitor}"  # what sweeps select on (κ: MAPE; others: MAE)
+        self.run.summary[key] = results["stages"][-1][key]
         png = self.run_dir / "matrix.png"
-        metric = HEADLINE[kind_of(results["test"])]
+        metric = Target.of_results(results).monitor
         heatmap(summarize([results], metric), metric, png)
         self.run.log({"test/heatmap": wandb.Image(str(png))})
         if self.log_model and (self.run_dir / "model.pt").is_file():

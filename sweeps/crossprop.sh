@@ -16,6 +16,6 @@ data=$(echo "$DATASETS" | sed 's|[^,][^,]*|crossprop/&|g')
 common=(backbone=elemnet "data=$data" "seed=$SEEDS" progress_bar=false datamodule.on_bad=skip)
 
 $PY train.py -m pretrain=scratch,eform finetune=dft "${common[@]}" hydra.sweep.dir="$OUT/finetune" "$@"
-$PY train.py -m pretrain=eform finetune=features "+stage_overrides.features_layer=$FEATURE_LAYERS" "${common[@]}" \
+$PY train.py -m pretrain=eform finetune=features "stage_overrides.features_layer=$FEATURE_LAYERS" "${common[@]}" \
   hydra.sweep.dir="$OUT/features" "$@"
-$PY bench/crossprop.py "$OUT"
+$PY scripts/crossprop.py "$OUT"

@@ -4,31 +4,27 @@ import json
 from functools import partial
 
 import pytest
-from hydra import compose, initialize_config_dir
 from matgl.config import DEFAULT_ELEMENTS
 
-from paraisite.chain import other_test_formulas, run_label, stages_of
+from paraisite.chain import other_test_formulas
+from paraisite.recipe import run_label, stages_of
 from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.graphs import GraphFeaturizer
 from paraisite.report import find_runs, markdown, summarize, write_report
 from tests.conftest import ROOT, write_records
+from tests.helpers import cfg_of
 
 FEATURIZER = GraphFeaturizer(4.0, DEFAULT_ELEMENTS)
 
 
-def cfg_of(*overrides):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
-
-
 def test_stage_settings_compose_in_order():
-    stages = stages_of(cfg_of("finetune=agl_dft", "data=dataset2", "+stage_overrides.lr=0.01"))
-    assert [(s["name"], s["data"]) for s in stages] == [("agl", "agl"), ("dft", "dataset2")]
-    assert (stages[0]["epochs"], stages[0]["batch_size"]) == (60, 32)  # stage_by_data.agl (CPU budget)
-    assert (stages[1]["epochs"], stages[1]["batch_size"]) == (300, 8)  # published recipe
-    assert all(s["lr"] == 0.01 for s in stages)
+    stages = stages_of(cfg_of("finetune=agl_dft", "data=dataset2", "stage_overrides.lr=0.01"))
+    assert [(s.name, s.data) for s in stages] == [("agl", "agl"), ("dft", "dataset2")]
+    assert (stages[0].epochs, stages[0].batch_size) == (60, 32)  # stage_by_data.agl (CPU budget)
+    assert (stages[1].epochs, stages[1].batch_size) == (300, 8)  # published recipe
+    assert all(s.lr == 0.01 for s in stages)
     published = stages_of(cfg_of("experiment=paper_step3"))
-    assert (published[0]["epochs"], published[0]["batch_size"]) == (300, 8)
+    assert (published[0].epochs, published[0].batch_size) == (300, 8)
 
 
 @pytest.mark.parametrize("overrides,label", [
@@ -98,21 +94,13 @@ def test_report_mean_std_and_failed_runs_marked(tmp_path):
     assert "s2" in (out / "failed.txt").read_text()
 
 
-def test_report_cli_on_a_smoke_sweep(tmp_path):
-    import subprocess
-    import sys
+def test_report_cli_on_a_smoke_sweep(two_runs, tmp_path, capsys):
+    from paraisite.cli import main as cli
 
-    sweep = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=smoke", "pretrain=eform,gap",
-                           "finetune=agl,dft", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert len(list(sweep.glob("*/results.json"))) == 4
-    done = subprocess.run([sys.executable, "-m", "paraisite.cli", "report", str(sweep), "--output", str(tmp_path / "r")],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert cli(["report", str(two_runs), "--output", str(tmp_path / "r")]) == 0
     for name in ("table.csv", "table.md", "heatmap.png", "curves.png"):
         assert (tmp_path / "r" / name).is_file()
-    assert "| megnet | gap | agl | agl | holdout |" in done.stdout
+    assert "| megnet | eform | dft | dataset2 | holdout |" in capsys.readouterr().out
 
 
 def test_a_crashed_agl_run_is_labelled_like_a_finished_one(tmp_path):

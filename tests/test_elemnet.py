@@ -10,6 +10,7 @@ from pymatgen.core import Lattice, Structure
 from torch import nn
 
 from paraisite import chain
+from paraisite.recipe import build_backbone, build_model, pretrained_weights, stages_of
 from paraisite.cli import main as cli
 from paraisite.data.composition import ELEMNET_ELEMENTS, CompositionFeaturizer
 from paraisite.data.datamodule import LTCDataModule
@@ -18,7 +19,7 @@ from paraisite.errors import DataError, ParaisiteError
 from paraisite.models.elemnet import ElemNetBackbone
 from paraisite.models.features import load_regressor
 from paraisite.paths import cache_dir
-from tests.test_train import compose_cfg
+from tests.helpers import compose_cfg, stage
 
 CROSSPROP = ["backbone=elemnet", "data=crossprop/exfoliation_energy"]
 
@@ -49,13 +50,13 @@ def test_bad_formulas_name_the_offending_token(tmp_path):
 
 def test_elemnet_architecture_from_config():
     cfg = compose_cfg(*CROSSPROP, "pretrain=scratch")
-    backbone = chain.build(cfg.backbone)
+    backbone = build_backbone(cfg.backbone, None)
     linears = [m for m in backbone.layers if isinstance(m, nn.Linear)]
     assert [m.out_features for m in linears] == [1024] * 4 + [512] * 3 + [256] * 3 + [128] * 3 + [64] * 2 + [32]
     dropouts = [(i, m.p) for i, m in enumerate(backbone.layers) if isinstance(m, nn.Dropout)]
     after = [sum(isinstance(m, nn.Linear) for m in backbone.layers[:i]) for i, _ in dropouts]
     assert after == [4, 7, 10, 13] and [p for _, p in dropouts] == pytest.approx([0.2, 0.1, 0.3, 0.2])
-    module = chain.build_model(cfg)  # 17th layer: the linear head
+    module = build_model(cfg, None)  # 17th layer: the linear head
     assert isinstance(module.head.linear, nn.Linear) and module.head.linear.in_features == 32
     other = ElemNetBackbone(widths=[64, 16], depths=[2, 1], dropouts=[0.5, 0.0])
     assert [m.out_features for m in other.layers if isinstance(m, nn.Linear)] == [64, 64, 16]
@@ -103,10 +104,10 @@ def test_source_model_trained_once_and_reused(crossprop_runs):
 
 def test_full_finetuning_starts_from_the_source_output_layer():
     cfg = compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft")
-    module = chain.build_model(cfg)
+    module = build_model(cfg, pretrained_weights(cfg))
     assert torch.equal(module.head.linear.weight, module.backbone.source_weight)
-    reinit = compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft", "+stage_overrides.policy=reinit_head")
-    assert chain.stages_of(reinit)[0]["policy"] == "reinit_head"
+    reinit = compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft", "stage_overrides.policy=reinit_head")
+    assert stages_of(reinit)[0].policy == "reinit_head"
 
 
 def test_feature_extraction_saves_a_scikit_learn_model_and_predicts(crossprop_runs, tmp_path):
@@ -126,7 +127,8 @@ def test_feature_extraction_saves_a_scikit_learn_model_and_predicts(crossprop_ru
     assert rows["d"]["flag"].startswith("parse_error: formula '2-Feb' cannot be parsed (2- is")
 
     # the same numbers as the fitted scikit-learn model on the run's own features
-    module = chain.build_model(compose_cfg(*CROSSPROP, "pretrain=eform"))
+    cfg = compose_cfg(*CROSSPROP, "pretrain=eform")
+    module = build_model(cfg, pretrained_weights(cfg))
     state = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     module.backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")})
     module.transform.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("transform.")})
@@ -139,8 +141,8 @@ def test_feature_extraction_saves_a_scikit_learn_model_and_predicts(crossprop_ru
 
 
 def test_ridge_on_an_inner_layer(tmp_path):
-    cfg = compose_cfg(*CROSSPROP, "pretrain=scratch", "finetune=features", "+stage_overrides.regressor=ridge",
-                      "+stage_overrides.features_layer=13")
+    cfg = compose_cfg(*CROSSPROP, "pretrain=scratch", "finetune=features", "stage_overrides.regressor=ridge",
+                      "stage_overrides.features_layer=13")
     results = chain.run(cfg, tmp_path / "ridge")
     assert results["stages"][0]["n_features"] == 128 and results["stages"][0]["regressor"] == "ridge"
     config = torch.load(tmp_path / "ridge" / "model.pt", weights_only=True)["config"]
@@ -174,22 +176,23 @@ def test_elemnet_on_ltc_reads_agl_by_composition():
 
 
 def test_features_stage_must_be_last():
-    cfg = compose_cfg("backbone=elemnet", "pretrain=scratch", "finetune=agl_dft", "+stage_overrides.policy=features")
+    cfg = compose_cfg("backbone=elemnet", "pretrain=scratch", "finetune=agl_dft", "stage_overrides.policy=features")
     with pytest.raises(ParaisiteError, match="must be the last stage"):
-        chain.stages_of(cfg)
+        stages_of(cfg)
 
 
 def test_unknown_crossprop_set_and_non_positive_kappa_are_clear_errors():
     from paraisite.data.datasets import sources_of
     from paraisite.models.heads import LinearHead
-    from paraisite.models.regressor import TrainSettings, TransferRegressor
+    from paraisite.models.regressor import TransferRegressor
+    from paraisite.target import Target
 
     with pytest.raises(DataError, match=r"unknown cross-property dataset 'crossprop/nope'.*exfoliation_energy"):
         sources_of("crossprop/nope")
-    module = TransferRegressor(ElemNetBackbone(widths=[8], depths=[1], dropouts=[0.0]), LinearHead(8), "kappa")
+    module = TransferRegressor(ElemNetBackbone(widths=[8], depths=[1], dropouts=[0.0]), LinearHead(8), Target())
     with pytest.raises(ParaisiteError, match=r"κ targets must be > 0; for another property set data.target=generic"):
-        module.start_stage(TrainSettings(), torch.tensor([1.0, -2.0]))
-    generic = TransferRegressor(ElemNetBackbone(widths=[8], depths=[1], dropouts=[0.0]), LinearHead(8), "generic")
-    generic.start_stage(TrainSettings(), torch.tensor([1.0, -2.0]))  # any finite value
+        module.start_stage(stage(), torch.tensor([1.0, -2.0]))
+    generic = TransferRegressor(ElemNetBackbone(widths=[8], depths=[1], dropouts=[0.0]), LinearHead(8), Target("generic", "x", ""))
+    generic.start_stage(stage(), torch.tensor([1.0, -2.0]))  # any finite value
     with pytest.raises(ParaisiteError, match="loss=mape needs a positive κ target"):
-        generic.start_stage(TrainSettings(loss="mape"), torch.tensor([1.0, 2.0]))
+        generic.start_stage(stage(loss="mape"), torch.tensor([1.0, 2.0]))

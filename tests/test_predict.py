@@ -88,7 +88,7 @@ def test_model_file_of_another_format_is_refused(tmp_path):
 
     (tmp_path / "run").mkdir()
     torch.save({"format": 99, "state_dict": {}}, tmp_path / "run" / "model.pt")
-    with pytest.raises(Exception, match=r"model format 99, this paraisite reads formats 1-2"):
+    with pytest.raises(Exception, match=r"model format 99, this paraisite reads format 2"):
         load_ensemble([tmp_path / "run"])
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from paraisite.chain import load_checkpoint
+from paraisite.models.io import load_checkpoint
 from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.graphs import GraphFeaturizer, load_graphs
 from paraisite.data.records import read_records
@@ -123,8 +123,9 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, target, container
     else:
         torch.save(payload, path)
     if target == "model.pt":
-        with pytest.raises(ParaisiteError, match="not a paraisite model file"):
+        with pytest.raises(ParaisiteError, match="unreadable model file") as err:
             load_ensemble([path.parent])
+        assert "weights_only=False" not in str(err.value)
     elif target == "checkpoint":
         with pytest.raises(ParaisiteError, match="unreadable checkpoint"):
             load_checkpoint(path)
@@ -171,12 +172,13 @@ def test_scaler_is_fitted_on_training_targets_only(smoke_module_and_dm):
 def smoke_module_and_dm():
     from paraisite.models.heads import MLPHead
     from paraisite.models.megnet import MEGNetBackbone
-    from paraisite.models.regressor import TrainSettings, TransferRegressor
+    from paraisite.models.regressor import TransferRegressor
+    from tests.helpers import stage
 
     dm = LTCDataModule("dataset1", FEATURIZER, seed=1)
     dm.setup()
     module = TransferRegressor(MEGNetBackbone(None), MLPHead(16, [8]))
-    module.start_stage(TrainSettings(), dm.targets("train"))
+    module.start_stage(stage(), dm.targets("train"))
     return module, dm
 
 

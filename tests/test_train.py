@@ -8,17 +8,12 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from paraisite import chain
 from tests.conftest import ROOT, write_records
+from tests.helpers import compose_cfg
 
 LTC_SETS = ("dataset1", "dataset2", "mix", "agl")
-
-
-def compose_cfg(*overrides):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=["experiment=smoke", *overrides])
 
 
 def train_cli(*args, cwd=ROOT):

@@ -7,18 +7,17 @@ A `CompositionSet` keeps a dataset as one (N, 86) float32 matrix; it offers the 
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from pymatgen.core import Composition
 
+from paraisite.contracts import Featurizer
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
-from paraisite.files import write_atomic
+from paraisite.models.io import read_cache, write_cache
 
-log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 ELEMNET_ELEMENTS = (
@@ -32,7 +31,6 @@ ELEMNET_ELEMENTS = (
 class CompositionBatch:
     x: torch.Tensor  # (B, 86) elemental fractions
     y: torch.Tensor
-    index: torch.Tensor
 
 
 @dataclass
@@ -48,7 +46,7 @@ class CompositionSet:
 
     def collate(self, indices) -> CompositionBatch:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return CompositionBatch(self.x[idx], self.target[idx].float(), idx)
+        return CompositionBatch(self.x[idx], self.target[idx].float())
 
 
 def fractions(formula: str, index: dict[str, int]) -> tuple[list[float], str]:
@@ -65,11 +63,11 @@ def fractions(formula: str, index: dict[str, int]) -> tuple[list[float], str]:
 
 
 @dataclass
-class CompositionFeaturizer:
+class CompositionFeaturizer(Featurizer):
     """Formula (or a structure's composition) → elemental fractions; `key` names the cache entry."""
 
     elements: tuple[str, ...] = tuple(ELEMNET_ELEMENTS)
-    by_composition = True  # reads a dataset's composition table where one exists (AGL: ltc/agl_composition.csv)
+    by_composition: ClassVar[bool] = True  # reads a dataset's composition table where one exists (AGL: ltc/agl_composition.csv)
 
     def key(self, content_hash: str, extra: str = "") -> str:
         text = f"composition|{CACHE_FORMAT}|{content_hash}|{','.join(self.elements)}|{extra}"
@@ -86,31 +84,18 @@ class CompositionFeaturizer:
 
     @staticmethod
     def save(data: CompositionSet, path: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save({"format": CACHE_FORMAT, "ids": data.ids, "formulas": data.formulas, "flags": data.flags,
-                    "target": data.target, "x": data.x}, buffer)
-        write_atomic(path, buffer.getvalue())
+        write_cache(path, {"ids": data.ids, "formulas": data.formulas, "flags": data.flags, "target": data.target,
+                           "x": data.x}, CACHE_FORMAT)
 
     @staticmethod
     def load(path: Path) -> CompositionSet | None:
-        """The cached set, or None when absent or unreadable (it is then rebuilt)."""
-        if not path.is_file():
+        payload = read_cache(path, CACHE_FORMAT)
+        if payload is None:
             return None
-        try:
-            payload = torch.load(path, weights_only=True)
-            if payload.get("format") != CACHE_FORMAT:
-                return None
-            return CompositionSet(payload["ids"], payload["formulas"], payload["flags"], payload["target"], payload["x"])
-        except Exception as exc:
-            log.warning("feature cache %s unreadable (%s); rebuilding", path, exc)
-            return None
+        return CompositionSet(payload["ids"], payload["formulas"], payload["flags"], payload["target"], payload["x"])
 
     @staticmethod
     def concat(sets: list[CompositionSet]) -> CompositionSet:
         return CompositionSet(sum((s.ids for s in sets), []), sum((s.formulas for s in sets), []),
                               sum((s.flags for s in sets), []), torch.cat([s.target for s in sets]),
                               torch.cat([s.x for s in sets]))
-
-    @staticmethod
-    def take(data: CompositionSet, n: int) -> CompositionSet:
-        return CompositionSet(data.ids[:n], data.formulas[:n], data.flags[:n], data.target[:n], data.x[:n])

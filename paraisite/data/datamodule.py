@@ -59,9 +59,7 @@ class LTCDataModule(L.LightningDataModule):
             return
         parts, splits, offset = [], {k: [] for k in SPLITS}, 0
         for source in sources_of(self.dataset):
-            data = featurized(source, self.featurizer, self.data_dir, self.on_bad)
-            if self.limit:
-                data = self.featurizer.take(data, self.limit)
+            data = featurized(source, self.featurizer, self.data_dir, self.on_bad, self.limit)
             self._check(source, data)
             for name, idx in split_indices(len(data), self.seed, self.protocol, self.test_fraction,
                                            self.val_fraction).items():

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from paraisite.contracts import FeatureSet, Featurizer
 from paraisite.data.mirror import mirror_file, sha256
 from paraisite.data.records import read_records
 from paraisite.errors import DataError
@@ -68,15 +69,16 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def featurized(source: str, featurizer, data_dir: str | None = None, on_bad: str = "error"):
-    """Featurized records of `source` (GraphSet or the like), from the cache when the content is unchanged."""
+def featurized(source: str, featurizer: Featurizer, data_dir: str | None = None, on_bad: str = "error",
+               limit: int | None = None) -> FeatureSet:
+    """Featurized records of `source` (the first `limit` usable ones), from the cache when the content is unchanged."""
     path = source_path(source, data_dir, featurizer.by_composition)
-    key = featurizer.key(content_hash(path), extra=f"on_bad={on_bad}")
+    key = featurizer.key(content_hash(path), extra=f"on_bad={on_bad}" + (f"|limit={limit}" if limit else ""))
     label = source.replace("/", "_") if source in MIRROR_FILES else path.name.split(".")[0]
     cached = cache_dir() / "features" / f"{label}-{key}.pt"
     data = featurizer.load(cached)
     if data is None:
         log.info("featurizing %s (cache miss)", path)
-        data = featurizer.build(read_records(path, on_bad=on_bad))
+        data = featurizer.build(read_records(path, on_bad=on_bad, limit=limit))
         featurizer.save(data, cached)
     return data

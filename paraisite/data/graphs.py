@@ -8,18 +8,17 @@ source's content hash and the converter settings, written atomically and loaded 
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from paraisite.contracts import Featurizer
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
-from paraisite.files import write_atomic
+from paraisite.models.io import read_cache, write_cache
 
-log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
 NO_NEIGHBORS = "no_neighbors_within_cutoff"
@@ -37,7 +36,6 @@ class GraphBatch:
     pbc_offshift: torch.Tensor
     batch: torch.Tensor
     y: torch.Tensor
-    index: torch.Tensor
     num_graphs: int = field(default=0)
 
 
@@ -74,7 +72,6 @@ class GraphSet:
             pbc_offshift=self.offshift[edge_sel],
             batch=torch.repeat_interleave(torch.arange(len(idx)), n_nodes),
             y=self.target[idx].float(),
-            index=idx,
             num_graphs=len(idx),
         )
 
@@ -138,27 +135,17 @@ def cache_key(content_hash: str, cutoff: float, element_types: tuple[str, ...], 
 
 
 def save_graphs(graphs: GraphSet, path: Path) -> None:
-    """Write atomically: a killed writer leaves at most a stray temp file, never a half-written cache."""
-    payload = {name: getattr(graphs, name) for name in TENSOR_FIELDS}
-    payload.update(ids=graphs.ids, formulas=graphs.formulas, flags=graphs.flags, format=CACHE_FORMAT)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomic(path, buffer.getvalue())
+    write_cache(path, {name: getattr(graphs, name) for name in ("ids", "formulas", "flags", *TENSOR_FIELDS)},
+                CACHE_FORMAT)
 
 
 def load_graphs(path: Path) -> GraphSet | None:
-    """The cached GraphSet at `path`, or None when absent or unreadable (it is then rebuilt)."""
-    if not path.is_file():
+    """The cached GraphSet at `path`, or None (it is then rebuilt)."""
+    payload = read_cache(path, CACHE_FORMAT)
+    if payload is None:
         return None
-    try:
-        payload = torch.load(path, weights_only=True, mmap=True)
-        if payload.get("format") != CACHE_FORMAT:
-            return None
-        return GraphSet(ids=payload["ids"], formulas=payload["formulas"], flags=payload["flags"],
-                        **{name: payload[name] for name in TENSOR_FIELDS})
-    except Exception as exc:  # a truncated or foreign file: rebuild rather than fail
-        log.warning("graph cache %s unreadable (%s); rebuilding", path, exc)
-        return None
+    return GraphSet(ids=payload["ids"], formulas=payload["formulas"], flags=payload["flags"],
+                    **{name: payload[name] for name in TENSOR_FIELDS})
 
 
 def concat(sets: list[GraphSet]) -> GraphSet:
@@ -181,23 +168,13 @@ def concat(sets: list[GraphSet]) -> GraphSet:
     )
 
 
-def take(graphs: GraphSet, n: int) -> GraphSet:
-    """The first n graphs."""
-    if n >= len(graphs):
-        return graphs
-    nn_, ne = int(graphs.node_ptr[n]), int(graphs.edge_ptr[n])
-    return GraphSet(graphs.ids[:n], graphs.formulas[:n], graphs.flags[:n], graphs.target[:n],
-                    graphs.node_type[:nn_], graphs.pos[:nn_], graphs.edge_index[:, :ne], graphs.offshift[:ne],
-                    graphs.node_ptr[: n + 1], graphs.edge_ptr[: n + 1])
-
-
 @dataclass
-class GraphFeaturizer:
+class GraphFeaturizer(Featurizer):
     """Structure → graph settings of a graph backbone; its `key` names the cache entry."""
 
     cutoff: float
     element_types: tuple[str, ...]
-    by_composition = False  # needs structures
+    by_composition: ClassVar[bool] = False  # needs structures
 
     def key(self, content_hash: str, extra: str = "") -> str:
         return cache_key(content_hash, self.cutoff, tuple(self.element_types), extra)
@@ -208,4 +185,3 @@ class GraphFeaturizer:
     save = staticmethod(save_graphs)
     load = staticmethod(load_graphs)
     concat = staticmethod(concat)
-    take = staticmethod(take)

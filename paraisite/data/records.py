@@ -38,7 +38,6 @@ class Record:
     formula: str
     target: float | None
     structure: Structure | None = None
-    source: str = ""
 
 
 class BadRecord(ValueError):
@@ -140,7 +139,7 @@ def _json_records(path: Path) -> list[tuple[str, callable]]:
         structure = row_structure(row)
         key = next((k for k in TARGET_KEYS if k in row), None)
         target = check_target(row[key], key) if key else None
-        return Record(str(row.get("id", i)), structure.composition.reduced_formula, target, structure, str(path))
+        return Record(str(row.get("id", i)), structure.composition.reduced_formula, target, structure)
 
     return [(str(row.get("id", i)) if isinstance(row, dict) else str(i), lambda i=i, row=row: build(i, row))
             for i, row in enumerate(rows)]
@@ -172,7 +171,7 @@ def _csv_records(path: Path) -> list[tuple[str, callable]]:
     def build(i: int, row: dict) -> Record:
         formula = parse_formula(row["formula"])
         target = check_target(row[key], key) if key else None
-        return Record(row.get("id") or f"{path.stem}:{i}", formula, target, None, str(path))
+        return Record(row.get("id") or f"{path.stem}:{i}", formula, target, None)
 
     return [(row.get("id") or f"row {i + 2}", lambda i=i, row=row: build(i, row)) for i, row in enumerate(rows)]
 
@@ -201,13 +200,14 @@ def _folder_records(folder: Path) -> list[tuple[str, callable]]:
             raise BadRecord(f"no structure file named {row['id']!r} in {folder}")
         target = check_target(row[key], key)
         structure = structure_from_file(path)
-        return Record(row["id"], structure.composition.reduced_formula, target, structure, str(path))
+        return Record(row["id"], structure.composition.reduced_formula, target, structure)
 
     return [(row["id"], lambda row=row: build(row)) for row in rows]
 
 
-def read_records(path: str | Path, on_bad: str = "error") -> list[Record]:
-    """Read records from a `.json(.gz)` list, a `formula,target` CSV, or a folder with structures + targets.csv."""
+def read_records(path: str | Path, on_bad: str = "error", limit: int | None = None) -> list[Record]:
+    """Read records from a `.json(.gz)` list, a `formula,target` CSV, or a folder with structures + targets.csv;
+    with `limit`, the first `limit` usable ones (the rest is not parsed)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -222,6 +222,8 @@ def read_records(path: str | Path, on_bad: str = "error") -> list[Record]:
 
     records, bad, seen = [], [], {}
     for rid, build in pending:
+        if limit and len(records) == limit:
+            break
         try:
             record = build()
             if record.id in seen:

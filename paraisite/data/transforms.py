@@ -6,9 +6,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TARGET_KINDS = ("kappa", "generic")  # kappa: positive, log-distributed; generic: any finite value
-
-
 class Standardizer(nn.Module):
     def __init__(self, mean: float = 0.0, std: float = 1.0):
         super().__init__()
@@ -44,8 +41,3 @@ class LogStandardizer(Standardizer):
     def inverse_map(self, y: torch.Tensor) -> torch.Tensor:
         return 10**y - 1
 
-
-def target_transform(kind: str) -> Standardizer:
-    if kind not in TARGET_KINDS:
-        raise ValueError(f"unknown target kind {kind!r}; use one of {TARGET_KINDS}")
-    return LogStandardizer() if kind == "kappa" else Standardizer()

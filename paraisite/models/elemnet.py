@@ -2,7 +2,7 @@
 
 The backbone is the 16 hidden layers (1024×4, 512×3, 256×3, 128×3, 64×2, 32×1, ReLU, dropout after the
 1024/512/256/128 blocks); the 17th layer is the head (`head=linear`). Its pre-trained weights are not published
-files: the framework trains the source model itself (`paraisite.source`) and caches it.
+files: the framework trains the source model itself (`paraisite.source`, before the model is built) and caches it.
 """
 
 from __future__ import annotations
@@ -10,28 +10,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from paraisite.contracts import Backbone
 from paraisite.data.composition import CompositionFeaturizer
+from paraisite.errors import ConfigError
+from paraisite.source import read_source_model
 
 WIDTHS, DEPTHS, DROPOUTS = (1024, 512, 256, 128, 64, 32), (4, 3, 3, 3, 2, 1), (0.2, 0.1, 0.3, 0.2, 0.0, 0.0)
 
 
-class ElemNetBackbone(nn.Module):
+class ElemNetBackbone(Backbone):
     """Elemental fractions → activations of hidden layer `output_layer` (1-16; None: the last, 32 features).
 
-    `weights` names a source table (e.g. `mp_e_form`): ElemNet trained on it with `source_training` (cached by
-    config hash, trained on first use). `spec` (architecture + source normaliser, stored in every model.pt)
-    rebuilds the network without the data folder.
+    `weights`: the folder of a source model (`paraisite.source.pretrain` trains it on the table that
+    `weights_by_pretrain` names, once, cached); None: random init. `spec` (architecture + source normaliser, stored
+    in every model.pt) rebuilds the network without the data folder.
     """
 
+    trains_source = True
+
     def __init__(self, widths=WIDTHS, depths=DEPTHS, dropouts=DROPOUTS, output_layer: int | None = None,
-                 weights: str | None = None, source_training: dict | None = None, data_dir: str | None = None,
-                 spec: dict | None = None):
+                 weights: str | None = None, spec: dict | None = None):
         super().__init__()
         if spec is None:
             spec = {"widths": list(widths), "depths": list(depths), "dropouts": list(dropouts),
                     "output_layer": output_layer, "source_mean": 0.0, "source_std": 1.0}
         if not len(spec["widths"]) == len(spec["depths"]) == len(spec["dropouts"]):
-            raise ValueError("elemnet: widths, depths and dropouts need one entry per block")
+            raise ConfigError("backbone elemnet: widths, depths and dropouts need one entry per block")
         self.spec = dict(spec)
         layers, prev = [], len(CompositionFeaturizer().elements)
         for width, depth, dropout in zip(spec["widths"], spec["depths"], spec["dropouts"]):
@@ -44,27 +48,27 @@ class ElemNetBackbone(nn.Module):
         self.register_buffer("source_weight", torch.zeros(1, prev))  # the source task's output layer (never trained)
         self.register_buffer("source_bias", torch.zeros(1))
         nn.init.kaiming_uniform_(self.source_weight, a=5**0.5)  # as nn.Linear: a scratch head starts the same way
-        self.name = f"ElemNet ({weights or 'random init'})"
-        self.source_info = None  # the source model's source.json (settings, test metrics), when pre-trained
+        self.name = "ElemNet (random init)"
         if weights:
-            from paraisite.source import pretrained_elemnet
-
-            state, (self.spec["source_mean"], self.spec["source_std"]), self.source_info = pretrained_elemnet(
-                self.spec, weights, source_training or {}, data_dir)
-            self.load_state_dict(state)
-        self.truncate(spec.get("output_layer"))
+            source = read_source_model(weights)
+            self.spec["source_mean"], self.spec["source_std"] = source.mean, source.std
+            self.load_state_dict(source.state_dict)
+            self.source_info, self.name = source.info, f"ElemNet ({source.info['table']})"
+        if spec.get("output_layer") is not None:
+            self.truncate(spec["output_layer"])
 
     @property
     def n_hidden(self) -> int:
         return sum(self.spec["depths"])
 
-    def truncate(self, layer: int | None) -> None:
+    def architecture(self) -> dict:
+        return {k: self.spec[k] for k in ("widths", "depths", "dropouts")}
+
+    def truncate(self, layer: int) -> None:
         """Keep hidden layers 1..`layer` (negative: counted from the last); features = that layer's activations."""
-        if layer is None:
-            return
         k = layer if layer > 0 else self.n_hidden + 1 + layer
         if not 1 <= k <= self.n_hidden:
-            raise ValueError(f"elemnet: layer {layer} outside 1..{self.n_hidden}")
+            raise ConfigError(f"features_layer={layer}: ElemNet has hidden layers 1..{self.n_hidden} (or -1..-{self.n_hidden})")
         linear = [i for i, m in enumerate(self.layers) if isinstance(m, nn.Linear)]
         end = linear[k] if k < len(linear) else len(self.layers)
         self.layers = self.layers[:end]
@@ -73,6 +77,9 @@ class ElemNetBackbone(nn.Module):
     @property
     def out_dim(self) -> int:
         return [m for m in self.layers if isinstance(m, nn.Linear)][-1].out_features
+
+    def source_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source_weight, self.source_bias
 
     def featurizer(self) -> CompositionFeaturizer:
         return CompositionFeaturizer()

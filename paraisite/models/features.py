@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
+from paraisite.contracts import Head
 from paraisite.errors import ParaisiteError
 
 TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' own defaults (estimators, numpy arrays)
@@ -35,10 +34,8 @@ def load_regressor(data: bytes, source: str = "regressor"):
     return sio.loads(data, trusted=TRUSTED)
 
 
-class SklearnHead(nn.Module):
+class SklearnHead(Head):
     """Features → standardised prediction by a fitted scikit-learn regressor (kept as skops bytes)."""
-
-    config = {"_target_": "paraisite.models.features.SklearnHead"}  # what model.pt stores to rebuild it
 
     def __init__(self, in_dim: int = 0, regressor=None):
         import skops.io as sio
@@ -63,6 +60,9 @@ class SklearnHead(nn.Module):
 
     def reset_parameters(self) -> None:
         raise ParaisiteError("a feature-extraction stage must be the last of a chain")
+
+    def stored_config(self) -> dict:
+        return {"_target_": "paraisite.models.features.SklearnHead"}
 
 
 @torch.inference_mode()

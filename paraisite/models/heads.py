@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+from paraisite.contracts import Head
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
 
 
-class MLPHead(nn.Module):
+class MLPHead(Head):
     """in_dim → widths… → 1, with an activation (and optional dropout) after every hidden layer."""
 
     def __init__(self, in_dim: int, widths: list[int] = (450, 350, 350), activation: str = "relu",
@@ -32,7 +35,7 @@ class MLPHead(nn.Module):
                 layer.reset_parameters()
 
 
-class LinearHead(nn.Module):
+class LinearHead(Head):
     """in_dim → 1: ElemNet's output layer. With `from_source`, it starts from the backbone's source output layer
     (full fine-tuning as upstream); policy `reinit_head` starts it afresh."""
 
@@ -45,3 +48,8 @@ class LinearHead(nn.Module):
 
     def reset_parameters(self) -> None:
         self.linear.reset_parameters()
+
+    def load_source_layer(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        if self.from_source:
+            self.linear.weight.data.copy_(weight)
+            self.linear.bias.data.copy_(bias)

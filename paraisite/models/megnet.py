@@ -12,9 +12,11 @@ import re
 import torch
 from torch import nn
 
+from paraisite.contracts import Backbone
 from paraisite.data.graphs import GraphFeaturizer
 from paraisite.data.mirror import mirror_file
 from paraisite.errors import DataError
+from paraisite.models.io import safe_load
 
 EFORM = "MEGNet-MP-2018.6.1-Eform"
 GAP = "MEGNet-MP-2019.4.1-BandGap-mfi"
@@ -34,16 +36,13 @@ def read_model_json(name: str, data_dir: str | None = None) -> tuple[dict, tuple
 
 def load_state(name: str, data_dir: str | None = None) -> dict[str, torch.Tensor]:
     """matgl's `state.pt` (keys prefixed `model.`), loaded without unpickling code."""
-    path = mirror_file(f"pretrained/{name}/state.pt", data_dir)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path}: not a plain tensor state dict ({exc})") from None
+    state = safe_load(mirror_file(f"pretrained/{name}/state.pt", data_dir), "matgl state dict")
     return {k.removeprefix("model."): v for k, v in state.items()}
 
 
-class MEGNetBackbone(nn.Module):
-    """Crystal graph → 16 transfer features. `weights=None` is random init with `architecture`'s shape.
+class MEGNetBackbone(Backbone):
+    """Crystal graph → 16 transfer features. `weights`: a matgl weight set in the data folder's `pretrained/`;
+    None: random init with `architecture`'s shape.
 
     `spec` (constructor arguments + source normaliser, stored in every model.pt) rebuilds the network without the
     data folder, e.g. on a cluster node that screens structures.
@@ -68,12 +67,19 @@ class MEGNetBackbone(nn.Module):
         # the source task's output layer is kept (as buffers: never trained) for `source_prediction`
         self.register_buffer("source_weight", last.weight.detach().clone())
         self.register_buffer("source_bias", last.bias.detach().clone())
-        self.out_dim = last.in_features
+        self._out_dim = last.in_features
         self.cutoff = float(self.model.cutoff)
         self.element_types = tuple(self.model.element_types)
         self.ntypes_state = args.get("ntypes_state")
         self.dim_state = args.get("dim_state_embedding", 2)
         self.fidelity = fidelity
+
+    @property
+    def out_dim(self) -> int:
+        return self._out_dim
+
+    def source_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source_weight, self.source_bias
 
     def featurizer(self) -> GraphFeaturizer:
         return GraphFeaturizer(self.cutoff, self.element_types)

@@ -3,86 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
-from paraisite.data.transforms import target_transform
+from paraisite.contracts import Backbone, Head
 from paraisite.errors import ParaisiteError
-from paraisite.metrics import HEADLINE, METRICS, regression_metrics
-
-CHECKPOINT_FORMAT = 2  # 2: the backbone's source output layer is stored as buffers (source_weight/bias)
-MODEL_FORMAT = 2  # model.pt: {"format", "config", "state_dict"}
-LOSSES = ("auto", "mape", "l1")  # auto: mape for κ, l1 for any other property
-POLICIES = ("all", "head", "reinit_head", "features")
-REGRESSORS = ("random_forest", "ridge")
-
-
-@dataclass
-class TrainSettings:
-    """How one stage trains: loss, optimiser (Adam), cosine decay to `final_lr_fraction` over `decay_steps`, early
-    stopping after `patience` epochs without a better validation score (None: off). Policy `features` trains no
-    network: the activations of backbone layer `features_layer` feed a scikit-learn `regressor`."""
-
-    loss: str = "auto"
-    lr: float = 1e-3
-    backbone_lr_scale: float = 1.0
-    weight_decay: float = 0.0
-    decay_steps: int = 1000
-    final_lr_fraction: float = 0.01
-    policy: str = "all"
-    patience: int | None = None
-    regressor: str = "random_forest"
-    features_layer: int = -1
-
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; use one of {LOSSES}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown freezing policy {self.policy!r}; use one of {POLICIES}")
-        if self.regressor not in REGRESSORS:
-            raise ValueError(f"unknown feature regressor {self.regressor!r}; use one of {REGRESSORS}")
-
-
-def upgrade_state_dict(state: dict, found: int) -> dict:
-    """Rename the keys of an older layout (format 1 kept `backbone.last_layer.*`)."""
-    if found == 1:
-        names = {"backbone.last_layer.weight": "backbone.source_weight", "backbone.last_layer.bias": "backbone.source_bias"}
-        return {names.get(k, k): v for k, v in state.items()}
-    return state
-
-
-def model_file_bytes(module: nn.Module, config: dict) -> bytes:
-    """Final weights plus the config that rebuilds the model (with the backbone's `spec`, so no data folder is
-    needed to load it); tensors and plain data only."""
-    import io
-
-    config = {**config, "backbone": {**config["backbone"], "spec": module.backbone.spec},
-              "head": getattr(module.head, "config", None) or config["head"]}
-    buffer = io.BytesIO()
-    torch.save({"format": MODEL_FORMAT, "config": config, "state_dict": module.state_dict()}, buffer)
-    return buffer.getvalue()
-
-
-def read_model_file(path) -> tuple[dict, dict]:
-    """(config, state dict) of a model.pt, read without unpickling code; older formats are upgraded."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ParaisiteError(f"{path}: not a paraisite model file ({type(exc).__name__}: {exc})") from None
-    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-    if found not in (1, MODEL_FORMAT):
-        raise ParaisiteError(f"{path}: model format {found!r}, this paraisite reads formats 1-{MODEL_FORMAT}")
-    return payload["config"], upgrade_state_dict(payload["state_dict"], found)
-
-
-def check_checkpoint_format(checkpoint: dict, source="checkpoint") -> None:
-    found = checkpoint.get("paraisite_format")
-    if found != CHECKPOINT_FORMAT:
-        raise ParaisiteError(f"{source}: checkpoint format {found!r}, this paraisite reads format {CHECKPOINT_FORMAT}")
+from paraisite.metrics import regression_metrics
+from paraisite.models.io import CHECKPOINT_FORMAT, check_checkpoint_format
+from paraisite.settings import Stage
+from paraisite.target import Target
 
 
 def cosine_decay(step: int, decay_steps: int, final_fraction: float) -> float:
@@ -92,23 +23,22 @@ def cosine_decay(step: int, decay_steps: int, final_fraction: float) -> float:
 
 
 class TransferRegressor(L.LightningModule):
-    """`target` is the kind of property: `kappa` (log10(κ+1) standardised, MAPE selects) or `generic` (standardised,
-    MAE selects)."""
+    """Backbone + head for one `Target`; `start_stage` sets how the next stage trains."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, target: str = "kappa"):
+    def __init__(self, backbone: Backbone, head: Head, target: Target = Target()):
         super().__init__()
         self.backbone, self.head, self.target = backbone, head, target
-        self.transform = target_transform(target)
-        self.monitor = HEADLINE[target]
-        self.settings = TrainSettings()
+        self.transform = target.transform()
+        self.monitor = target.monitor
+        self.settings: Stage | None = None
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._best_val = float("inf")
 
-    def start_stage(self, settings: TrainSettings, train_target: torch.Tensor) -> None:
+    def start_stage(self, settings: Stage, train_target: torch.Tensor) -> None:
         """Apply a stage's settings: refit the target scaler on its training targets, (re)set freezing/head."""
-        if settings.loss == "mape" and self.target != "kappa":
+        if settings.loss == "mape" and not self.target.is_kappa:
             raise ParaisiteError("loss=mape needs a positive κ target; use loss=l1 (or auto) for other properties")
-        if self.target == "kappa" and bool((torch.as_tensor(train_target) <= 0).any()):
+        if self.target.is_kappa and bool((torch.as_tensor(train_target) <= 0).any()):
             raise ParaisiteError("κ targets must be > 0; for another property set data.target=generic")
         self.settings = settings
         self._best_val = float("inf")
@@ -126,7 +56,7 @@ class TransferRegressor(L.LightningModule):
         return self.transform.decode(self(batch))
 
     def loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = self.settings.loss if self.settings.loss != "auto" else "mape" if self.target == "kappa" else "l1"
+        loss = self.target.loss if self.settings.loss == "auto" else self.settings.loss
         if loss == "mape":
             return ((self.transform.decode(z) - target).abs() / target).mean()
         return (z - self.transform.encode(target)).abs().mean()
@@ -146,8 +76,8 @@ class TransferRegressor(L.LightningModule):
         pred = torch.cat([p for _, p in self._val_outputs])
         self._val_outputs.clear()
         true, pred = self.all_gather(true).reshape(-1), self.all_gather(pred).reshape(-1)
-        metrics = regression_metrics(true.cpu().numpy(), pred.cpu().numpy(), self.target)
-        for key in METRICS[self.target]:
+        metrics = regression_metrics(true.cpu().numpy(), pred.cpu().numpy(), self.target.kind)
+        for key in self.target.metrics:
             value = metrics.get(key, float("nan"))
             self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == self.monitor)
         if np.isfinite(metrics.get(self.monitor, np.nan)):

@@ -1,7 +1,7 @@
 """Cross-property transfer table: test MAE (mean (std) over seeds) of ElemNet from scratch, fine-tuned from the
 formation-energy source model, and as a feature extractor, beside the paper's best from-scratch / best TL numbers.
 
-    python bench/crossprop.py outputs/crossprop     # rewrites the `crossprop` section of docs/benchmarks.md
+    python scripts/crossprop.py outputs/crossprop     # rewrites the `crossprop` section of docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def fmt(x: float) -> str:
 def markdown(rows: list[dict], sources: dict, out: str) -> str:
     head = ["dataset", "train median", *MODES.values(), "paper best SC / best TL",
             "ours: best TL − scratch, paired by seed"]
-    lines = [f"Machine: {machine()}. Command: `python bench/crossprop.py {out}` after `sweeps/crossprop.sh` "
+    lines = [f"Machine: {machine()}. Command: `python scripts/crossprop.py {out}` after `sweeps/crossprop.sh` "
              "(settings below). Test MAE on a 20 % slice carved from `train.csv` per seed (never used for selection; the "
              "paper's test splits are held back), mean (std) over seeds. `train median`: the MAE of predicting the training "
              "median, the floor every model must beat.", "",

@@ -1,7 +1,7 @@
 """κ by structure (MEGNet) beside κ by composition (ElemNet): test MAPE on each set's own test split (same splits:
 same records, same seeds), from two `paraisite report` tables.
 
-    python bench/ltc_composition.py docs/results/holdout/table.csv docs/results/ltc_composition/table.csv
+    python scripts/ltc_composition.py docs/results/holdout/table.csv docs/results/ltc_composition/table.csv
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
         rows.update(read(path))
     backbones = sorted({k[0] for k in rows}, key=lambda b: b != "megnet")
     head = ["pretrain → chain", "trained on", *(f"{t}: {b}" for t in TESTS for b in backbones)]
-    lines = [f"Test MAPE, mean (std) over seeds. Command: `python bench/ltc_composition.py {' '.join(args.tables)}`.",
+    lines = [f"Test MAPE, mean (std) over seeds. Command: `python scripts/ltc_composition.py {' '.join(args.tables)}`.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for pretrain, finetune in CHAINS:
         for data in (("agl",) if finetune == "agl" else TESTS):

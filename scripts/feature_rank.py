@@ -1,7 +1,7 @@
 """Which ElemNet layer to extract features from: per hidden layer, the units that vary and the effective rank
 (participation ratio of the singular values) of the cached source model's activations on a dataset's training split.
 
-    python bench/feature_rank.py crossprop/expt_bandgap [--source mp_e_form]
+    python scripts/feature_rank.py crossprop/expt_bandgap [--source mp_e_form]
 (source-training settings: the CPU budget of `make bench-crossprop`, so the cached model is reused)
 """
 
@@ -16,9 +16,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from paraisite.data.datamodule import LTCDataModule  # noqa: E402
 from paraisite.models.elemnet import ElemNetBackbone  # noqa: E402
+from paraisite.settings import SourceTraining  # noqa: E402
+from paraisite.source import pretrain  # noqa: E402
 
-CPU_SOURCE = {"epochs": 25, "batch_size": 512, "lr": 5e-4, "patience": 5, "seed": 0, "test_fraction": 0.1,
-              "val_fraction": 0.1, "limit": None}
+CPU_SOURCE = SourceTraining(epochs=25, batch_size=512, lr=5e-4, patience=5, seed=0, test_fraction=0.1,
+                            val_fraction=0.1, limit=None)
 
 
 @torch.no_grad()
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--source", default="mp_e_form")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    backbone = ElemNetBackbone(weights=args.source, source_training=CPU_SOURCE).eval()
+    backbone = ElemNetBackbone(weights=str(pretrain(ElemNetBackbone, args.source, CPU_SOURCE))).eval()
     dm = LTCDataModule(args.dataset, backbone.featurizer(), seed=args.seed, on_bad="skip")
     dm.setup()
     h, layer = dm.data.x[dm.splits["train"]], 0

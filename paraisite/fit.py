@@ -1,0 +1,76 @@
+"""`fit`: the one training loop. Trains a `TransferRegressor` for one `Stage` on a data module, selects the best
+epoch on the validation split and loads those weights. Every stage of a chain and source pre-training use it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+
+from paraisite.models.io import load_checkpoint
+from paraisite.models.regressor import TransferRegressor
+from paraisite.settings import Stage
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a fit measured."""
+
+    best_epoch: int
+    best_score: float  # validation `module.monitor` at the best epoch
+    epochs_run: int
+    devices: int
+    resumed_from_epoch: int
+    wall_time_s: float
+
+
+class LatestCheckpoint(Callback):
+    """Saves the training state at the end of an epoch once `every_s` seconds have passed since the last save
+    (and at the last epoch): what a killed or requeued run resumes from, without a write every short epoch."""
+
+    def __init__(self, path: Path, every_s: float):
+        self.path, self.every_s, self.saved_at = path, every_s, time.monotonic()
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        due = trainer.current_epoch + 1 >= trainer.max_epochs or time.monotonic() - self.saved_at >= self.every_s
+        if trainer.strategy.broadcast(due):  # every rank must agree: saving is collective under DDP
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: what resuming needs
+            self.saved_at = time.monotonic()
+
+
+def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Path,
+        make_trainer: Callable[..., L.Trainer], loggers, resume_every_s: float | None = None,
+        progress_bar: bool = False) -> Fitted:
+    """Train `module` on `datamodule` as `stage` says; best weights in `checkpoint_dir/best.ckpt`. With
+    `resume_every_s`, the state is saved to `latest.ckpt` at most that often and an existing one is resumed."""
+    datamodule.setup()
+    module.start_stage(stage, datamodule.targets("train"))
+    monitor = f"val/{module.monitor}"
+    # fixed names (no -v1 copies), so a relaunch finds exactly these two files
+    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min",
+                           enable_version_counter=False, save_weights_only=True)
+    latest = checkpoint_dir / "latest.ckpt"
+    callbacks: list[Callback] = [best]
+    if resume_every_s is not None:
+        callbacks.append(LatestCheckpoint(latest, resume_every_s))
+    if progress_bar:
+        callbacks.append(RichProgressBar())
+    if stage.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=stage.patience))
+    trainer = make_trainer(max_epochs=stage.epochs, callbacks=callbacks, logger=loggers,
+                           enable_progress_bar=progress_bar)
+    resume = resume_every_s is not None and latest.is_file()
+    resumed_from = load_checkpoint(latest)["epoch"] + 1 if resume else 0
+    started = time.perf_counter()
+    trainer.fit(module, datamodule, ckpt_path=latest if resume else None)
+    checkpoint = load_checkpoint(best.best_model_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    return Fitted(best_epoch=int(checkpoint["epoch"]), best_score=float(best.best_model_score),
+                  epochs_run=trainer.current_epoch, devices=trainer.world_size, resumed_from_epoch=resumed_from,
+                  wall_time_s=round(time.perf_counter() - started, 2))

@@ -1,0 +1,150 @@
+"""From the Hydra config to typed objects: the chain's stages, the data and source-training settings, the model
+(backbone + head + target), the run's label. Every key and value is checked here, before a run writes anything."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from paraisite.contracts import Backbone
+from paraisite.errors import ConfigError
+from paraisite.models.regressor import TransferRegressor
+from paraisite.settings import (PROTOCOLS, STAGE_KEYS, DataSettings, SourceTraining, Stage, check_value,
+                                refuse_unknown, typed)
+from paraisite.source import pretrain
+from paraisite.target import Target
+
+BACKBONE_KEYS = ("name", "stage", "weights_by_pretrain")  # a backbone YAML's keys that are not constructor arguments
+TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}), "resume_every_s": (float, {"low": 0})}
+
+
+def plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def stages_of(cfg: DictConfig) -> list[Stage]:
+    """The chain's stages in order, each = stage_defaults ← stage_by_data[its data] ← the backbone's recipe ←
+    the stage's own keys ← stage_overrides (its non-null keys). Only the last stage may be a feature-extraction
+    stage. An unknown key in any layer stops the run, naming the layer."""
+    overrides = {k: v for k, v in plain(cfg.stage_overrides).items() if v is not None}
+    layers = [("stage_defaults", plain(cfg.stage_defaults)), ("backbone.stage", plain(cfg.backbone.get("stage")))]
+    for where, layer in [*layers, ("stage_overrides", overrides)]:
+        refuse_unknown(layer, STAGE_KEYS, where)
+    by_data = plain(cfg.stage_by_data)
+    for data, layer in by_data.items():
+        refuse_unknown(layer, STAGE_KEYS, f"stage_by_data.{data}")
+    stages = []
+    for name, own in plain(cfg.finetune.stages).items():
+        where = f"finetune.stages.{name}"
+        refuse_unknown(own, ("data", *STAGE_KEYS), where)
+        if not own.get("data"):
+            raise ConfigError(f"{where}: no 'data' (the dataset this stage trains on)")
+        merged = {"name": name, **layers[0][1], **by_data.get(own["data"], {}), **layers[1][1], **own, **overrides}
+        stages.append(typed(Stage, merged, f"stage {name!r}"))
+    if not stages:
+        raise ConfigError(f"finetune={cfg.finetune.name}: the chain has no stages")
+    if any(s.policy == "features" for s in stages[:-1]):
+        raise ConfigError("policy=features (a scikit-learn regressor on frozen features) must be the last stage")
+    return stages
+
+
+def data_settings(cfg: DictConfig) -> DataSettings:
+    return typed(DataSettings, plain(cfg.datamodule), "datamodule")
+
+
+def source_training(cfg: DictConfig) -> SourceTraining:
+    return typed(SourceTraining, plain(cfg.source_training), "source_training")
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """The run-level keys: seed, protocol, threads, resume_every_s."""
+    for key, (kind, meta) in TOP_LEVEL.items():
+        check_value(key, cfg.get(key), kind, meta, key != "seed", "config")
+    check_value("protocol", cfg.protocol, str, {"choices": PROTOCOLS}, False, "config")
+
+
+def check_config(cfg: DictConfig) -> list[Stage]:
+    """Every typed part of the config, checked; returns the stages."""
+    check_run_keys(cfg)
+    data_settings(cfg)
+    source_training(cfg)
+    Target.from_data_config(cfg.data)
+    return stages_of(cfg)
+
+
+def backbone_class(node: DictConfig) -> type[Backbone]:
+    cls = get_class(node._target_)
+    if not issubclass(cls, Backbone):
+        raise ConfigError(f"backbone {node.get('name')}: {node._target_} is not a paraisite.contracts.Backbone")
+    return cls
+
+
+def pretrained_weights(cfg: DictConfig) -> str | None:
+    """What `pretrain` gives the backbone (its YAML's `weights_by_pretrain`): a published weight set, or for a
+    backbone that `trains_source`, the folder of the source model trained on the named table (trained now if not
+    cached). None: random init."""
+    table = plain(cfg.backbone.get("weights_by_pretrain"))
+    if cfg.pretrain.name not in table:
+        raise ConfigError(f"backbone {cfg.backbone.name} has no weights for pretrain={cfg.pretrain.name} "
+                          f"(it has: {', '.join(table) or 'none'}; see weights_by_pretrain in its YAML)")
+    weights = table[cfg.pretrain.name]
+    if weights and backbone_class(cfg.backbone).trains_source:
+        weights = str(pretrain(lambda: build_backbone(cfg.backbone, None), weights, source_training(cfg),
+                               cfg.get("data_dir")))
+    return weights
+
+
+def build_backbone(node: DictConfig, weights: str | None) -> Backbone:
+    backbone_class(node)
+    return instantiate({k: v for k, v in node.items() if k not in BACKBONE_KEYS}, weights=weights)
+
+
+def build_model(cfg: DictConfig, weights: str | None) -> TransferRegressor:
+    """Backbone (with `weights`) + head + the config's target. The head starts from the backbone's source output
+    layer where both offer it (ElemNet's full fine-tuning)."""
+    backbone = build_backbone(cfg.backbone, weights)
+    head = instantiate(cfg.head, in_dim=backbone.out_dim)
+    source_layer = backbone.source_layer()
+    if source_layer is not None:
+        head.load_source_layer(*source_layer)
+    return TransferRegressor(backbone, head, Target.from_data_config(cfg.data))
+
+
+def run_label(cfg: DictConfig) -> dict:
+    """The run's grid point. `data` is what the final stage trained on (AGL for finetune=agl, whatever `data`)."""
+    last = list(cfg.finetune.stages.values())[-1].data
+    data = cfg.data.name if last == cfg.data.dataset else last
+    return {"backbone": cfg.backbone.name, "pretrain": cfg.pretrain.name, "finetune": cfg.finetune.name,
+            "data": data, "seed": int(cfg.seed), "protocol": cfg.protocol}
+
+
+# Config nodes whose keys are typed settings: overrides of their keys are checked before Hydra composes.
+TYPED_NODES = {"stage_defaults": STAGE_KEYS, "stage_overrides": STAGE_KEYS, "backbone.stage": STAGE_KEYS,
+               "datamodule": tuple(f.name for f in fields(DataSettings)),
+               "source_training": tuple(f.name for f in fields(SourceTraining))}
+
+
+def check_overrides(args: list[str]) -> None:
+    """Command-line overrides of typed keys (`stage_overrides.lr=…`, `+finetune.stages.dft.policy=…`,
+    `stage_by_data.agl.epochs=…`, `datamodule.…`, `source_training.…`), with or without `+`: an unknown key is
+    refused with the valid keys before Hydra composes anything."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # Hydra reports malformed overrides itself
+        return
+    for override in parsed:
+        key = override.key_or_group
+        parts = key.split(".")
+        for node, valid in TYPED_NODES.items():
+            depth = node.count(".") + 1
+            if ".".join(parts[:depth]) == node and len(parts) == depth + 1:
+                refuse_unknown([parts[-1]], valid, node)
+        if parts[0] == "stage_by_data" and len(parts) == 3:
+            refuse_unknown([parts[2]], STAGE_KEYS, f"stage_by_data.{parts[1]}")
+        if parts[:2] == ["finetune", "stages"] and len(parts) == 4:
+            refuse_unknown([parts[3]], ("data", *STAGE_KEYS), f"finetune.stages.{parts[2]}")

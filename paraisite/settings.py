@@ -1,0 +1,161 @@
+"""Typed settings read from the config: a stage of a chain, the data module, source pre-training.
+
+Every key and every value is checked here, before anything is written: an unknown key stops the run with one line
+naming the key, where it was given, a close match and the valid keys; a value of the wrong type or out of range
+names the key, the value and what is allowed. Defaults live in `conf/train.yaml` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from paraisite.errors import ConfigError
+
+LOSSES = ("auto", "mape", "l1")  # auto: the target's own loss (MAPE for κ, L1 otherwise)
+POLICIES = ("all", "head", "reinit_head", "features")
+REGRESSORS = ("random_forest", "ridge")
+PROTOCOLS = ("holdout", "paper")
+ON_BAD = ("error", "skip")
+
+
+def rule(*, low: float | None = None, high: float | None = None, open_low: bool = False, open_high: bool = False,
+         choices: tuple[str, ...] | None = None, nonzero: bool = False):
+    """A field's allowed values: a range (closed unless `open_*`), a list of choices, or non-zero."""
+    return field(metadata={"low": low, "high": high, "open_low": open_low, "open_high": open_high,
+                           "choices": choices, "nonzero": nonzero})
+
+
+def allowed(kind: type, meta: Mapping, optional: bool) -> str:
+    """Words for what a field accepts, e.g. 'an integer ≥ 1 or null'."""
+    if meta.get("choices"):
+        text = "one of " + ", ".join(meta["choices"])
+    else:
+        text = "an integer" if kind is int else "a number" if kind is float else f"a {kind.__name__}"
+        if meta.get("low") is not None:
+            text += f" {'>' if meta.get('open_low') else '≥'} {meta['low']:g}"
+        if meta.get("high") is not None:
+            text += f"{',' if meta.get('low') is not None else ''} {'<' if meta.get('open_high') else '≤'} {meta['high']:g}"
+        if meta.get("nonzero"):
+            text += " other than 0"
+    return text + (" or null" if optional else "")
+
+
+def check_value(key: str, value, kind: type, meta: Mapping, optional: bool, where: str):
+    """`value` converted to `kind`, or a ConfigError naming key, value and what is allowed."""
+    given = value
+
+    def refuse():
+        return ConfigError(f"{where}: {key}={given!r} is not allowed ({allowed(kind, meta, optional)})")
+
+    if value is None:
+        if optional:
+            return None
+        raise refuse()
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise refuse()
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse()
+        if kind is int and (not float(value).is_integer()):
+            raise refuse()
+        value = kind(value)
+        if not math.isfinite(value):
+            raise refuse()
+        low, high = meta.get("low"), meta.get("high")
+        if low is not None and (value < low or (meta.get("open_low") and value == low)):
+            raise refuse()
+        if high is not None and (value > high or (meta.get("open_high") and value == high)):
+            raise refuse()
+        if meta.get("nonzero") and value == 0:
+            raise refuse()
+        return value
+    if not isinstance(value, kind):
+        raise refuse()
+    if meta.get("choices") and value not in meta["choices"]:
+        raise refuse()
+    return value
+
+
+def refuse_unknown(keys, valid, where: str) -> None:
+    """ConfigError for the first key of `keys` not in `valid`, with a close match and the valid keys."""
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
+
+
+def typed(cls, values: Mapping, where: str):
+    """An instance of dataclass `cls` from `values`: unknown keys, missing keys and bad values refused."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    refuse_unknown(values, names, where)
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)} (declared in conf/train.yaml)")
+    checked = {}
+    for f in fields(cls):
+        kind, optional = hints[f.name], False
+        args = typing.get_args(kind)
+        if type(None) in args:
+            optional, kind = True, next(a for a in args if a is not type(None))
+        checked[f.name] = check_value(f.name, values[f.name], kind, f.metadata, optional, where)
+    return cls(**checked)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a chain: what it trains on and how. Adam with cosine decay of the lr to `final_lr_fraction`
+    over `decay_steps`; early stopping after `patience` epochs without a better validation score (null: off).
+    Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
+    `regressor` (last stage only)."""
+
+    name: str
+    data: str
+    epochs: int = rule(low=1)
+    batch_size: int = rule(low=1)
+    loss: str = rule(choices=LOSSES)
+    lr: float = rule(low=0, open_low=True)
+    backbone_lr_scale: float = rule(low=0)
+    weight_decay: float = rule(low=0)
+    decay_steps: int = rule(low=1)
+    final_lr_fraction: float = rule(low=0, high=1)
+    policy: str = rule(choices=POLICIES)
+    patience: int | None = rule(low=1)
+    regressor: str = rule(choices=REGRESSORS)
+    features_layer: int = rule(nonzero=True)
+
+
+STAGE_KEYS = tuple(f.name for f in fields(Stage) if f.name not in ("name", "data"))  # what a config layer may set
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How a dataset is split and read (`datamodule` in conf/train.yaml)."""
+
+    test_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)
+    val_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)  # of the non-test part (holdout)
+    limit: int | None = rule(low=2)
+    on_bad: str = rule(choices=ON_BAD)
+    num_workers: int = rule(low=0)
+
+
+@dataclass(frozen=True)
+class SourceTraining:
+    """Source pre-training of a backbone the framework trains itself (ElemNet on a composition table): Adam at a
+    constant lr, MAE loss, early stopping on validation MAE."""
+
+    epochs: int = rule(low=1)
+    batch_size: int = rule(low=1)
+    lr: float = rule(low=0, open_low=True)
+    patience: int = rule(low=1)
+    seed: int = rule(low=0)
+    test_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)
+    val_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)
+    limit: int | None = rule(low=10)

@@ -1,0 +1,65 @@
+"""`Target`: what a run predicts, decided once from the `data` config and stored in results.json and model.pt.
+
+κ (`kappa`): positive and log-distributed: log10(κ+1) standardised, MAPE loss on the κ scale, MAPE selects
+checkpoints, scored on every LTC test set. Any other property (`generic`): standardised, L1 loss, MAE selects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from paraisite.data.transforms import LogStandardizer, Standardizer
+from paraisite.errors import ConfigError
+
+KINDS = ("kappa", "generic")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str = "kappa"
+    name: str = "kappa"  # the property (the data set's name for generic targets)
+    unit: str = "W/mK"  # of MAE / RMSE
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"data.target={self.kind!r} is not allowed (one of {', '.join(KINDS)})")
+
+    @classmethod
+    def from_data_config(cls, data) -> Target:
+        """From a `data` config node: `target` (kappa | generic), `name`, `unit`."""
+        kind = data.get("target", "kappa")
+        if kind == "kappa":
+            return cls("kappa", "kappa", data.get("unit") or "W/mK")
+        return cls(kind, str(data.get("name", "")), str(data.get("unit") or ""))
+
+    @classmethod
+    def of_results(cls, results: dict) -> Target:
+        """The target a results.json states (files of format 1 state none: κ results are those with MAPE)."""
+        if "target" in results:
+            return cls(**results["target"])
+        kappa = all("mape" in m for m in results.get("test", {}).values())
+        return cls() if kappa else cls("generic", str(results.get("config", {}).get("data", "")), results.get("unit", ""))
+
+    @property
+    def is_kappa(self) -> bool:
+        return self.kind == "kappa"
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric that selects checkpoints and heads the tables."""
+        return "mape" if self.is_kappa else "mae"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman") if self.is_kappa else ("mae", "rmse", "r2", "spearman")
+
+    @property
+    def loss(self) -> str:
+        """What `loss: auto` means for this target."""
+        return "mape" if self.is_kappa else "l1"
+
+    def transform(self) -> Standardizer:
+        return LogStandardizer() if self.is_kappa else Standardizer()
+
+    def to_json(self) -> dict:
+        return asdict(self)

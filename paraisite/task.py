@@ -1,0 +1,106 @@
+"""The Hydra task behind `train.py`: run, print the table; turn errors into one line and a failed results.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from paraisite.chain import RESULTS_FORMAT, run
+from paraisite.errors import ConfigError, ParaisiteError
+from paraisite.files import write_json
+from paraisite.recipe import check_overrides, run_label
+from paraisite.target import Target
+
+log = logging.getLogger(__name__)
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c, target = results["config"], Target.of_results(results)
+    table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
+                        f"seed={c['seed']} · {c['protocol']}")
+    unit = f" ({target.unit})" if target.unit else ""
+    names = {"mape": "MAPE", "mae": f"MAE{unit}", "rmse": f"RMSE{unit}", "log_mae": "log MAE",
+             "r2": "R² (log)" if target.is_kappa else "R²", "spearman": "Spearman ρ"}
+    keys = [k for k in target.metrics if k in names]
+    for column in ("test set", "n", *(names[k] for k in keys)):
+        table.add_column(column, justify="left" if column == "test set" else "right")
+    for name, m in results["test"].items():
+        table.add_row(name, str(m["n"]), *(f"{m.get(k, float('nan')):.3f}" for k in keys))
+    Console(file=sys.stdout).print(table)
+
+
+def record_failure(path: Path, error: str, cfg: DictConfig) -> None:
+    """Mark the run failed (the report lists it), unless the folder already holds a finished run's results."""
+    try:
+        if json.loads(path.read_text()).get("status") == "ok":
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        label = run_label(cfg)
+    except Exception:  # a config too broken to label
+        label = {}
+    write_json(path, {"format": RESULTS_FORMAT, "status": "failed", "error": error, "config": label})
+
+
+def quiet_third_party() -> None:
+    """Hide warnings and tips from dependencies that say nothing about this run."""
+    warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+    warnings.filterwarnings("ignore", module=r"pymatgen\.")  # parse problems are reported per record instead
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def user_error(exc: BaseException) -> ParaisiteError | None:
+    """The ParaisiteError behind `exc` (Hydra's instantiate wraps what constructors raise), if any."""
+    while exc is not None and not isinstance(exc, ParaisiteError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def precheck(argv: list[str]) -> None:
+    """Before Hydra composes: refuse unknown typed keys in the overrides with one line (exit 2, nothing written)."""
+    try:
+        check_overrides(argv)
+    except ParaisiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(cfg: DictConfig) -> dict | None:
+    """Hydra task: run and print the table. A ParaisiteError becomes a one-line message and a failed results.json
+    (a bad config: nothing written); in a sweep any failure is recorded that way (traceback in the run log) and the
+    other jobs go on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    quiet_third_party()
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        results = run(cfg, run_dir)
+    except Exception as raised:
+        exc = user_error(raised)
+        if exc is None and not multirun:
+            raise
+        if exc is None:  # a crash inside a sweep: keep its traceback, record it, let the other jobs run
+            log.exception("run failed")
+        message = str(exc) if exc is not None else f"{type(raised).__name__}: {raised}"
+        print(f"error: {message}", file=sys.stderr)
+        if multirun or not isinstance(exc, ConfigError):  # a bad config alone writes nothing
+            record_failure(run_dir / "results.json", message, cfg)
+        if multirun:
+            return None
+        sys.exit(2)
+    if results:
+        print_table(results)
+    return results
