@@ -32,12 +32,13 @@ from paraisite.evaluate import test_metrics
 from paraisite.metrics import kind_of, regression_metrics
 from paraisite.files import write_atomic, write_json
 from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format, model_file_bytes
+from paraisite.progress import log_plan, progress_callbacks, rich_bar
 from paraisite.tracking import CSVTracker
 
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 1
-RUNTIME_KEYS = {"progress_bar", "threads", "trainer", "logger", "data_dir", "resume_every_s"}  # may change when a run is resumed
+RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s"}  # may change when a run is resumed
 TRAIN_KEYS = {f.name for f in fields(TrainSettings)}
 
 
@@ -100,7 +101,7 @@ class LatestCheckpoint(Callback):
 def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
     """Train one stage and load its best weights. Resumable: a finished stage is skipped, an interrupted one
     continues from its last checkpoint (same run folder, same config)."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     done_file = run_dir / "stages" / f"{stage['name']}.json"
     ckpt_dir = run_dir / "checkpoints" / stage["name"]
@@ -118,12 +119,12 @@ def train_stage(module, stage: dict, datamodule, cfg: DictConfig, run_dir: Path,
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min",
                                  enable_version_counter=False, save_weights_only=True)
     latest = LatestCheckpoint(ckpt_dir / "latest.ckpt", cfg.resume_every_s)
-    callbacks = [checkpoint, latest] + ([RichProgressBar()] if cfg.progress_bar else [])
+    callbacks = [checkpoint, latest, *progress_callbacks(cfg, stage)]  # Rich's bar on a terminal, else log lines
     if settings.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=settings.patience))
     trainer = instantiate(cfg.trainer, max_epochs=stage["epochs"], callbacks=callbacks,
                           logger=tracker.stage_loggers(stage["name"]),
-                          enable_progress_bar=bool(cfg.progress_bar))
+                          enable_progress_bar=rich_bar(cfg))
     last = ckpt_dir / "latest.ckpt"
     resumed_from = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
     if resumed_from:
@@ -225,6 +226,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(cfg, run_dir)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    log_plan(cfg, stages_of(cfg), run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_model(cfg)
     tracker = instantiate(cfg.logger, run_dir=run_dir) if is_main_process() else CSVTracker(run_dir)

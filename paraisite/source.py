@@ -73,6 +73,7 @@ def train_source(spec: dict, table: str, settings: dict, data_dir: str | None, f
     from paraisite.models.elemnet import ElemNetBackbone
     from paraisite.models.heads import LinearHead
     from paraisite.models.regressor import TrainSettings, TransferRegressor
+    from paraisite.progress import source_progress
 
     log.info("training the ElemNet source model on %s (cached in %s)", table, folder)
     started = time.perf_counter()
@@ -87,7 +88,8 @@ def train_source(spec: dict, table: str, settings: dict, data_dir: str | None, f
     best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best", monitor="val/mae", mode="min",
                            enable_version_counter=False, save_weights_only=True)
     stop = EarlyStopping(monitor="val/mae", mode="min", patience=settings["patience"])
-    trainer = L.Trainer(max_epochs=settings["epochs"], accelerator="auto", devices=1, callbacks=[best, stop],
+    trainer = L.Trainer(max_epochs=settings["epochs"], accelerator="auto", devices=1,
+                        callbacks=[best, stop, source_progress(table)],
                         logger=CSVLogger(folder, name="log", version=""), enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(module, dm)
