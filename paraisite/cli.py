@@ -72,6 +72,12 @@ def predict_progress(inputs, every_s: float):
     return RateProgress(count_inputs(inputs), every_s)
 
 
+def status(args) -> int:
+    from paraisite.status import show
+
+    return show(args.runs, args.watch, args.stale_after)
+
+
 def torch_cuda() -> bool:
     import torch
 
@@ -113,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="a progress line on stderr at most every S seconds (default 10)")
     pred.add_argument("--quiet", action="store_true", help="no progress lines")
     pred.set_defaults(func=predict)
+    stat = commands.add_parser("status", help="where the runs of a sweep (or single runs) stand: finished, running, "
+                                              "interrupted, failed, not started; metrics; best so far (read-only)")
+    stat.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
+    stat.add_argument("--watch", type=float, default=0, metavar="N", help="refresh every N seconds (Ctrl-C stops)")
+    stat.add_argument("--stale-after", type=float, default=600, metavar="S",
+                      help="a run with no file written for S seconds is interrupted, not running (default 600)")
+    stat.set_defaults(func=status)
     args = parser.parse_args(argv)
     from paraisite.chain import quiet_third_party
 
