@@ -34,6 +34,7 @@ from paraisite.metrics import regression_metrics
 from paraisite.models.features import SklearnHead, activations, load_regressor, make_regressor
 from paraisite.models.io import load_checkpoint, model_file_bytes
 from paraisite.models.regressor import TransferRegressor
+from paraisite.progress import log_plan, progress_callbacks, rich_bar
 from paraisite.recipe import build_model, check_config, data_settings, pretrained_weights, run_label
 from paraisite.settings import Stage
 from paraisite.tracking import CSVTracker
@@ -41,7 +42,8 @@ from paraisite.tracking import CSVTracker
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 2  # 2: results.json states its target
-RUNTIME_KEYS = {"progress_bar", "threads", "trainer", "logger", "data_dir", "resume_every_s"}  # may change on resume
+RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s"}  # may
+# change when a run is resumed
 
 
 def is_main_process() -> bool:
@@ -69,7 +71,7 @@ def train_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictCo
     if (ckpt_dir / "latest.ckpt").is_file():
         log.info("stage %s: resuming from %s", stage.name, ckpt_dir / "latest.ckpt")
     fitted = fit(module, stage, datamodule, ckpt_dir, partial(instantiate, cfg.trainer), tracker.stage_loggers(stage.name),
-                 resume_every_s=cfg.resume_every_s, progress_bar=bool(cfg.progress_bar))
+                 progress_callbacks(cfg, stage), rich_bar(cfg), resume_every_s=cfg.resume_every_s)
     result = stage_record(stage, module, datamodule, devices=fitted.devices, best_epoch=fitted.best_epoch,
                           **{f"best_val_{module.monitor}": fitted.best_score}, epochs_run=fitted.epochs_run,
                           resumed_from_epoch=fitted.resumed_from_epoch, wall_time_s=fitted.wall_time_s)
@@ -142,6 +144,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     claim_run_dir(cfg, run_dir)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    if is_main_process():
+        log_plan(cfg, stages, run_dir)
     weights = pretrained_weights(cfg)  # may train a source model first (cached)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_model(cfg, weights)

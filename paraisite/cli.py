@@ -45,8 +45,11 @@ def predict(args) -> int:
     device = args.device or ("cuda" if torch_cuda() else "cpu")
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
     members = load_ensemble(args.run, device, args.data_dir)
+    progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below,
-                     workers)
+                     workers, progress)
+    if progress is not None:
+        progress.close()
     print(f"{len(members)} model(s); {counts['predicted']} predicted, {counts['flagged']} flagged → {args.output}")
     if args.top:
         from rich.console import Console
@@ -61,6 +64,18 @@ def predict(args) -> int:
                           f"{c['relative_std']:.2f}")
         Console().print(table)
     return 0 if counts["predicted"] else 1
+
+
+def predict_progress(inputs, every_s: float):
+    from paraisite.progress import RateProgress, count_inputs
+
+    return RateProgress(count_inputs(inputs), every_s)
+
+
+def status(args) -> int:
+    from paraisite.status import show
+
+    return show(args.runs, args.watch, args.stale_after)
 
 
 def torch_cuda() -> bool:
@@ -100,7 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--workers", type=int, default=None,
                       help="processes that parse and build graphs (default: 0 on CPU, up to 8 with a GPU)")
     pred.add_argument("--data-dir", default=None)
+    pred.add_argument("--progress-every", type=float, default=10.0, metavar="S",
+                      help="a progress line on stderr at most every S seconds (default 10)")
+    pred.add_argument("--quiet", action="store_true", help="no progress lines")
     pred.set_defaults(func=predict)
+    stat = commands.add_parser("status", help="where the runs of a sweep (or single runs) stand: finished, running, "
+                                              "interrupted, failed, not started; metrics; best so far (read-only)")
+    stat.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
+    stat.add_argument("--watch", type=float, default=0, metavar="N", help="refresh every N seconds (Ctrl-C stops)")
+    stat.add_argument("--stale-after", type=float, default=600, metavar="S",
+                      help="a run with no file written for S seconds is interrupted, not running (default 600)")
+    stat.set_defaults(func=status)
     args = parser.parse_args(argv)
     from paraisite.task import quiet_third_party
 

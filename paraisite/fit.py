@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from paraisite.models.io import load_checkpoint
 from paraisite.models.regressor import TransferRegressor
@@ -45,10 +45,11 @@ class LatestCheckpoint(Callback):
 
 
 def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Path,
-        make_trainer: Callable[..., L.Trainer], loggers, resume_every_s: float | None = None,
-        progress_bar: bool = False) -> Fitted:
-    """Train `module` on `datamodule` as `stage` says; best weights in `checkpoint_dir/best.ckpt`. With
-    `resume_every_s`, the state is saved to `latest.ckpt` at most that often and an existing one is resumed."""
+        make_trainer: Callable[..., L.Trainer], loggers, progress: list[Callback], progress_bar: bool = False,
+        resume_every_s: float | None = None) -> Fitted:
+    """Train `module` on `datamodule` as `stage` says; best weights in `checkpoint_dir/best.ckpt`. `progress`:
+    the callbacks that report progress (`progress_bar`: one of them is Rich's live bar). With `resume_every_s`, the
+    state is saved to `latest.ckpt` at most that often and an existing one is resumed."""
     datamodule.setup()
     module.start_stage(stage, datamodule.targets("train"))
     monitor = f"val/{module.monitor}"
@@ -59,8 +60,7 @@ def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Pat
     callbacks: list[Callback] = [best]
     if resume_every_s is not None:
         callbacks.append(LatestCheckpoint(latest, resume_every_s))
-    if progress_bar:
-        callbacks.append(RichProgressBar())
+    callbacks += progress
     if stage.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=stage.patience))
     trainer = make_trainer(max_epochs=stage.epochs, callbacks=callbacks, logger=loggers,

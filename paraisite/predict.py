@@ -275,10 +275,11 @@ def output_name(members: list[Member]) -> str:
 
 
 def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
-            batch_size: int = 128, top: int = 0, below: float = float("inf"), workers: int = 0) -> dict:
+            batch_size: int = 128, top: int = 0, below: float = float("inf"), workers: int = 0,
+            progress=None) -> dict:
     """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
     top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one
-    runs inference. Columns: id, formula, n_atoms, <name>_mean (κ) or prediction, its std, one per member, flag."""
+    runs inference; `progress(n)` is called with the number of items done after each chunk. Columns: id, formula, n_atoms, <name>_mean (κ) or prediction, its std, one per member, flag."""
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
     columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members), "flag"]
@@ -305,6 +306,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                     item = (-mean, rid, formula, mean, std)
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)
             writer.write(rows)
+            if progress is not None:
+                progress(len(rows))
     finally:
         writer.close()
     counts["column"] = name

@@ -17,7 +17,8 @@ from paraisite.source import pretrain
 from paraisite.target import Target
 
 BACKBONE_KEYS = ("name", "stage", "weights_by_pretrain")  # a backbone YAML's keys that are not constructor arguments
-TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}), "resume_every_s": (float, {"low": 0})}
+TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}), "resume_every_s": (float, {"low": 0}),
+             "progress_every_s": (float, {"low": 0})}
 
 
 def plain(node) -> dict:
@@ -59,7 +60,7 @@ def source_training(cfg: DictConfig) -> SourceTraining:
 
 
 def check_run_keys(cfg: DictConfig) -> None:
-    """The run-level keys: seed, protocol, threads, resume_every_s."""
+    """The run-level keys: seed, protocol, threads, resume_every_s, progress_every_s."""
     for key, (kind, meta) in TOP_LEVEL.items():
         check_value(key, cfg.get(key), kind, meta, key != "seed", "config")
     check_value("protocol", cfg.protocol, str, {"choices": PROTOCOLS}, False, "config")

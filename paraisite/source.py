@@ -33,6 +33,7 @@ from paraisite.models.heads import LinearHead
 from paraisite.models.io import safe_load, tensor_file_bytes
 from paraisite.models.regressor import TransferRegressor
 from paraisite.paths import cache_dir
+from paraisite.progress import source_progress
 from paraisite.settings import SourceTraining, Stage
 from paraisite.target import Target
 
@@ -93,7 +94,8 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
                   lr=settings.lr, backbone_lr_scale=1.0, weight_decay=0.0, decay_steps=1, final_lr_fraction=1.0,
                   policy="all", patience=settings.patience, regressor="random_forest", features_layer=-1)
     trainer = partial(L.Trainer, accelerator="auto", devices=1, enable_model_summary=False)
-    fitted = fit(module, stage, dm, folder / "checkpoints", trainer, CSVLogger(folder, name="log", version=""))
+    fitted = fit(module, stage, dm, folder / "checkpoints", trainer, CSVLogger(folder, name="log", version=""),
+                 [source_progress(table)])
     module.to("cpu")
     metrics = test_metrics(module, dm)
     state = {**module.backbone.state_dict(), "source_weight": module.head.linear.weight.detach().clone(),
