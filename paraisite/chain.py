@@ -8,10 +8,13 @@ weights to the next stage. The run folder receives per-stage checkpoints and CSV
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import platform
+import shutil
 import time
 from dataclasses import asdict
 from functools import partial
@@ -25,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraisite import __version__
 from paraisite.data.datamodule import LTCDataModule
-from paraisite.data.datasets import LTC_FILES, sources_of
+from paraisite.data.datasets import LTC_FILES, content_hash, source_path, sources_of
 from paraisite.errors import ParaisiteError
-from paraisite.evaluate import test_metrics
+from paraisite.evaluate import PREDICTION_COLUMNS, scored_test_split
 from paraisite.files import write_atomic, write_json
 from paraisite.fit import fit
 from paraisite.metrics import regression_metrics
@@ -35,15 +38,16 @@ from paraisite.models.features import SklearnHead, activations, load_regressor, 
 from paraisite.models.io import load_checkpoint, model_file_bytes
 from paraisite.models.regressor import TransferRegressor
 from paraisite.progress import log_plan, progress_callbacks, rich_bar
-from paraisite.recipe import build_model, check_config, data_settings, pretrained_weights, run_label
+from paraisite.recipe import backbone_class, build_model, check_config, data_settings, pretrained_weights, run_label
 from paraisite.settings import Stage
+from paraisite.stage_store import StageStore, stage_key
 from paraisite.tracking import CSVTracker
 
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 2  # 2: results.json states its target
-RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s"}  # may
-# change when a run is resumed
+RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s",
+                "stage_cache"}  # may change when a run is resumed
 
 
 def is_main_process() -> bool:
@@ -58,9 +62,11 @@ def stage_record(stage: Stage, module: TransferRegressor, datamodule, **measured
             "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped}
 
 
-def train_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
+def train_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictConfig, run_dir: Path, tracker,
+                key: str | None = None) -> dict:
     """Train one stage and load its best weights. Resumable: a finished stage is skipped, an interrupted one
-    continues from its last checkpoint (same run folder, same config)."""
+    continues from its last checkpoint (same run folder, same config). With a `key` (stage sharing), a stage stored
+    under it is reused instead of trained, and a stage trained here is stored."""
     if stage.policy == "features":
         return features_stage(module, stage, datamodule, run_dir, cfg.seed)
     done_file, ckpt_dir = run_dir / "stages" / f"{stage.name}.json", run_dir / "checkpoints" / stage.name
@@ -68,6 +74,30 @@ def train_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictCo
         module.load_state_dict(load_checkpoint(ckpt_dir / "best.ckpt")["state_dict"])
         log.info("stage %s already finished in %s: loaded its best weights", stage.name, run_dir)
         return json.loads(done_file.read_text())
+    if key is None:
+        return fit_stage(module, stage, datamodule, cfg, run_dir, tracker)
+    store = StageStore()
+    with store.claim(key):
+        found = store.find(key)
+        if found is None:
+            result = fit_stage(module, stage, datamodule, cfg, run_dir, tracker)
+            store.publish(key, ckpt_dir / "best.ckpt", result, run_dir / "logs" / stage.name / "metrics.csv")
+            return result
+    log.info("stage %s: reusing the identical stage stored in %s", stage.name, found)
+    module.load_state_dict(load_checkpoint(found / "best.ckpt")["state_dict"])
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(found / "best.ckpt", ckpt_dir / "best.ckpt")
+    if (found / "metrics.csv").is_file():  # the learning curve, for the report
+        (run_dir / "logs" / stage.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(found / "metrics.csv", run_dir / "logs" / stage.name / "metrics.csv")
+    result = {**json.loads((found / "stage.json").read_text()), "reused_from": key}
+    write_json(done_file, result)
+    return result
+
+
+def fit_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictConfig, run_dir: Path, tracker) -> dict:
+    """Train a stage here (resuming its latest checkpoint if any); its results entry, also written as its marker."""
+    ckpt_dir = run_dir / "checkpoints" / stage.name
     if (ckpt_dir / "latest.ckpt").is_file():
         log.info("stage %s: resuming from %s", stage.name, ckpt_dir / "latest.ckpt")
     fitted = fit(module, stage, datamodule, ckpt_dir, partial(instantiate, cfg.trainer), tracker.stage_loggers(stage.name),
@@ -76,7 +106,7 @@ def train_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictCo
                           **{f"best_val_{module.monitor}": fitted.best_score}, epochs_run=fitted.epochs_run,
                           resumed_from_epoch=fitted.resumed_from_epoch, wall_time_s=fitted.wall_time_s)
     if is_main_process():
-        write_json(done_file, result)
+        write_json(run_dir / "stages" / f"{stage.name}.json", result)
     return result
 
 
@@ -152,7 +182,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker = instantiate(cfg.logger, run_dir=run_dir) if is_main_process() else CSVTracker(run_dir)
     tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
     try:
-        results = train_and_test(cfg, stages, run_dir, module, tracker)
+        results = train_and_test(cfg, stages, run_dir, module, tracker, weights)
     except BaseException:
         tracker.finish("failed")
         raise
@@ -165,28 +195,71 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
-def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: TransferRegressor, tracker) -> dict:
+def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featurizer, excluded: list[frozenset],
+               test_mode: str) -> list[str | None]:
+    """The stage store's key of every stage (None: not shared — `stage_cache=false`, several devices, or a
+    feature-extraction stage). A first stage's key covers the model it starts from; a later one the key before it."""
+    single_process = cfg.trainer.get("devices", 1) == 1 and cfg.trainer.get("num_nodes", 1) == 1
+    if not (cfg.stage_cache and single_process):
+        return [None] * len(stages)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    settings = {k: v for k, v in asdict(data_settings(cfg)).items() if k != "num_workers"}
+    start = {"backbone": {k: v for k, v in resolved["backbone"].items() if k != "data_dir"},
+             "weights": Path(weights).name if weights and backbone_class(cfg.backbone).trains_source else weights,
+             "head": resolved["head"], "init_seed": cfg.seed}
+    keys, previous = [], None
+    for i, (stage, exclude) in enumerate(zip(stages, excluded)):
+        if stage.policy == "features":
+            keys.append(None)
+            continue
+        data = [content_hash(source_path(s, cfg.data_dir, featurizer.by_composition)) for s in sources_of(stage.data)]
+        previous = stage_key({
+            "start": start if previous is None else previous, "stage": asdict(stage), "seed": cfg.seed + i,
+            "data": data, "featurizer": repr(featurizer), "exclude": sorted(exclude), "protocol": cfg.protocol,
+            "fold": cfg.fold, "test": test_mode, "datamodule": settings, "target": resolved["data"].get("target"),
+            "trainer": resolved["trainer"], "version": __version__})
+        keys.append(previous)
+    return keys
+
+
+def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: TransferRegressor, tracker,
+                   weights: str | None = None) -> dict:
     featurizer = module.backbone.featurizer()
-    datamodule = partial(LTCDataModule, featurizer=featurizer, seed=cfg.seed, protocol=cfg.protocol,
+    test_file = cfg.data.get("test_file")
+    test_mode = "none" if test_file else "carved"
+    datamodule = partial(LTCDataModule, featurizer=featurizer, seed=cfg.seed, protocol=cfg.protocol, fold=cfg.fold,
                          data_dir=cfg.data_dir, **asdict(data_settings(cfg)))
     target = module.target
+    if test_file:  # no carved test split: nothing that the user's test file holds is trained on
+        scoring = datamodule(dataset=test_file, test="all")
+        scoring.setup()
+        excluded = [frozenset(scoring.formulas("test"))] * len(stages)
+    elif cfg.protocol in ("holdout", "cv") and target.is_kappa:
+        excluded = [other_test_formulas(stage.data, datamodule) for stage in stages]
+    else:
+        excluded = [frozenset()] * len(stages)
+    keys = stage_keys(cfg, stages, weights, featurizer, excluded, test_mode)
     stage_results = []
-    for i, stage in enumerate(stages):
+    for i, (stage, exclude, key) in enumerate(zip(stages, excluded, keys)):
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
-        leakage_filter = cfg.protocol == "holdout" and target.is_kappa
-        exclude = other_test_formulas(stage.data, datamodule) if leakage_filter else frozenset()
-        dm = datamodule(dataset=stage.data, batch_size=stage.batch_size, exclude_formulas=exclude)
-        stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker))
+        dm = datamodule(dataset=stage.data, batch_size=stage.batch_size, exclude_formulas=exclude, test=test_mode)
+        stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker, key))
     if not is_main_process():
         return {}
     write_atomic(run_dir / "model.pt", model_file_bytes(module, OmegaConf.to_container(cfg, resolve=True)))
 
-    test = {}
-    evaluate_on = cfg.evaluate_on if target.is_kappa else []  # the LTC matrix is for κ models only
-    for name in dict.fromkeys([*evaluate_on, cfg.data.dataset]):
-        dm = datamodule(dataset=name, batch_size=64)
+    test, rows = {}, []
+    if test_file:
+        scored = {Path(test_file).name.split(".")[0]: scoring}
+    else:
+        evaluate_on = cfg.evaluate_on if target.is_kappa else []  # the LTC matrix is for κ models only
+        scored = {name if name in evaluate_on else cfg.data.name: datamodule(dataset=name)
+                  for name in dict.fromkeys([*evaluate_on, cfg.data.dataset])}
+    for name, dm in scored.items():
         dm.setup()
-        test[name if name in evaluate_on else cfg.data.name] = test_metrics(module, dm)
+        test[name], predictions = scored_test_split(module, dm, name, cfg.fold, cfg.seed)
+        rows += predictions
+    write_predictions(run_dir / "test_predictions.csv", rows)
     return {
         "format": RESULTS_FORMAT,
         "status": "ok",
@@ -194,8 +267,18 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         "target": target.to_json(),
         "stages": stage_results,
         "test": test,
+        "test_file": test_file,  # the user's test file that scored the model (null: the protocol's test splits)
         "unit": target.unit,  # of MAE / RMSE
         "source_model": module.backbone.source_info,  # a source model the framework trained
         "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
     }
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    """test_predictions.csv: one row per test record and test set (PREDICTION_COLUMNS), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=PREDICTION_COLUMNS)
+    writer.writeheader()
+    writer.writerows({**r, "fold": "" if r["fold"] is None else r["fold"]} for r in rows)
+    write_atomic(path, buffer.getvalue())

@@ -60,10 +60,15 @@ def source_training(cfg: DictConfig) -> SourceTraining:
 
 
 def check_run_keys(cfg: DictConfig) -> None:
-    """The run-level keys: seed, protocol, threads, resume_every_s, progress_every_s."""
+    """The run-level keys: seed, protocol, fold (protocol=cv only), threads, resume_every_s, progress_every_s."""
     for key, (kind, meta) in TOP_LEVEL.items():
         check_value(key, cfg.get(key), kind, meta, key != "seed", "config")
     check_value("protocol", cfg.protocol, str, {"choices": PROTOCOLS}, False, "config")
+    folds = cfg.datamodule.folds
+    if cfg.protocol == "cv":
+        check_value("fold", cfg.fold, int, {"low": 0, "high": folds - 1}, False, f"config (datamodule.folds={folds})")
+    elif cfg.fold is not None:
+        raise ConfigError(f"config: fold={cfg.fold} is for protocol=cv (protocol={cfg.protocol} has no folds)")
 
 
 def check_config(cfg: DictConfig) -> list[Stage]:
@@ -118,7 +123,7 @@ def run_label(cfg: DictConfig) -> dict:
     last = list(cfg.finetune.stages.values())[-1].data
     data = cfg.data.name if last == cfg.data.dataset else last
     return {"backbone": cfg.backbone.name, "pretrain": cfg.pretrain.name, "finetune": cfg.finetune.name,
-            "data": data, "seed": int(cfg.seed), "protocol": cfg.protocol}
+            "data": data, "seed": int(cfg.seed), "protocol": cfg.protocol, "fold": cfg.get("fold")}
 
 
 # Config nodes whose keys are typed settings: overrides of their keys are checked before Hydra composes.

@@ -13,12 +13,12 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from paraisite.data.splits import PROTOCOLS  # noqa: F401  (re-exported: the protocol names are checked here)
 from paraisite.errors import ConfigError
 
 LOSSES = ("auto", "mape", "l1")  # auto: the target's own loss (MAPE for κ, L1 otherwise)
 POLICIES = ("all", "head", "reinit_head", "features")
 REGRESSORS = ("random_forest", "ridge")
-PROTOCOLS = ("holdout", "paper")
 ON_BAD = ("error", "skip")
 
 
@@ -140,7 +140,8 @@ class DataSettings:
     """How a dataset is split and read (`datamodule` in conf/train.yaml)."""
 
     test_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)
-    val_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)  # of the non-test part (holdout)
+    val_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)  # of the non-test part
+    folds: int = rule(low=2)  # protocol=cv
     limit: int | None = rule(low=2)
     on_bad: str = rule(choices=ON_BAD)
     num_workers: int = rule(low=0)

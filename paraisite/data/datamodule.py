@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from paraisite.contracts import Featurizer
 from paraisite.data.datasets import featurized, sources_of
 from paraisite.data.graphs import NO_NEIGHBORS
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL
@@ -36,18 +37,21 @@ def one_split_per_material(ids: list[str], splits: dict[str, list[np.ndarray]]) 
 class LTCDataModule(L.LightningDataModule):
     """Featurized dataset with {train, val, test} index splits; unusable records are dropped and reported.
 
-    `exclude_formulas` (reduced formulas) are removed from train/val only: the leakage filter for chains
-    that train on one set and test on another.
+    Splits follow `protocol` (holdout, paper, cv with `folds` and `fold`) per source and seed; `test` says whether
+    the test split is the protocol's (`carved`), absent (`none`: a user-given test file scores the model) or
+    everything (`all`: that file). `exclude_formulas` (reduced formulas) are removed from train/val only: the
+    leakage filter for chains that train on one set and test on another.
     """
 
-    def __init__(self, dataset: str, featurizer, seed: int, protocol: str = "holdout", batch_size: int = 8,
-                 test_fraction: float = 0.2, val_fraction: float = 0.15, limit: int | None = None,
-                 on_bad: str = "error", num_workers: int = 0, data_dir: str | None = None,
-                 exclude_formulas: frozenset[str] = frozenset()):
+    def __init__(self, dataset: str, featurizer: Featurizer, seed: int, protocol: str = "holdout",
+                 batch_size: int = 8, test_fraction: float = 0.2, val_fraction: float = 0.15, folds: int = 5,
+                 fold: int | None = None, test: str = "carved", limit: int | None = None, on_bad: str = "error",
+                 num_workers: int = 0, data_dir: str | None = None, exclude_formulas: frozenset[str] = frozenset()):
         super().__init__()
         self.dataset, self.featurizer, self.seed, self.protocol = dataset, featurizer, seed, protocol
         self.batch_size, self.num_workers, self.limit, self.on_bad = batch_size, num_workers, limit, on_bad
         self.test_fraction, self.val_fraction, self.data_dir = test_fraction, val_fraction, data_dir
+        self.folds, self.fold, self.test = folds, fold, test
         self.exclude_formulas = frozenset(exclude_formulas)
         self.data = None
         self.splits: dict[str, np.ndarray] = {}
@@ -62,12 +66,13 @@ class LTCDataModule(L.LightningDataModule):
             data = featurized(source, self.featurizer, self.data_dir, self.on_bad, self.limit)
             self._check(source, data)
             for name, idx in split_indices(len(data), self.seed, self.protocol, self.test_fraction,
-                                           self.val_fraction).items():
+                                           self.val_fraction, self.folds, self.fold, self.test).items():
                 splits[name].append(idx + offset)
             parts.append(data)
             offset += len(data)
         self.data = self.featurizer.concat(parts)
-        if self.protocol == "paper":  # the test split also selects the checkpoint: val is an alias of test
+        val_is_test = self.protocol == "paper" and self.test == "carved"
+        if val_is_test:  # the test split also selects the checkpoint: val is an alias of test
             splits["val"] = []
         split_of = one_split_per_material(self.data.ids, splits)
         flags = [f or ("no_target" if t != t else "") for f, t in zip(self.data.flags, self.data.target.tolist())]
@@ -81,7 +86,7 @@ class LTCDataModule(L.LightningDataModule):
                 self.n_excluded += int((keep & leak).sum())
                 keep &= ~leak
             self.splits[name] = idx[keep]
-        if self.protocol == "paper":
+        if val_is_test:
             self.splits["val"] = self.splits["test"]
         if self.dropped:
             log.warning("%s: dropped %d unusable record(s): %s", self.dataset, len(self.dropped),
@@ -89,7 +94,7 @@ class LTCDataModule(L.LightningDataModule):
         if self.n_excluded:
             log.info("%s: left out %d training/validation record(s) whose formula is in a test split",
                      self.dataset, self.n_excluded)
-        for name in ("train", "val"):
+        for name in ("train", "val") if self.test != "all" else ("test",):
             if len(self.splits[name]) == 0:
                 raise DataError(f"dataset {self.dataset}: the {name} split is empty (too few usable records)")
 

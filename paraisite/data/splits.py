@@ -1,22 +1,39 @@
-"""Per-seed splits. `paper`: random 80/20, the 20 % selects and reports. `holdout`: same 20 % test,
-validation carved from the 80 % (the honest number)."""
+"""Per-seed splits of one source's records into {train, val, test} index arrays.
+
+`holdout` (the honest number): a random test fraction, validation carved from the rest. `paper` (upstream's
+protocol): the same test fraction also selects the checkpoint (val = test). `cv`: k folds by a random permutation
+per seed (repeats = seeds); fold `fold` is the test split and validation is carved from the other folds, so every
+record is a test prediction exactly once per seed. `test`: `carved` (the protocol's), `none` (no test split:
+train and validation only, for a user-given test file), `all` (everything is test: scoring that file).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-PROTOCOLS = ("paper", "holdout")
+PROTOCOLS = ("holdout", "paper", "cv")
+TEST_MODES = ("carved", "none", "all")
 
 
 def split_indices(n: int, seed: int, protocol: str = "holdout", test_fraction: float = 0.2,
-                  val_fraction: float = 0.15) -> dict[str, np.ndarray]:
+                  val_fraction: float = 0.15, folds: int = 5, fold: int | None = None,
+                  test: str = "carved") -> dict[str, np.ndarray]:
     """Index arrays {train, val, test} over n records; `val_fraction` is a fraction of the non-test part."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if protocol not in PROTOCOLS or test not in TEST_MODES:
+        raise ValueError(f"unknown protocol {protocol!r} or test mode {test!r}")
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(test_fraction * n))
-    test, rest = perm[:n_test], perm[n_test:]
-    if protocol == "paper":
-        return {"train": np.sort(rest), "val": np.sort(test), "test": np.sort(test)}
+    empty = np.zeros(0, dtype=perm.dtype)
+    if test == "all":
+        return {"train": empty, "val": empty, "test": np.arange(n)}
+    if test == "none":
+        held, rest = empty, perm
+    elif protocol == "cv":
+        in_fold = np.arange(n) % folds == fold
+        held, rest = perm[in_fold], perm[~in_fold]
+    else:
+        n_test = int(round(test_fraction * n))
+        held, rest = perm[:n_test], perm[n_test:]
+    if protocol == "paper" and test == "carved":
+        return {"train": np.sort(rest), "val": np.sort(held), "test": np.sort(held)}
     n_val = max(1, int(round(val_fraction * len(rest))))
-    return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": np.sort(test)}
+    return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": np.sort(held)}

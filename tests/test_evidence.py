@@ -1,0 +1,99 @@
+"""Evidence: k-fold cross-validation, out-of-fold predictions, user-given test files, shared stages."""
+
+import csv
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from paraisite.chain import run
+from paraisite.data.splits import split_indices
+from paraisite.errors import ConfigError
+from paraisite.recipe import check_config
+from tests.conftest import write_records
+from tests.helpers import compose_cfg
+
+
+def test_cv_folds_partition_the_records_and_validation_comes_from_the_training_folds():
+    n, folds = 23, 5
+    tests = []
+    for fold in range(folds):
+        s = split_indices(n, seed=3, protocol="cv", val_fraction=0.2, folds=folds, fold=fold)
+        assert not set(s["test"]) & (set(s["train"]) | set(s["val"])) and not set(s["train"]) & set(s["val"])
+        assert len(s["train"]) + len(s["val"]) + len(s["test"]) == n and len(s["val"]) > 0
+        tests += list(s["test"])
+    assert sorted(tests) == list(range(n))  # each record is tested exactly once per repeat
+    other_seed = split_indices(n, seed=4, protocol="cv", folds=folds, fold=0)["test"]
+    assert set(other_seed) != set(split_indices(n, seed=3, protocol="cv", folds=folds, fold=0)["test"])
+    holdout = split_indices(n, seed=3, protocol="holdout", test_fraction=0.2)
+    assert list(holdout["test"]) == sorted(np.random.default_rng(3).permutation(n)[:5])  # holdout unchanged
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["protocol=cv"], "config (datamodule.folds=5): fold=None is not allowed (an integer ≥ 0, ≤ 4)"),
+    (["protocol=cv", "fold=5"], "fold=5 is not allowed"),
+    (["fold=1"], "fold=1 is for protocol=cv"),
+])
+def test_fold_is_checked_against_the_protocol(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_cfg("finetune=dft", *overrides))
+    assert message in str(err.value)
+
+
+def read_predictions(folder):
+    return list(csv.DictReader(open(folder / "test_predictions.csv")))
+
+
+@pytest.mark.slow
+def test_every_record_is_an_out_of_fold_prediction_exactly_once(tmp_path):
+    seen = Counter()
+    for fold in range(3):
+        cfg = compose_cfg("protocol=cv", "datamodule.folds=3", f"fold={fold}", "finetune=dft", "data=dataset1",
+                          "evaluate_on=[dataset1]")
+        results = run(cfg, tmp_path / f"f{fold}")
+        assert results["config"]["fold"] == fold
+        rows = read_predictions(tmp_path / f"f{fold}")
+        assert {r["fold"] for r in rows} == {str(fold)} and {r["seed"] for r in rows} == {"1"}
+        assert len(rows) == results["test"]["dataset1"]["n"]
+        seen.update(r["id"] for r in rows)
+    assert len(seen) == 40 and set(seen.values()) == {1}  # smoke: the first 40 records, each tested once
+
+
+@pytest.mark.slow
+def test_a_shared_stage_is_reused_and_gives_the_same_results(tmp_path):
+    first = run(compose_cfg("data=dataset1"), tmp_path / "d1")
+    second = run(compose_cfg("data=dataset2"), tmp_path / "d2")
+    alone = run(compose_cfg("data=dataset2", "stage_cache=false"), tmp_path / "alone")
+    assert "reused_from" not in first["stages"][0] and second["stages"][0]["reused_from"]
+    assert "reused_from" not in second["stages"][1] and "reused_from" not in alone["stages"][0]
+    assert second["test"] == alone["test"]
+    assert (tmp_path / "d2" / "logs" / "agl" / "metrics.csv").is_file()  # the reused stage's curve travels along
+
+
+@pytest.mark.slow
+def test_a_user_test_file_scores_the_model(tmp_path, mirror_records):
+    test_file = write_records(tmp_path / "held_out.json", mirror_records[-12:])
+    results = run(compose_cfg("finetune=dft", "data=dataset1", f"data.test_file={test_file}"), tmp_path / "run")
+    assert list(results["test"]) == ["held_out"] and results["test"]["held_out"]["n"] == 12
+    assert results["test_file"] == str(test_file)
+    rows = read_predictions(tmp_path / "run")
+    assert {r["id"] for r in rows} == {r["id"] for r in mirror_records[-12:]} and {r["test_set"] for r in rows} == {"held_out"}
+    (stage,) = results["stages"]
+    assert stage["n_train"] + stage["n_val"] == 40 - stage["n_excluded_leakage"]  # no carved test split
+
+
+@pytest.mark.slow
+def test_a_formula_test_file_for_a_composition_backbone_flags_bad_rows(tmp_path):
+    test_file = tmp_path / "blind.csv"
+    test_file.write_text("formula,target\nMoS2,1.5\nBi2Te3,0.2\nXx2O,1\n")
+    cfg = compose_cfg("backbone=elemnet", "pretrain=scratch", "finetune=dft", "data=crossprop/exfoliation_energy",
+                      f"data.test_file={test_file}", "datamodule.on_bad=skip")
+    results = run(cfg, tmp_path / "run")
+    assert results["test"]["blind"]["n"] == 2
+    assert [r["formula"] for r in read_predictions(tmp_path / "run")] == ["MoS2", "Bi2Te3"]
+    strict = compose_cfg("backbone=elemnet", "pretrain=scratch", "finetune=dft", "data=crossprop/exfoliation_energy",
+                         f"data.test_file={test_file}")
+    with pytest.raises(Exception, match=r"blind\.csv: 1 bad record\(s\): .*unknown element Xx"):
+        run(strict, tmp_path / "strict")
+    assert json.loads(json.dumps(results))["test_file"].endswith("blind.csv")
