@@ -39,6 +39,16 @@ def corpus(folder):
                                [[i / 8, j / 8, k / 8] for i in range(8) for j in range(8) for k in range(8)])
                      .to(fmt="cif").encode(), "512 atoms (more than 500)"),
         "latin1.cif": (cif.encode() + b"# caf\xe9\n", "not UTF-8 text"),
+        "huge_cell.cif": (Structure(Lattice.cubic(1e6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")
+                          .encode(), "a lattice vector is 1e+06 Å long (more than 1000 Å)"),
+        "vacuum.cif": (Structure(Lattice.cubic(40.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")
+                       .encode(), "the cell holds 3.2e+04 Å³ per atom (more than 10000"),
+        "no_atoms.cif": ("\n".join(line for line in cif.splitlines() if not line.strip().startswith(("Na", "Cl")))
+                         .encode(), "no atoms"),
+        "nan.cif": (cif.replace("0.50000000  0.50000000  0.50000000", "nan  0.5  0.5").encode(),
+                    "non-finite coordinates"),
+        "POSCAR_nan": ("\n".join(NACL.to(fmt="poscar").splitlines()[:-1] + ["nan nan nan Cl"]).encode(),
+                       "non-finite coordinates"),
     }
     for name, (content, _) in files.items():
         (folder / name).write_bytes(content)
@@ -193,3 +203,13 @@ def test_same_seed_same_results(tmp_path):
     assert results[0]["test"] == results[1]["test"]
     assert json.loads((tmp_path / "a" / "results.json").read_text())["test"] == \
         json.loads((tmp_path / "b" / "results.json").read_text())["test"]
+
+
+def test_json_record_with_nan_coordinates_is_named(tmp_path, mirror_records):
+    bad = json.loads(json.dumps(mirror_records[0]))
+    bad["structure"]["sites"][0]["abc"] = [float("nan"), 0.0, 0.0]
+    path = write_records(tmp_path / "nan.json", [bad] + mirror_records[1:4])
+    with pytest.raises(DataError, match=rf"{bad['id']}: non-finite coordinates"):
+        read_records(path)
+
+
