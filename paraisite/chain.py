@@ -31,6 +31,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.metrics import kind_of, regression_metrics
 from paraisite.files import write_atomic, write_json
+from paraisite.safeload import load_error
 from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format, model_file_bytes
 from paraisite.tracking import CSVTracker
 
@@ -187,7 +188,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ParaisiteError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise ParaisiteError(f"{path}: unreadable checkpoint ({load_error(exc)})") from None
     check_checkpoint_format(ckpt, path)
     return ckpt
 

@@ -13,6 +13,7 @@ from torch import nn
 from paraisite.data.transforms import target_transform
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import HEADLINE, METRICS, regression_metrics
+from paraisite.safeload import load_error
 
 CHECKPOINT_FORMAT = 2  # 2: the backbone's source output layer is stored as buffers (source_weight/bias)
 MODEL_FORMAT = 2  # model.pt: {"format", "config", "state_dict"}
@@ -72,7 +73,7 @@ def read_model_file(path) -> tuple[dict, dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ParaisiteError(f"{path}: not a paraisite model file ({type(exc).__name__}: {exc})") from None
+        raise ParaisiteError(f"{path}: not a paraisite model file ({load_error(exc)})") from None
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
     if found not in (1, MODEL_FORMAT):
         raise ParaisiteError(f"{path}: model format {found!r}, this paraisite reads formats 1-{MODEL_FORMAT}")
