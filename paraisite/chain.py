@@ -31,6 +31,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.metrics import kind_of, regression_metrics
 from paraisite.files import write_atomic, write_json
+from paraisite.runlock import RunFolderBusy, RunLock
 from paraisite.safeload import load_error
 from paraisite.models.regressor import TrainSettings, TransferRegressor, check_checkpoint_format, model_file_bytes
 from paraisite.tracking import CSVTracker
@@ -224,6 +225,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train the chain and test; returns (and writes) the results dict."""
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir) if is_main_process() else None  # noqa: F841 (one process per run folder until run() ends)
     claim_run_dir(cfg, run_dir)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -350,7 +352,8 @@ def main(cfg: DictConfig) -> dict | None:
             log.exception("run failed")
         message = str(exc) if exc is not None else f"{type(raised).__name__}: {raised}"
         print(f"error: {message}", file=sys.stderr)
-        record_failure(run_dir / "results.json", message, cfg)
+        if not isinstance(exc, RunFolderBusy):  # a busy folder belongs to the run that holds it: leave it alone
+            record_failure(run_dir / "results.json", message, cfg)
         if multirun:
             return None
         sys.exit(2)

@@ -217,3 +217,47 @@ def test_json_record_with_nan_coordinates_is_named(tmp_path, mirror_records):
         read_records(path)
 
 
+def hold_lock_in_subprocess(folder):
+    """A process that takes the run folder's lock and sleeps (what a second launch finds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from paraisite.runlock import RunLock; lock = RunLock(sys.argv[1]); print('held', "
+            "flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def snapshot(folder):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_holder_frees_it(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from paraisite.chain import run
+    from paraisite.runlock import RunFolderBusy, RunLock
+
+    folder = tmp_path / "run"
+    (folder / "logs" / "dft").mkdir(parents=True)
+    (folder / "logs" / "dft" / "metrics.csv").write_text("epoch,step,val/mape\n0,1,0.5\n")
+    (folder / "run_key.json").write_text('{"key": "the running one"}')
+    holder = hold_lock_in_subprocess(folder)
+    try:
+        before = snapshot(folder)
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=smoke", "finetune=dft"])
+        with pytest.raises(RunFolderBusy, match=rf"{folder}: another process \(pid {holder.pid} on .*\) is running "
+                                                r"in this run folder"):
+            run(cfg, folder)
+        assert snapshot(folder) == before
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs; the kernel drops the lock
+        holder.wait()
+    with RunLock(folder):  # a relaunch after the crash is not blocked
+        with pytest.raises(RunFolderBusy):
+            RunLock(folder)  # but one process at a time, even within one process
+
+
