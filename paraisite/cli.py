@@ -35,7 +35,7 @@ def report(args) -> int:
 
     rows = write_report(args.runs, args.output, args.metric)
     print(markdown(rows, args.metric))
-    print(f"wrote {args.output}/table.csv, table.md, heatmap.png, curves.png")
+    print(f"wrote {args.output}/table.csv, table.md, row_configs.md, heatmap.png, curves.png")
     return 0
 
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch.set_defaults(func=data_fetch)
     rep = commands.add_parser("report", help="gather runs' results.json into the paper's table and plots")
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
-    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, heatmap.png, curves.png")
+    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, row_configs.md, heatmap.png, curves.png")
     rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "r2", "spearman"])
     rep.set_defaults(func=report)
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
