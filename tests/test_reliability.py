@@ -261,3 +261,33 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_holder_frees_it
             RunLock(folder)  # but one process at a time, even within one process
 
 
+def test_backward_of_graph_gathers_is_bit_identical_with_threads(mirror_records):
+    """With 2 threads, the backward of MEGNet's gathers (index_put with accumulate) sums in a racy order unless
+    deterministic algorithms are on, which the CPU trainer config does (trainer.deterministic)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from paraisite.chain import build_model
+    from paraisite.data.records import Record
+    from paraisite.models.regressor import TrainSettings
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["pretrain=scratch"])
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(2)
+        instantiate(cfg.trainer, logger=False)  # what train_stage builds: sets torch's deterministic mode
+        module = build_model(cfg)
+        records = [Record(r["id"], "", r["kappa"], Structure.from_dict(r["structure"]).make_supercell(2))
+                   for r in mirror_records[:32]]
+        batch = module.backbone.featurizer().build(records).collate(range(32))
+        module.start_stage(TrainSettings(), batch.y)
+        grads = []
+        for _ in range(4):
+            module.zero_grad()
+            module.loss(module(batch), batch.y).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None]))
+        assert all(torch.equal(grads[0], g) for g in grads[1:])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
