@@ -129,7 +129,7 @@ class TransferRegressor(L.LightningModule):
     def loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.settings.loss if self.settings.loss != "auto" else "mape" if self.target == "kappa" else "l1"
         if loss == "mape":
-            return ((self.transform.decode(z) - target).abs() / target).mean()
+            return ((self.transform.decode_raw(z) - target).abs() / target).mean()  # no floor: keeps a gradient below 0
         return (z - self.transform.encode(target)).abs().mean()
 
     def training_step(self, batch, batch_idx):
