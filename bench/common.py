@@ -41,7 +41,6 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 def model_folder(folder: Path, overrides: list[str] = ()) -> Path:
     """A run folder holding model.pt for an (untrained) eform → dft model: speed does not depend on training."""
     from hydra import compose, initialize_config_dir
-
     from omegaconf import OmegaConf
 
     from paraisite.files import write_atomic

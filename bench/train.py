@@ -75,9 +75,9 @@ def bare_loop(module, dm, epochs: int) -> list[float]:
 def our_stage(cfg, module, dm, epochs: int, run_dir: Path) -> tuple[list[float], float]:
     """(epoch durations, whole-stage seconds) of `chain.train_stage`: Lightning, CSV logging, checkpoints.
     An epoch runs from one epoch start to the next (training, validation, logging, checkpoint writes)."""
-    from hydra.utils import instantiate
-
     from dataclasses import replace
+
+    from hydra.utils import instantiate
 
     from paraisite.chain import train_stage
     from paraisite.recipe import stages_of

@@ -38,7 +38,16 @@ from paraisite.models.features import SklearnHead, activations, load_regressor, 
 from paraisite.models.io import load_checkpoint, model_file_bytes
 from paraisite.models.regressor import TransferRegressor
 from paraisite.progress import log_plan, progress_callbacks, rich_bar
-from paraisite.recipe import backbone_class, build_model, check_config, data_settings, pretrained_weights, run_label
+from paraisite.recipe import (
+    RUNTIME_KEYS,
+    backbone_class,
+    build_model,
+    check_config,
+    data_settings,
+    pretrained_weights,
+    run_label,
+)
+from paraisite.runlock import RunLock
 from paraisite.settings import Stage
 from paraisite.stage_store import StageStore, stage_key
 from paraisite.tracking import CSVTracker
@@ -46,8 +55,6 @@ from paraisite.tracking import CSVTracker
 log = logging.getLogger(__name__)
 
 RESULTS_FORMAT = 2  # 2: results.json states its target
-RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s",
-                "stage_cache"}  # may change when a run is resumed
 
 
 def is_main_process() -> bool:
@@ -172,6 +179,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.perf_counter()
     stages = check_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir) if is_main_process() else None  # noqa: F841 (one process per run folder until run() ends)
     claim_run_dir(cfg, run_dir)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     if is_main_process():

@@ -35,7 +35,7 @@ def report(args) -> int:
 
     rows = write_report(args.runs, args.output, args.metric)
     print(markdown(rows, args.metric))
-    print(f"wrote {args.output}/table.csv, table.md, heatmap.png, curves.png")
+    print(f"wrote {args.output}/table.csv, table.md, row_configs.md, heatmap.png, curves.png")
     return 0
 
 
@@ -50,18 +50,21 @@ def predict(args) -> int:
                      workers, progress)
     if progress is not None:
         progress.close()
-    print(f"{len(members)} model(s); {counts['predicted']} predicted, {counts['flagged']} flagged → {args.output}")
+    far = f" ({counts['extrapolated']} far outside a member's training range: column extrapolation)" \
+        if counts["extrapolated"] else ""
+    print(f"{len(members)} model(s); {counts['predicted']} predicted{far}, {counts['flagged']} flagged → {args.output}")
     if args.top:
         from rich.console import Console
         from rich.table import Table
 
         what = "κ" if counts["column"] == "kappa" else "predicted"
         table = Table(title=f"{len(counts['top'])} lowest-{what} candidates ({what} < {args.below:g})")
-        for column in ("id", "formula", f"{what} mean", "std", "rel. std"):
-            table.add_column(column, justify="left" if column in ("id", "formula") else "right")
+        notes = any(c["extrapolation"] for c in counts["top"])
+        for column in ("id", "formula", f"{what} mean", "std", "rel. std", *(["extrapolation"] if notes else [])):
+            table.add_column(column, justify="right" if column in (f"{what} mean", "std", "rel. std") else "left")
         for c in counts["top"]:
             table.add_row(c["id"], c["formula"], f"{c['mean']:.3f}", f"{c['std']:.3f}",
-                          f"{c['relative_std']:.2f}")
+                          f"{c['relative_std']:.2f}", *([c["extrapolation"]] if notes else []))
         Console().print(table)
     return 0 if counts["predicted"] else 1
 
@@ -76,6 +79,17 @@ def status(args) -> int:
     from paraisite.status import show
 
     return show(args.runs, args.watch, args.stale_after)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} lists no candidates; give a number ≥ 1 (or leave --top out)")
+    return value
 
 
 def torch_cuda() -> bool:
@@ -99,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch.set_defaults(func=data_fetch)
     rep = commands.add_parser("report", help="gather runs' results.json into the paper's table and plots")
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
-    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, heatmap.png, curves.png")
+    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, row_configs.md, heatmap.png, curves.png")
     rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "r2", "spearman"])
     rep.set_defaults(func=report)
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "a .csv with a formula column (composition models)")
     pred.add_argument("--run", action="append", required=True, help="run or sweep folder (repeatable)")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
-    pred.add_argument("--top", type=int, default=0, help="print the K lowest-prediction candidates")
+    pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
     pred.add_argument("--batch-size", type=int, default=128)
     pred.add_argument("--chunk-size", type=int, default=512, help="structures read and written at a time")

@@ -11,6 +11,7 @@ import gzip
 import heapq
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -20,8 +21,17 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from paraisite.data.records import (BadRecord, Record, is_structure_file, parse_formula, read_csv_rows, row_structure,
-                                    structure_from_file)
+from paraisite.data.records import (
+    STRUCTURE_PREFIXES,
+    STRUCTURE_SUFFIXES,
+    BadRecord,
+    Record,
+    is_structure_file,
+    parse_formula,
+    read_csv_rows,
+    row_structure,
+    structure_from_file,
+)
 from paraisite.errors import ParaisiteError
 from paraisite.models.io import read_model_file
 from paraisite.recipe import build_model
@@ -30,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 INPUT_LISTS = (".json.gz", ".jsonl", ".jsonl.gz")
+TEXT_COLUMNS = ("id", "formula", "flag", "extrapolation")  # of the output; n_atoms is an integer, the rest floats
 
 
 @dataclass
@@ -37,6 +48,17 @@ class Member:
     name: str
     module: torch.nn.Module
     featurizer: object
+    property: tuple = ()  # what it predicts (see `property_of`); members of one ensemble must agree
+    path: str = ""
+
+
+def property_of(config: dict) -> tuple[str, str, str]:
+    """(kind, name, unit) of the property a run predicts, from its config's `data` section. Every κ run predicts
+    the same property (κ in W/mK), whatever set it trained on; any other target is named by its data set."""
+    data = config.get("data") or {}
+    kind = data.get("target") or "kappa"
+    unit = data.get("unit") or ("W/mK" if kind == "kappa" else "")
+    return kind, "kappa" if kind == "kappa" else str(data.get("name") or data.get("dataset")), unit
 
 
 def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None = None) -> Member:
@@ -47,14 +69,19 @@ def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None
     if data_dir is not None and "data_dir" in cfg.backbone:
         cfg.backbone.data_dir = data_dir
     module = build_model(cfg, weights=None)
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except ParaisiteError as exc:  # e.g. a feature regressor holding types safe loading refuses
+        raise ParaisiteError(f"{path}: {exc}") from None
     module.eval().to(device)
-    return Member(name, module, module.backbone.featurizer())
+    return Member(name, module, module.backbone.featurizer(), property_of(config), str(path))
 
 
 def find_models(runs: list[str | Path]) -> list[Path]:
     paths = []
     for run in map(Path, runs):
+        if not run.exists():
+            raise ParaisiteError(f"--run {run}: no such run folder or model file")
         found = [run] if run.is_file() else sorted(run.rglob(MODEL_FILE))
         if not found:
             raise ParaisiteError(f"{run}: no {MODEL_FILE} (a finished run) in this folder")
@@ -68,7 +95,19 @@ def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | N
         name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
         names.add(name)
         members.append(load_member(path, name, device, data_dir))
+    check_same_property(members)
     return members
+
+
+def check_same_property(members: list[Member]) -> None:
+    """An ensemble averages its members: they must predict the same property in the same unit."""
+    groups: dict[tuple, list[str]] = {}
+    for m in members:
+        groups.setdefault(m.property, []).append(m.path)
+    if len(groups) > 1:
+        listed = "; ".join(f"{name} ({unit or 'no unit'}): {', '.join(paths)}" for (_, name, unit), paths in groups.items())
+        raise ParaisiteError(f"the runs predict different properties, which cannot be averaged: {listed}; "
+                             "predict them with separate --run sets")
 
 
 @dataclass
@@ -235,18 +274,38 @@ def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int
             yield pending.popleft().result()
 
 
+def read_from_folders(path: Path) -> bool:
+    """Whether a folder input reads a file of this name (the name-only test of `read_inputs`)."""
+    return (path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.startswith(STRUCTURE_PREFIXES)
+            or path.suffix == ".json" or path.name.endswith(INPUT_LISTS))
+
+
+def check_output(inputs: list[str | Path], output: str | Path) -> None:
+    """Refuse an output that is one of the inputs (it would be emptied before it is read), or that a folder input
+    would read as a structure file."""
+    out = Path(output).resolve()
+    for given in map(Path, inputs):
+        source = given.resolve()
+        same = source == out or (given.exists() and out.exists() and out.samefile(given))
+        if same or (given.is_dir() and out.is_relative_to(source) and read_from_folders(out)):
+            what = "is the input" if same else f"would be read as an input of the folder {given}"
+            raise ParaisiteError(f"--output {output} {what}; write the predictions to another file")
+
+
 class RowWriter:
-    """CSV, or Parquet when the file name ends in `.parquet`; rows are appended chunk by chunk."""
+    """CSV, or Parquet when the file name ends in `.parquet`; rows are appended chunk by chunk to a temporary file
+    beside `path`, renamed to `path` by `close()` (a crash, or `abort()`, leaves any earlier file untouched)."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.parquet = path.suffix == ".parquet"
         self.writer = None
         if not self.parquet:
             import csv
 
-            self.file = open(path, "w", newline="")
+            self.file = open(self.tmp, "w", newline="")
             self.writer = csv.writer(self.file)
             self.writer.writerow(columns)
 
@@ -255,15 +314,39 @@ class RowWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.table({c: [r[k] for r in rows] for k, c in enumerate(self.columns)})
+            # a fixed schema: a chunk whose rows are all flagged (empty predictions) must not change a column's type
+            schema = pa.schema([(c, pa.string() if c in TEXT_COLUMNS else pa.int64() if c == "n_atoms" else pa.float64())
+                                for c in self.columns])
+            table = pa.table({c: [r[k] for r in rows] for k, c in enumerate(self.columns)}, schema=schema)
             if self.writer is None:
-                self.writer = pq.ParquetWriter(self.path, table.schema)
+                self.writer = pq.ParquetWriter(self.tmp, schema)
             self.writer.write_table(table)
         else:
             self.writer.writerows([["" if v is None else v for v in r] for r in rows])
 
+    def _close_file(self) -> None:
+        if self.writer is not None:
+            if self.parquet:
+                self.writer.close()
+            else:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self.file.close()
+            self.writer = None
+
     def close(self) -> None:
-        (self.writer.close() if self.parquet else self.file.close()) if self.writer is not None else None
+        """Finish the file and put it in place (atomically)."""
+        wrote = self.writer is not None
+        self._close_file()
+        if wrote:
+            os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop what was written; `path` keeps what it held before."""
+        try:
+            self._close_file()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def output_name(members: list[Member]) -> str:
@@ -279,12 +362,18 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
             progress=None) -> dict:
     """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
     top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one
-    runs inference; `progress(n)` is called with the number of items done after each chunk. Columns: id, formula, n_atoms, <name>_mean (κ) or prediction, its std, one per member, flag."""
+    runs inference; `progress(n)` is called with the number of items done after each chunk. Columns: id, formula,
+    n_atoms, <name>_mean (κ) or prediction, its std, one per member, flag, extrapolation (members predicting far
+    outside their training range; the prediction is kept). The output is written to a temporary file renamed at the
+    end; an output that is one of the inputs is refused."""
+    check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
-    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members), "flag"]
+    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members), "flag",
+               "extrapolation"]
+    reach = np.array([m.module.transform.reach() for m in members])  # (members, 2): low, high
     writer = RowWriter(Path(output), columns)
-    counts = {"predicted": 0, "flagged": 0}
+    counts = {"predicted": 0, "flagged": 0, "extrapolated": 0}
     best: list[tuple] = []
     try:
         for meta, features in prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers):
@@ -293,24 +382,31 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
             position = {k: g for g, k in enumerate(parsed)}
             rows = []
             for k, (rid, formula, n_atoms, flag) in enumerate(meta):
-                values, mean, std = [None] * len(members), None, None
+                values, mean, std, note = [None] * len(members), None, None, ""
                 if k in position:
                     flag = flags[position[k]]
                     if not flag:
-                        values = predictions[position[k]].tolist()
+                        row = predictions[position[k]]
+                        values = row.tolist()
                         mean = float(np.mean(values))
                         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                        far = ~((reach[:, 0] <= row) & (row <= reach[:, 1]))
+                        note = "; ".join(f"{members[j].name}: {name} {members[j].module.transform.extrapolation(row[j])}"
+                                         for j in np.flatnonzero(far))
                 counts["flagged" if mean is None else "predicted"] += 1
-                rows.append([rid, formula, n_atoms, mean, std, *values, flag])
+                counts["extrapolated"] += bool(note)
+                rows.append([rid, formula, n_atoms, mean, std, *values, flag, note])
                 if mean is not None and mean < below and top:
-                    item = (-mean, rid, formula, mean, std)
+                    item = (-mean, rid, formula, mean, std, note)
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)
             writer.write(rows)
             if progress is not None:
                 progress(len(rows))
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
     counts["column"] = name
-    counts["top"] = [{"id": i, "formula": f, "mean": m, "std": s,
-                      "relative_std": s / m if m else float("nan")} for _, i, f, m, s in sorted(best, reverse=True)]
+    counts["top"] = [{"id": i, "formula": f, "mean": m, "std": s, "relative_std": s / m if m else float("nan"),
+                      "extrapolation": e} for _, i, f, m, s, e in sorted(best, reverse=True)]
     return counts

@@ -11,11 +11,21 @@ from omegaconf import DictConfig, OmegaConf
 from paraisite.contracts import Backbone
 from paraisite.errors import ConfigError
 from paraisite.models.regressor import TransferRegressor
-from paraisite.settings import (PROTOCOLS, STAGE_KEYS, DataSettings, SourceTraining, Stage, check_value,
-                                refuse_unknown, typed)
+from paraisite.settings import (
+    PROTOCOLS,
+    STAGE_KEYS,
+    DataSettings,
+    SourceTraining,
+    Stage,
+    check_value,
+    refuse_unknown,
+    typed,
+)
 from paraisite.source import pretrain
 from paraisite.target import Target
 
+RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s",
+                "stage_cache"}  # how a run is executed, not what it computes: may change when a run is resumed
 BACKBONE_KEYS = ("name", "stage", "weights_by_pretrain")  # a backbone YAML's keys that are not constructor arguments
 TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}), "resume_every_s": (float, {"low": 0}),
              "progress_every_s": (float, {"low": 0})}

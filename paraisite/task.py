@@ -14,6 +14,7 @@ from paraisite.chain import RESULTS_FORMAT, run
 from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.files import write_json
 from paraisite.recipe import check_overrides, run_label
+from paraisite.runlock import RunFolderBusy
 from paraisite.target import Target
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def main(cfg: DictConfig) -> dict | None:
             log.exception("run failed")
         message = str(exc) if exc is not None else f"{type(raised).__name__}: {raised}"
         print(f"error: {message}", file=sys.stderr)
-        if multirun or not isinstance(exc, ConfigError):  # a bad config alone writes nothing
+        # a bad config alone writes nothing; a busy folder belongs to the run that holds it: leave it alone
+        if (multirun or not isinstance(exc, ConfigError)) and not isinstance(exc, RunFolderBusy):
             record_failure(run_dir / "results.json", message, cfg)
         if multirun:
             return None

@@ -7,11 +7,12 @@ import pytest
 from matgl.config import DEFAULT_ELEMENTS
 
 from paraisite.chain import other_test_formulas
-from paraisite.recipe import run_label, stages_of
 from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.graphs import GraphFeaturizer
+from paraisite.errors import ParaisiteError
+from paraisite.recipe import run_label, stages_of
 from paraisite.report import find_runs, markdown, summarize, write_report
-from tests.conftest import ROOT, write_records
+from tests.conftest import write_records
 from tests.helpers import cfg_of
 
 FEATURIZER = GraphFeaturizer(4.0, DEFAULT_ELEMENTS)
@@ -56,13 +57,14 @@ def test_agl_leakage_filter_on_a_constructed_overlap(tmp_path, mirror_records):
     assert len(test_ids) == len(d1.splits["test"])
 
 
-def fake_run(folder, pretrain, seed, mape, status="ok"):
+def fake_run(folder, pretrain, seed, mape, status="ok", overrides=()):
     """A run folder as Hydra leaves it (the composed config), with a results.json unless the run crashed."""
     from omegaconf import OmegaConf
 
     folder.mkdir(parents=True)
     (folder / ".hydra").mkdir()
-    OmegaConf.save(cfg_of(f"pretrain={pretrain}", "finetune=dft", f"seed={seed}"), folder / ".hydra" / "config.yaml")
+    OmegaConf.save(cfg_of(f"pretrain={pretrain}", "finetune=dft", f"seed={seed}", *overrides),
+                   folder / ".hydra" / "config.yaml")
     if status == "crashed":
         return
     config = {"backbone": "megnet", "pretrain": pretrain, "finetune": "dft", "data": "dataset1", "seed": seed,
@@ -111,3 +113,33 @@ def test_a_crashed_agl_run_is_labelled_like_a_finished_one(tmp_path):
     OmegaConf.save(cfg_of("finetune=agl", "data=dataset1", "seed=4"), folder / "config.yaml")
     (run,) = find_runs([tmp_path])
     assert run["status"] == "missing" and run["config"]["data"] == "agl" and run["config"]["seed"] == 4
+
+
+def test_report_rows_never_pool_other_settings(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed, mape in ((1, 0.2), (2, 0.4)):
+        fake_run(sweep / f"base{seed}", "eform", seed, mape, overrides=["threads=2", "progress_bar=false"])
+        fake_run(sweep / f"lr{seed}", "eform", seed, mape + 1, overrides=["+stage_overrides.lr=0.01"])
+    fake_run(sweep / "split1", "eform", 1, 5.0, overrides=["datamodule.test_fraction=0.3"])
+    rows = summarize(find_runs([sweep]))
+    by_variant = {r["variant"]: r for r in rows}
+    assert len(rows) == 3 and all(r["pretrain"] == "eform" for r in rows)  # one grid label, three configurations
+    base = by_variant["datamodule.test_fraction=0.2, stage_overrides.lr=—"]  # runtime keys (threads) don't split
+    assert base["seeds"] == [1, 2] and base["dataset1_mean"] == pytest.approx(0.3)
+    lr = by_variant["datamodule.test_fraction=0.2, stage_overrides.lr=0.01"]
+    assert lr["seeds"] == [1, 2] and lr["dataset1_mean"] == pytest.approx(1.3)
+    assert by_variant["datamodule.test_fraction=0.3, stage_overrides.lr=—"]["seeds"] == [1]
+    write_report([sweep], tmp_path / "report")
+    assert "| variant |" in (tmp_path / "report" / "table.md").read_text()
+    configs = (tmp_path / "report" / "row_configs.md").read_text()
+    assert "| stage_overrides.lr | 0.01 | — | — |" in configs and "| runs | lr1, lr2 | base1, base2 | split1 |" in configs
+    assert "datamodule.test_fraction" in configs and "threads" not in configs
+
+
+def test_report_refuses_two_finished_runs_with_one_seed_in_a_row(tmp_path):
+    fake_run(tmp_path / "a" / "run", "eform", 1, 0.2)
+    fake_run(tmp_path / "b" / "run", "eform", 1, 0.3)
+    with pytest.raises(ParaisiteError, match=r"a/run and .*b/run: two finished runs of the same configuration "
+                                             r"with seed 1"):
+        summarize(find_runs([tmp_path]))
+    assert len(find_runs([tmp_path, tmp_path / "a"])) == 2  # a folder given twice is one run

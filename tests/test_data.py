@@ -13,7 +13,7 @@ from paraisite.data.graphs import NO_NEIGHBORS, GraphFeaturizer, build_graphs
 from paraisite.data.mirror import check, mirror_file
 from paraisite.data.records import read_records
 from paraisite.data.splits import split_indices
-from paraisite.data.transforms import LogStandardizer
+from paraisite.data.transforms import LogStandardizer, Standardizer
 from paraisite.errors import DataError
 from paraisite.paths import data_dir
 from tests.conftest import write_records
@@ -147,6 +147,18 @@ def test_transform_round_trip_and_fit_on_train_only():
     assert torch.allclose(t.decode(t.encode(kappa)), kappa, rtol=1e-12)
     y = torch.log10(kappa[:3] + 1)
     assert float(t.mean) == pytest.approx(float(y.mean())) and float(t.std) == pytest.approx(float(y.std()))
+
+
+def test_kappa_decodes_to_zero_or_more_and_the_loss_keeps_a_gradient_below_zero():
+    t = LogStandardizer().fit(torch.tensor([0.5, 2.0, 30.0], dtype=torch.float64))
+    assert (float(t.train_min), float(t.train_max)) == (0.5, 30.0)  # stored with the model (buffers)
+    z = torch.tensor([-50.0, -3.0, 0.0], requires_grad=True)  # the first two decode below κ = 0 without the floor
+    assert float(t.decode_raw(z)[1]) < 0 and torch.equal(t.decode(z)[:2], torch.zeros(2))
+    loss = ((t.decode_raw(z) - 1.0).abs() / 1.0).sum()  # the MAPE loss uses the raw decode
+    loss.backward()
+    assert z.grad[1] < 0  # pushes the prediction up, where a clamp would give no gradient
+    assert t.extrapolation(301.0) and t.extrapolation(0.04) and not t.extrapolation(299.0)
+    assert Standardizer().extrapolation(1e9) == ""  # range unknown (not fitted, or an old file): no judgement
 
 
 def test_graph_cache_is_reused(monkeypatch, isolated_cache):

@@ -10,7 +10,6 @@ from pymatgen.core import Lattice, Structure
 from torch import nn
 
 from paraisite import chain
-from paraisite.recipe import build_backbone, build_model, pretrained_weights, stages_of
 from paraisite.cli import main as cli
 from paraisite.data.composition import ELEMNET_ELEMENTS, CompositionFeaturizer
 from paraisite.data.datamodule import LTCDataModule
@@ -19,6 +18,7 @@ from paraisite.errors import DataError, ParaisiteError
 from paraisite.models.elemnet import ElemNetBackbone
 from paraisite.models.features import load_regressor
 from paraisite.paths import cache_dir
+from paraisite.recipe import build_backbone, build_model, pretrained_weights, stages_of
 from tests.helpers import compose_cfg, stage
 
 CROSSPROP = ["backbone=elemnet", "data=crossprop/exfoliation_energy"]

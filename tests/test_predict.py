@@ -12,6 +12,7 @@ from pymatgen.core import Lattice, Structure
 
 from paraisite.cli import main as cli
 from paraisite.data.datamodule import LTCDataModule
+from paraisite.errors import ParaisiteError
 from paraisite.evaluate import predict_split
 from paraisite.predict import load_ensemble, predict
 from tests.conftest import write_records
@@ -114,3 +115,135 @@ def test_json_lines_with_bad_rows_are_flagged(two_runs, tmp_path, mirror_records
     assert rows[1]["flag"].startswith("parse_error: JSONDecodeError")
     assert (rows[2]["id"], rows[2]["flag"]) == ("bare", "parse_error: no 'structure'")
     assert rows[3]["flag"] == "parse_error: not a JSON object"
+
+
+def a_cif(path, mirror_records, k=0):
+    Structure.from_dict(mirror_records[k]["structure"]).to(filename=str(path))
+    return path
+
+
+def test_output_that_is_an_input_is_refused_and_left_intact(two_runs, tmp_path, mirror_records, capsys):
+    cif = a_cif(tmp_path / "victim.cif", mirror_records)
+    (tmp_path / "formulas.csv").write_text("formula\nNaCl\n")
+    (tmp_path / "link.cif").symlink_to(cif)
+    before = {p: p.read_bytes() for p in (cif, tmp_path / "formulas.csv")}
+    for inputs, output in [([cif], cif), ([tmp_path / "formulas.csv"], tmp_path / "formulas.csv"),
+                           ([cif], tmp_path / "link.cif"), ([tmp_path], tmp_path / "new.cif")]:
+        assert cli(["predict", *map(str, inputs), "--run", str(two_runs), "--output", str(output)]) == 2
+        assert f"--output {output}" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "new.cif").exists()
+    # beside its inputs, under a name the folder scan does not read, the output is fine
+    assert cli(["predict", str(tmp_path), "--run", str(two_runs), "--output", str(tmp_path / "preds.csv")]) == 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_crash_mid_way_leaves_the_earlier_output(two_runs, structure_folder, tmp_path, monkeypatch, suffix):
+    import paraisite.predict as module
+
+    out = tmp_path / f"preds{suffix}"
+    out.write_bytes(b"an earlier result")
+    calls = []
+    real_infer = module.infer
+
+    def infer_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # after one chunk was written
+        return real_infer(*args, **kwargs)
+
+    monkeypatch.setattr(module, "infer", infer_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        predict([structure_folder], load_ensemble([two_runs]), out, chunk_size=2)
+    assert out.read_bytes() == b"an earlier result" and sorted(tmp_path.iterdir()) == sorted([out, structure_folder])
+    monkeypatch.setattr(module, "infer", real_infer)
+    assert predict([structure_folder], load_ensemble([two_runs]), out, chunk_size=2)["predicted"] == 4
+    assert sorted(tmp_path.iterdir()) == sorted([out, structure_folder])
+
+
+def test_kappa_is_never_negative_and_far_predictions_are_marked(two_runs, structure_folder, tmp_path, capsys):
+    """A member whose scaler is shifted predicts κ < 0 before the floor (and far above its training range)."""
+    low, high = load_ensemble([two_runs / "s1"]), load_ensemble([two_runs / "s2"])
+    assert float(low[0].module.transform.train_min) > 0  # the training range is stored with the model
+    low[0].module.transform.mean.fill_(-8.0)  # log10(κ+1) ≈ -8 → κ = 10^-8 - 1 < 0 without the floor
+    high[0].module.transform.mean.fill_(8.0)
+    out = tmp_path / "p.csv"
+    counts = predict([structure_folder], low, out, top=2, below=2)
+    rows = [r for r in read_rows(out).values() if not r["flag"]]
+    assert len(rows) == 4 and all(float(r["kappa_mean"]) == 0.0 for r in rows)
+    assert counts["extrapolated"] == 4 and all("outside training range" in r["extrapolation"] for r in rows)
+    assert all(c["mean"] >= 0 and c["extrapolation"] for c in counts["top"])
+    counts = predict([structure_folder], high, out)
+    assert counts["extrapolated"] == 4 and all(float(r["kappa_mean"]) > 1e6 for r in read_rows(out).values()
+                                               if not r["flag"])
+    counts = predict([structure_folder], load_ensemble([two_runs]), out)  # the models as trained: within range
+    assert counts["extrapolated"] == 0 and all(r["extrapolation"] == "" for r in read_rows(out).values())
+
+
+def test_model_file_without_the_training_range_still_loads(two_runs, structure_folder, tmp_path):
+    import torch
+
+    payload = torch.load(two_runs / "s1" / "model.pt", weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.endswith(("train_min", "train_max"))}
+    (tmp_path / "old").mkdir()
+    torch.save(payload, tmp_path / "old" / "model.pt")
+    (member,) = load_ensemble([tmp_path / "old"])
+    assert np.isnan(float(member.module.transform.train_min))  # unknown range: nothing is marked
+    counts = predict([structure_folder], [member], tmp_path / "p.csv")
+    assert counts["predicted"] == 4 and counts["extrapolated"] == 0
+    del payload["state_dict"][next(k for k in payload["state_dict"] if k.startswith("head."))]
+    torch.save(payload, tmp_path / "old" / "model.pt")
+    with pytest.raises(RuntimeError, match="Missing key"):  # any other missing weight is still an error
+        load_ensemble([tmp_path / "old"])
+
+
+def with_data(two_runs, tmp_path, name, data):
+    import torch
+
+    payload = torch.load(two_runs / "s1" / "model.pt", weights_only=True)
+    payload["config"]["data"] = data
+    (tmp_path / name).mkdir()
+    torch.save(payload, tmp_path / name / "model.pt")
+    return tmp_path / name
+
+
+def test_members_predicting_different_properties_are_refused(two_runs, tmp_path):
+    gap = with_data(two_runs, tmp_path, "gap", {"name": "optb88vdw_bandgap", "dataset": "crossprop/optb88vdw_bandgap",
+                                                "target": "generic", "unit": "eV"})
+    exfoliation = with_data(two_runs, tmp_path, "exf", {"name": "exfoliation_energy", "target": "generic",
+                                                        "dataset": "crossprop/exfoliation_energy", "unit": "meV/atom"})
+    with pytest.raises(ParaisiteError, match=r"different properties.*optb88vdw_bandgap \(eV\): .*gap/model\.pt; "
+                                             r"exfoliation_energy \(meV/atom\): .*exf/model\.pt"):
+        load_ensemble([gap, exfoliation])
+    with pytest.raises(ParaisiteError, match=r"kappa \(W/mK\): .*s1/model\.pt.*; optb88vdw_bandgap \(eV\)"):
+        load_ensemble([two_runs, gap])
+    # κ runs of other LTC sets predict the same property: the screening ensemble
+    mix = with_data(two_runs, tmp_path, "mix", {"name": "mix", "dataset": "mix", "target": "kappa"})
+    assert len(load_ensemble([two_runs, mix])) == 3
+
+
+def test_clear_messages_for_missing_run_bad_top(two_runs, tmp_path, capsys):
+    a_cif = tmp_path / "x.cif"
+    a_cif.write_text("not read")
+    assert cli(["predict", str(a_cif), "--run", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "--run " + str(tmp_path / "nowhere") + ": no such run folder or model file" in capsys.readouterr().err
+    for top in ("0", "-3"):
+        with pytest.raises(SystemExit) as exit_:
+            cli(["predict", str(a_cif), "--run", str(two_runs), "--output", str(tmp_path / "o.csv"), "--top", top])
+        assert exit_.value.code == 2 and "give a number ≥ 1" in capsys.readouterr().err
+
+
+def test_a_refused_feature_regressor_names_the_model_file(two_runs, tmp_path):
+    import skops.io as sio
+    import torch
+    from sklearn.preprocessing import FunctionTransformer
+
+    payload = torch.load(two_runs / "s1" / "model.pt", weights_only=True)
+    payload["config"]["head"] = {"_target_": "paraisite.models.features.SklearnHead"}
+    state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
+    crafted = bytearray(sio.dumps(FunctionTransformer(func=print)))
+    state["head.skops"] = torch.frombuffer(crafted, dtype=torch.uint8)
+    payload["state_dict"] = state
+    (tmp_path / "run").mkdir()
+    torch.save(payload, tmp_path / "run" / "model.pt")
+    with pytest.raises(ParaisiteError, match=r"run/model\.pt: head\.skops .*safe loading refuses.*builtins\.print"):
+        load_ensemble([tmp_path / "run"])

@@ -10,11 +10,11 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from paraisite.models.io import load_checkpoint
 from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.graphs import GraphFeaturizer, load_graphs
 from paraisite.data.records import read_records
 from paraisite.errors import DataError, ParaisiteError
+from paraisite.models.io import load_checkpoint
 from paraisite.predict import load_ensemble, predict
 from tests.conftest import ROOT, write_records
 
@@ -39,6 +39,16 @@ def corpus(folder):
                                [[i / 8, j / 8, k / 8] for i in range(8) for j in range(8) for k in range(8)])
                      .to(fmt="cif").encode(), "512 atoms (more than 500)"),
         "latin1.cif": (cif.encode() + b"# caf\xe9\n", "not UTF-8 text"),
+        "huge_cell.cif": (Structure(Lattice.cubic(1e6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")
+                          .encode(), "a lattice vector is 1e+06 Å long (more than 1000 Å)"),
+        "vacuum.cif": (Structure(Lattice.cubic(40.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")
+                       .encode(), "the cell holds 3.2e+04 Å³ per atom (more than 10000"),
+        "no_atoms.cif": ("\n".join(line for line in cif.splitlines() if not line.strip().startswith(("Na", "Cl")))
+                         .encode(), "no atoms"),
+        "nan.cif": (cif.replace("0.50000000  0.50000000  0.50000000", "nan  0.5  0.5").encode(),
+                    "non-finite coordinates"),
+        "POSCAR_nan": ("\n".join(NACL.to(fmt="poscar").splitlines()[:-1] + ["nan nan nan Cl"]).encode(),
+                       "non-finite coordinates"),
     }
     for name, (content, _) in files.items():
         (folder / name).write_bytes(content)
@@ -127,11 +137,15 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, target, container
             load_ensemble([path.parent])
         assert "weights_only=False" not in str(err.value)
     elif target == "checkpoint":
-        with pytest.raises(ParaisiteError, match="unreadable checkpoint"):
+        with pytest.raises(ParaisiteError, match="unreadable checkpoint") as err:
             load_checkpoint(path)
     else:
         assert load_graphs(path) is None  # refused, then rebuilt by the caller
     assert not os.path.exists(EXPLOITED)
+    if target != "graph cache":  # why it was refused, without torch's advice to load it unsafely
+        message = str(err.value)
+        assert "safe loading refuses" in message and "weights_only" not in message and "\n" not in message
+        assert container == "raw pickle" or "posix.system" in message
 
 
 def test_foreign_checkpoint_format_is_named(tmp_path):
@@ -195,3 +209,87 @@ def test_same_seed_same_results(tmp_path):
     assert results[0]["test"] == results[1]["test"]
     assert json.loads((tmp_path / "a" / "results.json").read_text())["test"] == \
         json.loads((tmp_path / "b" / "results.json").read_text())["test"]
+
+
+def test_json_record_with_nan_coordinates_is_named(tmp_path, mirror_records):
+    bad = json.loads(json.dumps(mirror_records[0]))
+    bad["structure"]["sites"][0]["abc"] = [float("nan"), 0.0, 0.0]
+    path = write_records(tmp_path / "nan.json", [bad] + mirror_records[1:4])
+    with pytest.raises(DataError, match=rf"{bad['id']}: non-finite coordinates"):
+        read_records(path)
+
+
+def hold_lock_in_subprocess(folder):
+    """A process that takes the run folder's lock and sleeps (what a second launch finds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from paraisite.runlock import RunLock; lock = RunLock(sys.argv[1]); print('held', "
+            "flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def snapshot(folder):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_holder_frees_it(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from paraisite.chain import run
+    from paraisite.runlock import RunFolderBusy, RunLock
+
+    folder = tmp_path / "run"
+    (folder / "logs" / "dft").mkdir(parents=True)
+    (folder / "logs" / "dft" / "metrics.csv").write_text("epoch,step,val/mape\n0,1,0.5\n")
+    (folder / "run_key.json").write_text('{"key": "the running one"}')
+    holder = hold_lock_in_subprocess(folder)
+    try:
+        before = snapshot(folder)
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=smoke", "finetune=dft"])
+        with pytest.raises(RunFolderBusy, match=rf"{folder}: another process \(pid {holder.pid} on .*\) is running "
+                                                r"in this run folder"):
+            run(cfg, folder)
+        assert snapshot(folder) == before
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs; the kernel drops the lock
+        holder.wait()
+    with RunLock(folder):  # a relaunch after the crash is not blocked
+        with pytest.raises(RunFolderBusy):
+            RunLock(folder)  # but one process at a time, even within one process
+
+
+def test_backward_of_graph_gathers_is_bit_identical_with_threads(mirror_records):
+    """With 2 threads, the backward of MEGNet's gathers (index_put with accumulate) sums in a racy order unless
+    deterministic algorithms are on, which the CPU trainer config does (trainer.deterministic)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from paraisite.data.records import Record
+    from paraisite.recipe import build_model
+    from tests.helpers import stage
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["pretrain=scratch"])
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(2)
+        instantiate(cfg.trainer, logger=False)  # what train_stage builds: sets torch's deterministic mode
+        module = build_model(cfg, None)
+        records = [Record(r["id"], "", r["kappa"], Structure.from_dict(r["structure"]).make_supercell(2))
+                   for r in mirror_records[:32]]
+        batch = module.backbone.featurizer().build(records).collate(range(32))
+        module.start_stage(stage(), batch.y)
+        grads = []
+        for _ in range(4):
+            module.zero_grad()
+            module.loss(module(batch), batch.y).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None]))
+        assert all(torch.equal(grads[0], g) for g in grads[1:])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)

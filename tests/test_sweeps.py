@@ -9,7 +9,6 @@ import subprocess
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-
 from hydra.utils import instantiate
 
 from paraisite.recipe import check_config

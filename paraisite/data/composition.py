@@ -18,7 +18,6 @@ from paraisite.contracts import Featurizer
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
 from paraisite.models.io import read_cache, write_cache
 
-
 CACHE_FORMAT = 1
 ELEMNET_ELEMENTS = (
     "H Li Be B C N O F Na Mg Al Si P S Cl K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc "

@@ -19,7 +19,6 @@ from paraisite.contracts import Featurizer
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
 from paraisite.models.io import read_cache, write_cache
 
-
 CACHE_FORMAT = 2
 NO_NEIGHBORS = "no_neighbors_within_cutoff"
 NO_STRUCTURE = "no_structure (a graph backbone needs one)"

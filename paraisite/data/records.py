@@ -29,6 +29,8 @@ TARGET_KEYS = ("kappa", "target")
 TARGETS_CSV = "targets.csv"
 MAX_ATOMS = 500  # larger cells are rejected: far outside the training distribution, and slow
 MIN_DISTANCE = 0.5  # Å; closer atoms are overlapping (a broken structure)
+MAX_LATTICE = 1000.0  # Å; a longer lattice vector is not a crystal (and the neighbour search would run out of memory)
+MAX_VOLUME_PER_ATOM = 1e4  # Å³ per atom (a cube of 21.5 Å per atom; crystals hold 5-100): mostly vacuum
 ELEMENT_NOT_IN_MODEL = "element_not_in_model"  # a flag: valid data the backbone cannot represent (dropped, listed)
 
 
@@ -58,8 +60,14 @@ def check_target(value, key: str = "kappa") -> float:
 
 
 def check_structure(structure: Structure) -> Structure:
+    """The structure, or BadRecord naming why a crystal graph cannot (or must not) be built from it. The cell size
+    is checked before any neighbour search, whose memory grows with the cell volume."""
     if len(structure) == 0:
-        raise BadRecord("structure has no sites")
+        raise BadRecord("no atoms")
+    if not np.isfinite(structure.lattice.matrix).all():
+        raise BadRecord("non-finite lattice")
+    if not np.isfinite(structure.frac_coords).all():
+        raise BadRecord("non-finite coordinates")
     if not structure.is_ordered:
         raise BadRecord("structure is disordered (partial occupancy); only ordered structures are supported")
     unknown = sorted({sp.symbol for sp in structure.species if isinstance(sp, DummySpecies)})
@@ -71,6 +79,11 @@ def check_structure(structure: Structure) -> Structure:
         raise BadRecord("the cell has no volume")
     if min(structure.lattice.abc) < MIN_DISTANCE:
         raise BadRecord(f"a lattice vector is shorter than {MIN_DISTANCE} Å (atoms overlap their images)")
+    if max(structure.lattice.abc) > MAX_LATTICE:
+        raise BadRecord(f"a lattice vector is {max(structure.lattice.abc):.4g} Å long (more than {MAX_LATTICE:g} Å)")
+    if structure.volume / len(structure) > MAX_VOLUME_PER_ATOM:
+        raise BadRecord(f"the cell holds {structure.volume / len(structure):.4g} Å³ per atom (more than "
+                        f"{MAX_VOLUME_PER_ATOM:g}: mostly vacuum)")
     if len(structure) > 1:
         distances = structure.distance_matrix
         np.fill_diagonal(distances, np.inf)
@@ -108,8 +121,55 @@ def structure_from_file(path: Path) -> Structure:
     try:
         structure = Structure.from_dict(json.loads(text)) if fmt == "json" else Structure.from_str(text, fmt=fmt)
     except Exception as exc:
-        raise BadRecord(f"cannot be parsed as {fmt} ({type(exc).__name__}: {exc})") from None
+        reason = cif_problem(text) if fmt == "cif" else None  # pymatgen's own error names neither
+        raise BadRecord(f"cannot be parsed as cif: {reason}" if reason else
+                        f"cannot be parsed as {fmt} ({type(exc).__name__}: {exc})") from None
     return check_structure(structure)
+
+
+def cif_problem(text: str) -> str | None:
+    """Why a CIF that pymatgen cannot read has no usable atoms ('no atoms', 'non-finite coordinates'), if that is
+    the reason; None otherwise. Reads the first data block's atom_site loop and cell lengths only."""
+    import shlex
+
+    lines = [line.strip() for line in text.split("data_", 2)[1 if "data_" in text else 0].splitlines()]
+    cell = [line.split()[1] for line in lines if line.startswith("_cell_length_") and len(line.split()) > 1]
+    tags, tokens, in_loop, reading = [], [], False, False
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("loop_"):
+            if reading:
+                break
+            in_loop, tags = True, []
+        elif line.startswith("_"):
+            if reading:
+                break
+            if in_loop:
+                tags.append(line.split()[0].lower())
+        elif in_loop and any(t.startswith("_atom_site_") for t in tags):
+            reading = True
+            try:
+                tokens += shlex.split(line)
+            except ValueError:
+                return None
+    if not any(t.startswith("_atom_site_") for t in tags) or len(tokens) < len(tags):
+        return "no atoms"
+    columns = [i for i, t in enumerate(tags) if t[:-1] in ("_atom_site_fract_", "_atom_site_cartn_")]
+    coordinates = [tokens[k] for k in range(len(tokens)) if k % len(tags) in columns]
+    if not all(math.isfinite(_cif_number(v)) for v in coordinates):
+        return "non-finite coordinates"
+    if not all(math.isfinite(_cif_number(v)) for v in cell):
+        return "non-finite lattice"
+    return None
+
+
+def _cif_number(value: str) -> float:
+    """A CIF number (an uncertainty in parentheses dropped); NaN for anything else."""
+    try:
+        return float(value.split("(")[0])
+    except ValueError:
+        return math.nan
 
 
 def row_structure(row) -> Structure:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from paraisite.contracts import Head
 from paraisite.errors import ParaisiteError
 
@@ -28,9 +29,14 @@ def load_regressor(data: bytes, source: str = "regressor"):
     """A scikit-learn estimator from skops bytes; refuses any type outside skops' defaults and `TRUSTED`."""
     import skops.io as sio
 
-    untrusted = set(sio.get_untrusted_types(data=data)) - set(TRUSTED)
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data)) - set(TRUSTED)
+    except Exception as exc:  # not a skops file at all
+        raise ParaisiteError(f"{source}: not a skops file ({type(exc).__name__}: {exc})") from None
     if untrusted:
-        raise ParaisiteError(f"{source}: refusing to load types {sorted(untrusted)}")
+        raise ParaisiteError(f"{source}: the feature regressor holds types that safe loading refuses (only "
+                             f"scikit-learn estimators and {', '.join(TRUSTED)}): {', '.join(sorted(untrusted))}; "
+                             "it was not loaded")
     return sio.loads(data, trusted=TRUSTED)
 
 
@@ -49,7 +55,7 @@ class SklearnHead(Head):
         data = state_dict.get(prefix + "skops")
         if data is not None:
             self.skops = data.clone()
-            self.regressor = load_regressor(data.numpy().tobytes())
+            self.regressor = load_regressor(data.numpy().tobytes(), f"{prefix}skops (the stored regressor)")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -29,9 +31,20 @@ def safe_load(path: str | Path, what: str = "file", mmap: bool = False):
     except FileNotFoundError:
         raise ParaisiteError(f"{path}: no such {what}") from None
     except Exception as exc:
-        reason = str(exc).split("\n")[0] if "weights_only" not in str(exc) else (
-            "it holds objects other than tensors and plain data (possibly code), which safe loading refuses")
-        raise ParaisiteError(f"{path}: unreadable {what} ({type(exc).__name__}: {reason})") from None
+        raise ParaisiteError(f"{path}: unreadable {what} ({load_error(exc)})") from None
+
+
+def load_error(exc: BaseException) -> str:
+    """Why `torch.load(..., weights_only=True)` failed, in one line (without torch's advice to load unsafely)."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)|Unsupported operand (\d+)|Unsupported class ([\w.]+)", text)
+        what = "" if found is None else (f": {found.group(1)}" if found.group(1) else
+                                         f": pickle opcode {found.group(2)}" if found.group(2) else f": {found.group(3)}")
+        return f"it contains code or objects that safe loading refuses{what}; it was not run"
+    first = text.strip().split("\n")[0]
+    first = re.split(r"(?<=\.) (?=[A-Z])", first)[0]  # the first sentence: the reason, not the advice after it
+    return f"{type(exc).__name__}: {first}"
 
 
 def tensor_file_bytes(payload) -> bytes:

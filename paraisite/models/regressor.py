@@ -58,7 +58,7 @@ class TransferRegressor(L.LightningModule):
     def loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.target.loss if self.settings.loss == "auto" else self.settings.loss
         if loss == "mape":
-            return ((self.transform.decode(z) - target).abs() / target).mean()
+            return ((self.transform.decode_raw(z) - target).abs() / target).mean()  # no floor: keeps a gradient below 0
         return (z - self.transform.encode(target)).abs().mean()
 
     def training_step(self, batch, batch_idx):
