@@ -70,7 +70,8 @@ def predict(args) -> int:
 
 
 def predict_progress(inputs, every_s: float):
-    from paraisite.progress import RateProgress, count_inputs
+    from paraisite.predict import count_inputs
+    from paraisite.progress import RateProgress
 
     return RateProgress(count_inputs(inputs), every_s)
 

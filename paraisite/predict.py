@@ -410,3 +410,41 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     counts["top"] = [{"id": i, "formula": f, "mean": m, "std": s, "relative_std": s / m if m else float("nan"),
                       "extrapolation": e} for _, i, f, m, s, e in sorted(best, reverse=True)]
     return counts
+
+
+def count_inputs(paths) -> int | None:
+    """Structures in `paths` when cheap to know: structure files, folders of them, `.jsonl` (lines), `.csv`
+    (rows), single-structure `.json`. None when any input is a record list (`.json(.gz)` list, `.jsonl.gz`),
+    which only parsing would count."""
+    total = 0
+    for root in map(Path, paths):
+        if root.is_dir():
+            files = [f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(INPUT_LISTS)]
+        else:
+            files = [root]
+        for file in files:
+            n = _count_file(file)
+            if n is None:
+                return None
+            total += n
+    return total
+
+
+def _count_file(file: Path) -> int | None:
+    name = file.name
+    try:
+        if name.endswith(".gz"):
+            return None
+        if name.endswith(".jsonl"):
+            with open(file, "rb") as f:
+                return sum(1 for line in f if line.strip())
+        if file.suffix == ".csv":
+            with open(file, "rb") as f:
+                return max(sum(1 for line in f if line.strip()) - 1, 0)
+        if file.suffix == ".json":
+            with open(file, "rb") as f:
+                head = f.read(4096).lstrip()
+            return None if head.startswith(b"[") else 1
+    except OSError:
+        return 1  # flagged as one unreadable item
+    return 1

@@ -6,7 +6,7 @@
   `stage agl (1/2): epoch 3/60 · train/loss 0.412 · val/mape 0.351 (best 0.322) · 42s · ETA 13m18s`.
   Lines go through `logging` (Hydra also writes them to the run folder's train.log), on rank zero only.
 - `progress_callbacks`: Rich's bar when stdout is a terminal and `progress_bar` is on, the plain lines otherwise.
-- `RateProgress` / `count_inputs`: the same for `paraisite predict` (structures done / total, rate, ETA).
+- `RateProgress`: the same for `paraisite predict` (structures done / total, rate, ETA).
 """
 
 from __future__ import annotations
@@ -184,47 +184,6 @@ def log_plan(cfg, stages: list[Stage], run_dir: str | Path | None = None) -> str
 
 
 # -- paraisite predict
-
-
-def count_inputs(paths) -> int | None:
-    """Structures in `paths` when cheap to know: structure files, folders of them, `.jsonl` (lines), `.csv`
-    (rows), single-structure `.json`. None when any input is a record list (`.json(.gz)` list, `.jsonl.gz`),
-    which only parsing would count."""
-    from paraisite.data.records import is_structure_file
-    from paraisite.predict import INPUT_LISTS
-
-    total = 0
-    for root in map(Path, paths):
-        if root.is_dir():
-            files = [f for f in root.rglob("*") if is_structure_file(f) or f.name.endswith(INPUT_LISTS)]
-        else:
-            files = [root]
-        for file in files:
-            n = _count_file(file)
-            if n is None:
-                return None
-            total += n
-    return total
-
-
-def _count_file(file: Path) -> int | None:
-    name = file.name
-    try:
-        if name.endswith(".gz"):
-            return None
-        if name.endswith(".jsonl"):
-            with open(file, "rb") as f:
-                return sum(1 for line in f if line.strip())
-        if file.suffix == ".csv":
-            with open(file, "rb") as f:
-                return max(sum(1 for line in f if line.strip()) - 1, 0)
-        if file.suffix == ".json":
-            with open(file, "rb") as f:
-                head = f.read(4096).lstrip()
-            return None if head.startswith(b"[") else 1
-    except OSError:
-        return 1  # flagged as one unreadable item
-    return 1
 
 
 class RateProgress:

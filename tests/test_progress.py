@@ -14,7 +14,8 @@ import pytest
 from pymatgen.core import Structure
 
 from paraisite.cli import main as cli
-from paraisite.progress import RateProgress, count_inputs
+from paraisite.predict import count_inputs
+from paraisite.progress import RateProgress
 from paraisite.status import collect, expected_jobs, render
 from tests.conftest import ROOT
 
