@@ -175,11 +175,19 @@ def other_test_formulas(dataset: str, datamodule) -> frozenset[str]:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train the chain and test; returns (and writes) the results dict. The config is checked before anything
-    is written."""
+    is written; one process at a time works in a run folder (a second is refused, see paraisite.runlock)."""
     started = time.perf_counter()
     stages = check_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir) if is_main_process() else None  # noqa: F841 (one process per run folder until run() ends)
+    lock = RunLock(run_dir) if is_main_process() else None
+    try:
+        return run_in_folder(cfg, stages, run_dir, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_in_folder(cfg: DictConfig, stages: list[Stage], run_dir: Path, started: float) -> dict:
     claim_run_dir(cfg, run_dir)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
     if is_main_process():

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from paraisite.contracts import Backbone
-from paraisite.errors import ConfigError
+from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.models.regressor import TransferRegressor
 from paraisite.settings import (
     PROTOCOLS,
@@ -114,14 +115,25 @@ def pretrained_weights(cfg: DictConfig) -> str | None:
 
 def build_backbone(node: DictConfig, weights: str | None) -> Backbone:
     backbone_class(node)
-    return instantiate({k: v for k, v in node.items() if k not in BACKBONE_KEYS}, weights=weights)
+    return build({k: v for k, v in node.items() if k not in BACKBONE_KEYS}, weights=weights)
+
+
+def build(node, **kwargs):
+    """`hydra.utils.instantiate`, re-raising a ParaisiteError of the constructor as itself (Hydra wraps it)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ParaisiteError):
+            raise cause from None
+        raise
 
 
 def build_model(cfg: DictConfig, weights: str | None) -> TransferRegressor:
     """Backbone (with `weights`) + head + the config's target. The head starts from the backbone's source output
     layer where both offer it (ElemNet's full fine-tuning)."""
     backbone = build_backbone(cfg.backbone, weights)
-    head = instantiate(cfg.head, in_dim=backbone.out_dim)
+    head = build(cfg.head, in_dim=backbone.out_dim)
     source_layer = backbone.source_layer()
     if source_layer is not None:
         head.load_source_layer(*source_layer)

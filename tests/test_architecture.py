@@ -27,6 +27,7 @@ def train_cli(*args, tmp_path):
     ("+finetune.stages.dft.polcy=head", "finetune.stages.dft", "polcy"),
     ("stage_overrides.learning_rate=5e-4", "stage_overrides", "learning_rate"),
 ])
+@pytest.mark.slow
 def test_a_mistyped_key_stops_the_cli_before_anything_is_written(override, where, key, tmp_path):
     done = train_cli(override, tmp_path=tmp_path)
     assert done.returncode == 2 and not (tmp_path / "run").exists()

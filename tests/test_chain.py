@@ -119,20 +119,20 @@ def test_report_rows_never_pool_other_settings(tmp_path):
     sweep = tmp_path / "sweep"
     for seed, mape in ((1, 0.2), (2, 0.4)):
         fake_run(sweep / f"base{seed}", "eform", seed, mape, overrides=["threads=2", "progress_bar=false"])
-        fake_run(sweep / f"lr{seed}", "eform", seed, mape + 1, overrides=["+stage_overrides.lr=0.01"])
+        fake_run(sweep / f"lr{seed}", "eform", seed, mape + 1, overrides=["stage_overrides.lr=0.01"])
     fake_run(sweep / "split1", "eform", 1, 5.0, overrides=["datamodule.test_fraction=0.3"])
     rows = summarize(find_runs([sweep]))
     by_variant = {r["variant"]: r for r in rows}
     assert len(rows) == 3 and all(r["pretrain"] == "eform" for r in rows)  # one grid label, three configurations
-    base = by_variant["datamodule.test_fraction=0.2, stage_overrides.lr=—"]  # runtime keys (threads) don't split
+    base = by_variant["datamodule.test_fraction=0.2, stage_overrides.lr=null"]  # runtime keys (threads) don't split
     assert base["seeds"] == [1, 2] and base["dataset1_mean"] == pytest.approx(0.3)
     lr = by_variant["datamodule.test_fraction=0.2, stage_overrides.lr=0.01"]
     assert lr["seeds"] == [1, 2] and lr["dataset1_mean"] == pytest.approx(1.3)
-    assert by_variant["datamodule.test_fraction=0.3, stage_overrides.lr=—"]["seeds"] == [1]
+    assert by_variant["datamodule.test_fraction=0.3, stage_overrides.lr=null"]["seeds"] == [1]
     write_report([sweep], tmp_path / "report")
     assert "| variant |" in (tmp_path / "report" / "table.md").read_text()
     configs = (tmp_path / "report" / "row_configs.md").read_text()
-    assert "| stage_overrides.lr | 0.01 | — | — |" in configs and "| runs | lr1, lr2 | base1, base2 | split1 |" in configs
+    assert "| stage_overrides.lr | 0.01 | null | null |" in configs and "| runs | lr1, lr2 | base1, base2 | split1 |" in configs
     assert "datamodule.test_fraction" in configs and "threads" not in configs
 
 

@@ -86,6 +86,7 @@ def crossprop_runs(tmp_path_factory):
     return root, first, second, features, trained, mtime, calls
 
 
+@pytest.mark.slow
 def test_source_model_trained_once_and_reused(crossprop_runs):
     root, first, second, _, trained, mtime, calls = crossprop_runs
     assert len(trained) == 1 and calls == []  # trained by the first run; never again
@@ -110,6 +111,7 @@ def test_full_finetuning_starts_from_the_source_output_layer():
     assert stages_of(reinit)[0].policy == "reinit_head"
 
 
+@pytest.mark.slow
 def test_feature_extraction_saves_a_scikit_learn_model_and_predicts(crossprop_runs, tmp_path):
     from sklearn.ensemble import RandomForestRegressor
 

@@ -53,6 +53,7 @@ def epoch_line(stage: str, index: str, epoch: int, total: int) -> str:
             rf"\(best [\d.]+\) · \d+s")
 
 
+@pytest.mark.slow
 def test_log_holds_epoch_lines_for_every_stage(logged_run):
     run_dir, text = logged_run
     for stage, index in (("agl", "1/2"), ("dft", "2/2")):
@@ -66,6 +67,7 @@ def test_log_holds_epoch_lines_for_every_stage(logged_run):
     assert "epoch 2/2" in (run_dir / "train.log").read_text()  # Hydra's log file in the run folder too
 
 
+@pytest.mark.slow
 def test_sweep_log_has_progress_and_status_shows_finished_and_failed(sweep, capsys):
     folder, text = sweep
     assert re.search(epoch_line("dft", "1/1", 2, 2), text)  # progress under Hydra multirun
@@ -82,6 +84,7 @@ def test_sweep_log_has_progress_and_status_shows_finished_and_failed(sweep, caps
     assert re.search(r"best so far on dataset1: mape [\d.]+ \(0-megnet-eform-dft-dataset1-s1", out)
 
 
+@pytest.mark.slow
 def test_jobs_without_a_folder_are_not_started(sweep, tmp_path):
     folder, _ = sweep
     copy = tmp_path / "sweep"
@@ -103,6 +106,7 @@ def test_job_count_of_a_multirun_folder(tmp_path):
     assert expected_jobs(tmp_path) is None  # unknown: no "not started" row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("age_s,state", [(7200, "interrupted"), (0, "running")])
 def test_run_killed_mid_stage_is_interrupted_at_its_last_epoch(logged_run, tmp_path, age_s, state):
     """A run folder as a killed job leaves it: first stage finished, the second one's log at epoch 1 of 2."""
@@ -123,6 +127,7 @@ def test_run_killed_mid_stage_is_interrupted_at_its_last_epoch(logged_run, tmp_p
     assert not (run / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_predict_prints_progress_unless_quiet(logged_run, tmp_path, capsys, mirror_records):
     run_dir, _ = logged_run
     folder = tmp_path / "inputs"

@@ -12,6 +12,7 @@ def results_in(folder):
     return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/results.json")}
 
 
+@pytest.mark.slow
 def test_submitit_local_two_job_sweep(tmp_path):
     done = train_cli("-m", "hydra/launcher=local", "finetune=dft", "seed=1,2", f"hydra.sweep.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -21,6 +22,7 @@ def test_submitit_local_two_job_sweep(tmp_path):
                for r in results.values())
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
     """Full-batch steps (train split 32, val 6): 2 ranks × 16 = 1 process × 32, so the runs must agree."""
     common = ["finetune=dft", "datamodule.limit=48"]
@@ -38,6 +40,7 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
     assert not list((tmp_path / "ddp").glob("results*.json"))[1:]  # rank 1 wrote no results of its own
 
 
+@pytest.mark.slow
 def test_multirun_with_a_failing_job_finishes_the_others(tmp_path, mirror_records):
     good = write_records(tmp_path / "good.json", mirror_records[:40])
     bad = write_records(tmp_path / "bad.json", [dict(mirror_records[0], kappa="n/a")] + mirror_records[1:40])
@@ -48,6 +51,7 @@ def test_multirun_with_a_failing_job_finishes_the_others(tmp_path, mirror_record
     assert "bad.json: 1 bad record(s): mp-23231: target 'n/a' is not a number" in results[0]["error"]
 
 
+@pytest.mark.slow
 def test_a_crashing_job_in_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
     done = train_cli("-m", "finetune=dft", "head.activation=bogus,relu", f"hydra.sweep.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from tests.test_train import train_cli
 from tests.wandb_records import history_keys, read_records
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_has_stage_metrics_config_and_matrix(tmp_path):
     done = train_cli("logger=wandb", f"hydra.run.dir={tmp_path}", "seed=3")
     assert done.returncode == 0, done.stderr[-2000:]
