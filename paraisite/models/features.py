@@ -34,9 +34,9 @@ def load_regressor(data: bytes, source: str = "regressor"):
     except Exception as exc:  # not a skops file at all
         raise ParaisiteError(f"{source}: not a skops file ({type(exc).__name__}: {exc})") from None
     if untrusted:
-        raise ParaisiteError(f"{source}: the feature regressor holds types that safe loading refuses (only "
-                             f"scikit-learn estimators and {', '.join(TRUSTED)}): {', '.join(sorted(untrusted))}; "
-                             "it was not loaded")
+        raise ParaisiteError(f"{source}: refusing to load types {sorted(untrusted)} (safe loading refuses anything "
+                             f"beyond scikit-learn estimators and {', '.join(TRUSTED)}); the feature regressor was not "
+                             "loaded")
     return sio.loads(data, trusted=TRUSTED)
 
 
