@@ -107,8 +107,9 @@ def fit_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictConf
     ckpt_dir = run_dir / "checkpoints" / stage.name
     if (ckpt_dir / "latest.ckpt").is_file():
         log.info("stage %s: resuming from %s", stage.name, ckpt_dir / "latest.ckpt")
-    fitted = fit(module, stage, datamodule, ckpt_dir, partial(instantiate, cfg.trainer), tracker.stage_loggers(stage.name),
-                 progress_callbacks(cfg, stage), rich_bar(cfg), resume_every_s=cfg.resume_every_s)
+    fitted = fit(module, stage, datamodule, ckpt_dir, partial(instantiate, cfg.trainer),
+                 tracker.stage_loggers(stage.name), progress_callbacks(cfg, stage), rich_bar(cfg),
+                 resume_every_s=cfg.resume_every_s)
     result = stage_record(stage, module, datamodule, devices=fitted.devices, best_epoch=fitted.best_epoch,
                           **{f"best_val_{module.monitor}": fitted.best_score}, epochs_run=fitted.epochs_run,
                           resumed_from_epoch=fitted.resumed_from_epoch, wall_time_s=fitted.wall_time_s)

@@ -9,7 +9,7 @@ arguments. Optional capabilities are declared here with a default, never probed 
 | `Backbone.truncate(layer)`: features from an inner layer | refused (output features only) | ElemNet |
 | `Backbone.source_layer()`: the source task's output layer | None | MEGNet, ElemNet |
 | `Backbone.source_info`: what the framework's source pre-training measured | None | ElemNet (trained here) |
-| `Backbone.trains_source`: `weights_by_pretrain` names a table to pre-train on | False (names published weights) | ElemNet |
+| `Backbone.trains_source`: `weights_by_pretrain` names a table to pre-train on | False (published weights) | ElemNet |
 | `Head.load_source_layer(weight, bias)`: start from the source output layer | ignored | LinearHead |
 | `Head.stored_config()`: what model.pt stores to rebuild the head | None (the run's head config) | SklearnHead |
 """

@@ -28,8 +28,8 @@ from paraisite.target import Target
 RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s",
                 "stage_cache"}  # how a run is executed, not what it computes: may change when a run is resumed
 BACKBONE_KEYS = ("name", "stage", "weights_by_pretrain")  # a backbone YAML's keys that are not constructor arguments
-TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}), "resume_every_s": (float, {"low": 0}),
-             "progress_every_s": (float, {"low": 0})}
+TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}),
+             "resume_every_s": (float, {"low": 0}), "progress_every_s": (float, {"low": 0})}
 
 
 def plain(node) -> dict:

@@ -38,7 +38,8 @@ def allowed(kind: type, meta: Mapping, optional: bool) -> str:
         if meta.get("low") is not None:
             text += f" {'>' if meta.get('open_low') else '≥'} {meta['low']:g}"
         if meta.get("high") is not None:
-            text += f"{',' if meta.get('low') is not None else ''} {'<' if meta.get('open_high') else '≤'} {meta['high']:g}"
+            comma = "," if meta.get("low") is not None else ""
+            text += f"{comma} {'<' if meta.get('open_high') else '≤'} {meta['high']:g}"
         if meta.get("nonzero"):
             text += " other than 0"
     return text + (" or null" if optional else "")

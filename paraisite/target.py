@@ -38,7 +38,8 @@ class Target:
         if "target" in results:
             return cls(**results["target"])
         kappa = all("mape" in m for m in results.get("test", {}).values())
-        return cls() if kappa else cls("generic", str(results.get("config", {}).get("data", "")), results.get("unit", ""))
+        return cls() if kappa else cls("generic", str(results.get("config", {}).get("data", "")),
+                                       results.get("unit", ""))
 
     @property
     def is_kappa(self) -> bool:
@@ -51,7 +52,9 @@ class Target:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman") if self.is_kappa else ("mae", "rmse", "r2", "spearman")
+        if self.is_kappa:
+            return ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman")
+        return ("mae", "rmse", "r2", "spearman")
 
     @property
     def loss(self) -> str:

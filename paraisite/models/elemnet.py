@@ -68,7 +68,8 @@ class ElemNetBackbone(Backbone):
         """Keep hidden layers 1..`layer` (negative: counted from the last); features = that layer's activations."""
         k = layer if layer > 0 else self.n_hidden + 1 + layer
         if not 1 <= k <= self.n_hidden:
-            raise ConfigError(f"features_layer={layer}: ElemNet has hidden layers 1..{self.n_hidden} (or -1..-{self.n_hidden})")
+            raise ConfigError(f"features_layer={layer}: ElemNet has hidden layers 1..{self.n_hidden} "
+                              f"(or -1..-{self.n_hidden})")
         linear = [i for i, m in enumerate(self.layers) if isinstance(m, nn.Linear)]
         end = linear[k] if k < len(linear) else len(self.layers)
         self.layers = self.layers[:end]

@@ -39,8 +39,7 @@ def load_error(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
         found = re.search(r"GLOBAL ([\w.]+)|Unsupported operand (\d+)|Unsupported class ([\w.]+)", text)
-        what = "" if found is None else (f": {found.group(1)}" if found.group(1) else
-                                         f": pickle opcode {found.group(2)}" if found.group(2) else f": {found.group(3)}")
+        what = "" if found is None else f": {found.group(1) or found.group(3) or f'pickle opcode {found.group(2)}'}"
         return f"it contains code or objects that safe loading refuses{what}; it was not run"
     first = text.strip().split("\n")[0]
     first = re.split(r"(?<=\.) (?=[A-Z])", first)[0]  # the first sentence: the reason, not the advice after it
