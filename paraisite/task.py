@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -67,6 +68,24 @@ def user_error(exc: BaseException) -> ParaisiteError | None:
     return exc
 
 
+def share_of_cores(launcher, trainer, multirun: bool, cores: int | None = None) -> tuple[int | None, str]:
+    """(torch threads for this job, why) when several processes share the machine, else (None, ''): joblib's
+    n_jobs jobs at once, submitit's cpus_per_task (Slurm allocation or local executor), DDP ranks on the CPU."""
+    cores = cores or os.cpu_count() or 1
+    target = str(launcher.get("_target_", "")) if multirun else ""
+    if "joblib" in target.lower():
+        jobs = launcher.get("n_jobs") or 1
+        jobs = cores if jobs < 0 else jobs
+        if jobs > 1:
+            return max(1, cores // jobs), f"joblib n_jobs={jobs} on {cores} cores"
+    elif "submitit" in target.lower() and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task), f"submitit cpus_per_task={launcher.cpus_per_task}"
+    devices = trainer.get("devices", 1)
+    if trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > 1:
+        return max(1, cores // devices), f"{devices} DDP processes on {cores} cores"
+    return None, ""
+
+
 def precheck(argv: list[str]) -> None:
     """Before Hydra composes: refuse unknown typed keys in the overrides with one line (exit 2, nothing written)."""
     try:
@@ -87,6 +106,11 @@ def main(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.threads is None:  # no oversubscription: jobs sharing the machine split its cores unless told otherwise
+        threads, why = share_of_cores(hydra_cfg.launcher, cfg.trainer, multirun)
+        if threads is not None:
+            cfg.threads = threads
+            log.info("torch threads: %d (%s; threads= overrides)", threads, why)
     try:
         results = run(cfg, run_dir)
     except Exception as raised:

@@ -58,3 +58,31 @@ def test_a_crashing_job_in_a_sweep_is_recorded_and_the_sweep_goes_on(tmp_path):
     results = sorted(results_in(tmp_path).values(), key=lambda r: r["status"])
     assert [r["status"] for r in results] == ["failed", "ok"]
     assert "KeyError" in results[0]["error"] and "bogus" in results[0]["error"]
+
+
+def test_share_of_cores_for_jobs_side_by_side():
+    from omegaconf import OmegaConf
+
+    from paraisite.task import share_of_cores
+
+    joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+                               "n_jobs": 2})
+    basic = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
+    cpu = OmegaConf.create({"accelerator": "cpu", "devices": 1})
+    assert share_of_cores(joblib, cpu, multirun=True, cores=2)[0] == 1
+    assert share_of_cores(joblib, cpu, multirun=True, cores=16)[0] == 8
+    assert share_of_cores(OmegaConf.merge(joblib, {"n_jobs": -1}), cpu, multirun=True, cores=4)[0] == 1
+    assert share_of_cores(basic, cpu, multirun=True, cores=2) == (None, "")
+    assert share_of_cores(basic, OmegaConf.create({"accelerator": "cpu", "devices": 2}), False, cores=2)[0] == 1
+    submitit = OmegaConf.create({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+                                 "cpus_per_task": 1})
+    assert share_of_cores(submitit, cpu, multirun=True, cores=2)[0] == 1
+
+
+@pytest.mark.slow
+def test_joblib_jobs_get_one_thread_each_without_being_told(tmp_path):
+    done = train_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "finetune=dft", "seed=1,2",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    logs = [p.read_text() for p in tmp_path.glob("*/train.log")]
+    assert len(logs) == 2 and all("torch threads: 1 (joblib n_jobs=2" in t and "1 CPU thread(s)" in t for t in logs)
