@@ -33,9 +33,14 @@ def data_fetch(args) -> int:
 def report(args) -> int:
     from paraisite.report import markdown, write_report
 
-    rows = write_report(args.runs, args.output, args.metric)
+    from pathlib import Path
+
+    rows = write_report(args.runs, args.output, args.metric, args.compare or ())
     print(markdown(rows, args.metric))
-    print(f"wrote {args.output}/table.csv, table.md, row_configs.md, heatmap.png, curves.png")
+    if args.compare:
+        print((Path(args.output) / "comparisons.md").read_text())
+    print(f"wrote {args.output}/table.csv, table.md, row_configs.md, heatmap.png, curves.png"
+          + (", comparisons.md, comparisons.csv" if args.compare else ""))
     return 0
 
 
@@ -112,10 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--paraisite-repo", default=None,
                        help="raw-file base URL of the ParAIsite repository, branch included (default: the upstream main)")
     fetch.set_defaults(func=data_fetch)
-    rep = commands.add_parser("report", help="gather runs' results.json into the paper's table and plots")
+    rep = commands.add_parser(
+        "report", help="gather runs' results.json into the paper's table and plots",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rows: one per configuration, mean (std) over seeds.\nprotocol=cv rows: the metric of each "
+                    "repeat's pooled out-of-fold predictions, mean over repeats\n[95 % bootstrap interval over "
+                    "materials] (folds×complete repeats).",
+        epilog='example:\n  paraisite report outputs/cv --output r --compare "megnet/eform/agl_dft/dataset1" '
+               '"megnet/eform/dft/dataset1"')
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
-    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, row_configs.md, heatmap.png, curves.png")
-    rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "r2", "spearman"])
+    rep.add_argument("--output", required=True, help="folder for table.csv, table.md, row_configs.md, heatmap.png, "
+                                                     "curves.png (comparisons.md, comparisons.csv)")
+    rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "rmse", "r2", "spearman"])
+    rep.add_argument("--compare", nargs=2, action="append", metavar=("ROW_A", "ROW_B"),
+                     help="paired difference A − B of the metric on the same (seed, test set, material) predictions, "
+                          "with a 95 %% bootstrap interval and a permutation p-value (repeatable). A row is named by "
+                          "its label, backbone/pretrain/finetune/data as on the heatmap (e.g. "
+                          "megnet/eform/agl_dft/dataset1; cv rows end in [cv], variants in (key=value, …)), "
+                          "or by any part of it that names one row (an exact label wins)")
     rep.set_defaults(func=report)
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
     pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders; "

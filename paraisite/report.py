@@ -1,5 +1,11 @@
 """Gather many runs' `results.json` into the paper's table (mean (std) over seeds), a heatmap and learning curves.
 
+Rows of protocol `cv` are scored on pooled out-of-fold predictions: per repeat (seed), the `test_predictions.csv`
+rows of its k fold runs are concatenated per test set (each record once) and the metric is computed on all of them
+(`regression_metrics`), then averaged over repeats, with a 95 % bootstrap interval over materials (`stats`). A
+repeat that lacks folds (a fold run failed or is missing) is shown as incomplete and left out. `--compare A B`
+gives paired differences A − B on the same (seed, test set, id) predictions (`compare`).
+
 A row pools the seeds of one configuration: runs are grouped on their whole resolved config (`.hydra/config.yaml`)
 minus the seed and the runtime keys. Rows with the same backbone/pretrain/finetune/data/protocol but other settings
 (lr, policy, epochs, split fractions, regressor, ...) stay apart, each labelled with what differs (`variant`; every
@@ -18,6 +24,7 @@ import numpy as np
 
 from paraisite.errors import ParaisiteError
 from paraisite.recipe import RUNTIME_KEYS, run_label
+from paraisite.stats import N_BOOTSTRAP, N_PERMUTATIONS, HIGHER_IS_BETTER, Repeat, bootstrap, paired, rng_for
 from paraisite.target import Target
 
 log = logging.getLogger(__name__)
@@ -128,21 +135,113 @@ def short_variant(diff: dict[str, str]) -> str:
 
 
 def check_seeds(members: list[dict]) -> None:
-    """A row averages distinct seeds: two finished runs of one configuration with one seed are refused."""
+    """A row averages distinct seeds (and, for protocol cv, distinct folds of each seed): two finished runs of one
+    configuration with one seed (and fold) are refused."""
     first: dict = {}
     for run in members:
         if run.get("status") == "ok":
-            seed = run["config"].get("seed")
-            if seed in first:
-                raise ParaisiteError(f"{first[seed]} and {run.get('dir', '?')}: two finished runs of the same "
-                                     f"configuration with seed {seed}; a row averages distinct seeds — report one "
+            seed, fold = run["config"].get("seed"), run["config"].get("fold")
+            if (seed, fold) in first:
+                which = f"seed {seed}" + ("" if fold is None else f" and fold {fold}")
+                raise ParaisiteError(f"{first[seed, fold]} and {run.get('dir', '?')}: two finished runs of the same "
+                                     f"configuration with {which}; a row averages distinct seeds — report one "
                                      "of them (move the other out of the folders given)")
-            first[seed] = run.get("dir", "?")
+            first[seed, fold] = run.get("dir", "?")
 
 
-def summarize(runs: list[dict], metric: str = "mape") -> list[dict]:
-    """One row per configuration (the grid label ROW_KEYS + every other setting but the seed): mean/std/n of `metric`
-    per test set; `variant` says what sets the row apart from rows of the same label, `settings` all of it."""
+def read_predictions(run: dict) -> dict[str, dict[str, np.ndarray]] | None:
+    """{test set: {ids, true, pred}} from the run's test_predictions.csv; None when it has none. Cached in the run."""
+    if "_predictions" not in run:
+        file = Path(run["dir"]) / "test_predictions.csv" if run.get("dir") else None
+        run["_predictions"] = None
+        if file is not None and file.is_file():
+            columns: dict[str, dict[str, list]] = defaultdict(lambda: {"ids": [], "true": [], "pred": []})
+            try:
+                with open(file, newline="") as f:
+                    for record in csv.DictReader(f):
+                        column = columns[record["test_set"]]
+                        column["ids"].append(record["id"])
+                        column["true"].append(float(record["target"]))
+                        column["pred"].append(float(record["prediction"]))
+            except (KeyError, ValueError) as exc:
+                raise ParaisiteError(f"{file}: unreadable test predictions ({exc.__class__.__name__}: {exc})") from None
+            run["_predictions"] = {test: {"ids": np.array(c["ids"], dtype=str), "true": np.array(c["true"]),
+                                          "pred": np.array(c["pred"])} for test, c in columns.items()}
+    return run["_predictions"]
+
+
+def pool(seed, test: str, parts: list[tuple[dict, dict]]) -> Repeat:
+    """One repeat on one test set: the predictions of `parts` ((run, its predictions of `test`)) concatenated; an id
+    predicted twice is refused, naming the runs that hold it."""
+    ids = np.concatenate([p["ids"] for _, p in parts])
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        twice = unique[counts > 1]
+        holders = [run.get("dir", "?") for run, p in parts if np.isin(p["ids"], twice[:1]).any()]
+        raise ParaisiteError(f"seed {seed}, test set {test}: {len(twice)} id(s) predicted more than once "
+                             f"({', '.join(twice[:3])}{', …' if len(twice) > 3 else ''}; {twice[0]} in "
+                             f"{' and '.join(holders) if len(holders) > 1 else holders[0] + ' (twice)'}); each record "
+                             "is a test prediction once per seed — are runs of another split or data set in the "
+                             "folders given?")
+    return Repeat(seed, ids, np.concatenate([p["true"] for _, p in parts]),
+                  np.concatenate([p["pred"] for _, p in parts]))
+
+
+def expected_folds(members: list[dict]) -> int:
+    """k of a cv row: its config's `datamodule.folds` (else the largest fold seen + 1)."""
+    for run in members:
+        folds = (settings_of(run) or {}).get("datamodule.folds")
+        if folds is not None:
+            return int(folds)
+    return 1 + max((int(r["config"]["fold"]) for r in members if r.get("config", {}).get("fold") is not None),
+                   default=0)
+
+
+def cv_repeats(members: list[dict]) -> tuple[dict, dict, int]:
+    """({seed: {test set: pooled Repeat}} of complete repeats, {seed: why incomplete}, k) of a cv row."""
+    k = expected_folds(members)
+    runs: dict = defaultdict(dict)
+    for run in members:
+        config = run.get("config", {})
+        if config.get("seed") is not None:
+            runs[config["seed"]]  # a seed whose every fold failed is still an (incomplete) repeat
+            if run.get("status") == "ok" and config.get("fold") is not None:
+                runs[config["seed"]][int(config["fold"])] = run
+    complete, incomplete = {}, {}
+    for seed in sorted(runs, key=seed_order):
+        folds = runs[seed]
+        missing = [f for f in range(k) if f not in folds]
+        no_file = [f for f in sorted(folds) if read_predictions(folds[f]) is None]
+        if missing or no_file:
+            why = [f"fold {', '.join(map(str, missing))} failed or missing"] if missing else []
+            why += [f"fold {', '.join(map(str, no_file))} without test_predictions.csv"] if no_file else []
+            incomplete[seed] = f"{k - len(missing) - len(no_file)} of {k} folds ({'; '.join(why)})"
+            continue
+        tests = dict.fromkeys(t for f in range(k) for t in read_predictions(folds[f]))
+        complete[seed] = {test: pool(seed, test, [(folds[f], read_predictions(folds[f])[test]) for f in range(k)
+                                                  if test in read_predictions(folds[f])]) for test in tests}
+    return complete, incomplete, k
+
+
+def seed_order(seed) -> tuple:
+    """Sort key of seeds: numbers in numeric order."""
+    return (0, seed, "") if isinstance(seed, (int, float)) else (1, 0, str(seed))
+
+
+def kind_of(members: list[dict]) -> str:
+    ok = [r for r in members if r.get("status") == "ok"]
+    return Target.of_results(ok[0]).kind if ok else "kappa"
+
+
+def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP) -> list[dict]:
+    """One row per configuration (the grid label ROW_KEYS + every other setting but the seed): per test set,
+    `{test}_mean`, `_std` (over seeds or repeats), `_n` (seeds or complete repeats), `_lo`/`_hi` (95 % bootstrap
+    interval over materials; cv rows); `variant` says what sets the row apart from rows of the same label.
+
+    protocol cv (runs read from folders): the metric of each complete repeat's pooled out-of-fold predictions,
+    `folds` = k and `incomplete` = the repeats left out and why. Other protocols (and results passed in memory,
+    without a run folder): the runs' own test metrics, mean (std) over seeds. `_members` (not written) holds the
+    row's runs."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
         groups[row_key(run)].append(run)
@@ -154,12 +253,29 @@ def summarize(runs: list[dict], metric: str = "mape") -> list[dict]:
         check_seeds(members)
         ok = [r for r in members if r.get("status") == "ok"]
         row = dict(zip(ROW_KEYS, key), variant=short_variant(diffs[key]), n_runs=len(members),
-                   n_failed=len(members) - len(ok), seeds=sorted(r["config"].get("seed") for r in ok))
+                   n_failed=len(members) - len(ok), seeds=sorted({r["config"].get("seed") for r in ok}, key=seed_order),
+                   folds="", incomplete="", _members=members)
+        if row["protocol"] == "cv" and all(r.get("dir") for r in members):
+            complete, incomplete, row["folds"] = cv_repeats(members)
+            row["_repeats"], row["incomplete"] = complete, "; ".join(f"seed {s}: {w}" for s, w in incomplete.items())
+            row["_n_incomplete"], kind = len(incomplete), kind_of(members)
+            row["_tests"] = {t for r in members for t in r.get("test", {})}
+            for test in test_sets:
+                repeats = [c[test] for c in complete.values() if test in c]
+                result = bootstrap(repeats, metric, kind, rng_for(*key, test, metric), n_boot)
+                values = np.array(result["per_repeat"], dtype=float)
+                row[f"{test}_mean"] = result["estimate"]
+                row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+                row[f"{test}_n"] = len(values) if np.isfinite(result["estimate"]) else 0
+                row[f"{test}_lo"], row[f"{test}_hi"] = result["lo"], result["hi"]
+            rows.append(row)
+            continue
         for test in test_sets:
             values = np.array([r["test"][test][metric] for r in ok if metric in r.get("test", {}).get(test, {})], dtype=float)
             row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
             row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
             row[f"{test}_n"] = len(values)
+            row[f"{test}_lo"] = row[f"{test}_hi"] = float("nan")
         rows.append(row)
     return rows
 
@@ -168,8 +284,20 @@ def test_sets_of(rows: list[dict]) -> list[str]:
     return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")] if rows else []
 
 
+def is_pooled(row: dict) -> bool:
+    """A cv row scored on pooled out-of-fold predictions (with intervals)."""
+    return "_repeats" in row
+
+
 def cell(row: dict, test: str) -> str:
+    """`mean (std)` over seeds; a cv row: `mean [lo, hi] (k×repeats)`, `, N incomplete` when repeats were left out."""
     mean, std, n = row[f"{test}_mean"], row[f"{test}_std"], row[f"{test}_n"]
+    if is_pooled(row):
+        shape = f"{row['folds']}×{n}" + (f", {row['_n_incomplete']} incomplete" if row["_n_incomplete"] else "")
+        if n == 0:
+            return f"— ({shape})" if test in row["_tests"] else "—"
+        interval = f" [{row[f'{test}_lo']:.2f}, {row[f'{test}_hi']:.2f}]" if np.isfinite(row[f"{test}_lo"]) else ""
+        return f"{mean:.2f}{interval} ({shape})"
     if n == 0:
         return "—"
     return f"{mean:.2f} ({std:.2f})" if n > 1 else f"{mean:.2f}"
@@ -178,13 +306,20 @@ def cell(row: dict, test: str) -> str:
 def markdown(rows: list[dict], metric: str) -> str:
     tests = test_sets_of(rows)
     keys = [*ROW_KEYS, *(["variant"] if any(r.get("variant") for r in rows) else [])]
-    lines = [f"{metric.upper()}: mean (std) over seeds; rows train on, columns test on.", "",
-             "| " + " | ".join([*keys, *tests, "seeds", "failed"]) + " |",
-             "|" + "---|" * (len(keys) + len(tests) + 2)]
+    lines = [f"{metric.upper()}: mean (std) over seeds; rows train on, columns test on."]
+    if any(is_pooled(r) for r in rows):
+        lines.append(f"Rows of protocol cv: {metric.upper()} of the pooled out-of-fold predictions of each repeat "
+                     f"(seed), mean over repeats [95 % bootstrap interval over materials, {N_BOOTSTRAP} resamples] "
+                     "(folds×complete repeats); incomplete repeats are left out.")
+    lines += ["", "| " + " | ".join([*keys, *tests, "seeds", "failed"]) + " |",
+              "|" + "---|" * (len(keys) + len(tests) + 2)]
     for row in rows:
         failed = f"**{row['n_failed']} failed**" if row["n_failed"] else "0"
         lines.append("| " + " | ".join([*(row.get(k, "") for k in keys), *(cell(row, t) for t in tests),
                                         str(len(row["seeds"])), failed]) + " |")
+    incomplete = [f"- {label(r)}: {r['incomplete']}" for r in rows if r.get("incomplete")]
+    if incomplete:
+        lines += ["", "**Incomplete repeats** (left out of the means):", *incomplete]
     return "\n".join(lines) + "\n"
 
 
@@ -227,20 +362,31 @@ def heatmap(rows: list[dict], metric: str, path: Path) -> None:
 
     tests = test_sets_of(rows)
     values = np.array([[r[f"{t}_mean"] for t in tests] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.6 * len(tests) + 4, 0.45 * len(rows) + 1.5))
+    tall = any(map(is_pooled, rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(tests) + 4, (0.6 if tall else 0.45) * len(rows) + 1.5))
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r", aspect="auto")
     ax.set_xticks(range(len(tests)), tests)
     ax.set_yticks(range(len(rows)), [label(r) + (" (failed runs)" if r["n_failed"] else "") for r in rows])
     for i, row in enumerate(rows):
         for j, test in enumerate(tests):
             dark = np.isfinite(values[i, j]) and image.norm(values[i, j]) > 0.5
-            ax.text(j, i, cell(row, test), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+            ax.text(j, i, heat_cell(row, test), ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xlabel("test on")
-    ax.set_title(f"{metric.upper()} (mean (std) over seeds)")
+    ax.set_title(f"{metric.upper()} (mean (std) over seeds" + ("; cv rows: pooled out-of-fold, ± half-width of the "
+                                                               "95 % interval)" if any(map(is_pooled, rows)) else ")"))
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def heat_cell(row: dict, test: str) -> str:
+    """A heatmap cell: a cv row's mean and ± half the width of its interval (folds×repeats), else `cell`."""
+    if not is_pooled(row) or not row[f"{test}_n"] or not np.isfinite(row[f"{test}_lo"]):
+        return cell(row, test)
+    half = (row[f"{test}_hi"] - row[f"{test}_lo"]) / 2
+    return f"{row[f'{test}_mean']:.2f} ±{half:.2f}\n({row['folds']}×{row[f'{test}_n']}" + (
+        f", {row['_n_incomplete']} inc." if row["_n_incomplete"] else "") + ")"
 
 
 def read_curve(run_dir: Path, stage: str, monitor: str) -> dict[int, float]:
@@ -284,13 +430,110 @@ def curves(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(paths: list[str | Path], output: str | Path, metric: str = "mape") -> list[dict]:
+def find_row(rows: list[dict], name: str) -> dict:
+    """The row whose label (`label`) is `name`, else the one row whose label contains it."""
+    labels = [label(r) for r in rows]
+    exact = [r for r, text in zip(rows, labels) if text == name]
+    found = exact or [r for r, text in zip(rows, labels) if name in text]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ParaisiteError(f"--compare {name!r}: no row is labelled so; the rows are: " + "; ".join(labels))
+    raise ParaisiteError(f"--compare {name!r} names {len(found)} rows ({'; '.join(map(label, found))}): give more "
+                         "of the label")
+
+
+def repeats_of(row: dict) -> dict:
+    """{seed: {test set: Repeat}}: a cv row's complete repeats, else each finished run's test predictions."""
+    if is_pooled(row):
+        return row["_repeats"]
+    out = {}
+    for run in row["_members"]:
+        if run.get("status") != "ok":
+            continue
+        predictions = read_predictions(run)
+        if predictions is None:
+            raise ParaisiteError(f"{label(row)}: {run.get('dir', 'a run')} has no test_predictions.csv; a paired "
+                                 "comparison needs each run's per-record test predictions (runs of older paraisite "
+                                 "versions wrote none): rerun it, or compare rows whose runs have them")
+        seed = run["config"].get("seed")
+        out[seed] = {test: pool(seed, test, [(run, p)]) for test, p in predictions.items()}
+    return out
+
+
+def match(a: Repeat, b: Repeat, names: tuple[str, str], test: str) -> tuple[Repeat, Repeat]:
+    """The two repeats restricted to their common ids, in one order; other targets for one id are refused."""
+    _, ia, ib = np.intersect1d(a.ids, b.ids, assume_unique=True, return_indices=True)
+    a, b = a.subset(ia), b.subset(ib)
+    differ = ~np.isclose(a.true, b.true, rtol=1e-6, atol=1e-9)
+    if differ.any():
+        raise ParaisiteError(f"{names[0]} and {names[1]}: seed {a.seed}, test set {test}: {differ.sum()} id(s) have "
+                             f"other targets ({a.ids[differ][0]}: {a.true[differ][0]:g} and {b.true[differ][0]:g}); "
+                             "they were not scored on the same data and cannot be paired")
+    return a, b
+
+
+def compare(rows: list[dict], name_a: str, name_b: str, metric: str, n_boot: int = N_BOOTSTRAP,
+            n_perm: int = N_PERMUTATIONS) -> list[dict]:
+    """Paired A − B per test set, on the predictions both rows made for the same (seed, test set, id): one dict per
+    test set (see `stats.paired`)."""
+    row_a, row_b = find_row(rows, name_a), find_row(rows, name_b)
+    names = label(row_a), label(row_b)
+    kinds = kind_of(row_a["_members"]), kind_of(row_b["_members"])
+    if kinds[0] != kinds[1]:
+        raise ParaisiteError(f"{names[0]} ({kinds[0]}) and {names[1]} ({kinds[1]}) predict different targets")
+    reps_a, reps_b = repeats_of(row_a), repeats_of(row_b)
+    seeds = sorted(set(reps_a) & set(reps_b), key=seed_order)
+    out = []
+    for test in dict.fromkeys(t for s in seeds for t in reps_a[s] if t in reps_b[s]):
+        pairs = [match(reps_a[s][test], reps_b[s][test], names, test) for s in seeds
+                 if test in reps_a[s] and test in reps_b[s]]
+        pairs = [(a, b) for a, b in pairs if len(a.ids)]
+        if not pairs:
+            continue
+        result = paired([a for a, _ in pairs], [b for _, b in pairs], metric, kinds[0],
+                        rng_for("compare", *names, test, metric), n_boot, n_perm)
+        out.append({"a": names[0], "b": names[1], "test_set": test, "metric": metric, "a_mean": result["a"],
+                    "b_mean": result["b"], "diff": result["diff"], "ci_lo": result["lo"], "ci_hi": result["hi"],
+                    "p": result["p"], "n_materials": result["n_materials"], "n_repeats": len(pairs),
+                    "seeds": " ".join(str(a.seed) for a, _ in pairs)})
+    if not out:
+        raise ParaisiteError(f"{names[0]} and {names[1]}: no common (seed, test set, id) predictions to compare "
+                             f"(seeds {', '.join(map(str, sorted(reps_a, key=seed_order))) or 'none'} and "
+                             f"{', '.join(map(str, sorted(reps_b, key=seed_order))) or 'none'})")
+    return out
+
+
+def comparisons_markdown(results: list[dict], metric: str) -> str:
+    better = "higher" if metric in HIGHER_IS_BETTER else "lower"
+    lines = [f"# Paired comparisons: {metric.upper()} of A − B", "",
+             f"On the same materials: the pooled out-of-fold (cv) or test predictions of both rows matched by seed, "
+             f"test set and id; mean over the repeats (seeds) both have. 95 % interval: paired bootstrap over "
+             f"materials ({N_BOOTSTRAP} resamples); p: two-sided paired permutation test ({N_PERMUTATIONS} random "
+             f"swaps of A's and B's predictions per material; smallest p {1 / (1 + N_PERMUTATIONS):.4f}). "
+             f"{better.capitalize()} {metric.upper()} is better: a {'positive' if better == 'higher' else 'negative'} "
+             "difference favours A.", "",
+             "| A | B | test set | A | B | A − B [95 % CI] | p | materials | repeats |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['a']} | {r['b']} | {r['test_set']} | {r['a_mean']:.3f} | {r['b_mean']:.3f} | "
+                     f"{r['diff']:+.3f} [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}] | {r['p']:.4f} | {r['n_materials']} | "
+                     f"{r['n_repeats']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(paths: list[str | Path], output: str | Path, metric: str = "mape",
+                 pairs: list[tuple[str, str]] = ()) -> list[dict]:
+    """Write table.csv/.md, row_configs.md, heatmap.png, curves.png (failed.txt) and, for `pairs` of row names
+    (`find_row`), comparisons.md/.csv; returns the rows."""
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     runs = find_runs(paths)
     rows = summarize(runs, metric)
+    compared = [c for a, b in pairs for c in compare(rows, a, b, metric)]  # a bad row name stops before any file
+    output.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
     with open(output / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows)
     (output / "table.md").write_text(markdown(rows, metric))
@@ -301,4 +544,10 @@ def write_report(paths: list[str | Path], output: str | Path, metric: str = "map
     if failed:
         (output / "failed.txt").write_text("".join(f"{r['dir']}: {r.get('status')}: {r.get('error', '')}\n"
                                                    for r in failed))
+    if compared:
+        (output / "comparisons.md").write_text(comparisons_markdown(compared, metric))
+        with open(output / "comparisons.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(compared[0]))
+            writer.writeheader()
+            writer.writerows(compared)
     return rows

@@ -1,0 +1,246 @@
+"""`paraisite report` statistics: cv rows on pooled out-of-fold predictions with bootstrap intervals, incomplete
+repeats, paired comparisons (`--compare`). Fake run folders, no training."""
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from paraisite.data.splits import split_indices
+from paraisite.errors import ParaisiteError
+from paraisite.metrics import regression_metrics
+from paraisite.report import compare, find_runs, markdown, summarize
+from paraisite.stats import batch_metric
+from tests.helpers import cfg_of
+
+FOLDS, SEEDS = 3, (1, 2)
+
+
+def materials(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n material ids and κ values (log-distributed)."""
+    return np.array([f"m-{i:04d}" for i in range(n)]), np.round(np.random.default_rng(seed).lognormal(1, 1, n), 3)
+
+
+def predictions(true: np.ndarray, error: float, seed: int) -> np.ndarray:
+    """κ with a relative error of about `error` (±, random sign), one draw per seed."""
+    rng = np.random.default_rng(100 + seed)
+    return true * (1 + error * rng.choice([-1, 1], len(true)) * rng.uniform(0.5, 1.5, len(true)))
+
+
+def fake_cv_run(folder, pretrain, seed, fold, ids, true, pred, status="ok", extra=()):
+    """A fold run as the chain leaves it: .hydra/config.yaml, results.json, test_predictions.csv (test set
+    dataset1: this seed's fold `fold` of the records); `extra`: more prediction rows."""
+    from omegaconf import OmegaConf
+
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg_of(f"pretrain={pretrain}", "finetune=dft", "data=dataset1", "protocol=cv",
+                          f"datamodule.folds={FOLDS}", f"fold={fold}", f"seed={seed}"), folder / ".hydra" / "config.yaml")
+    if status == "crashed":
+        return
+    test = split_indices(len(ids), seed, "cv", folds=FOLDS, fold=fold)["test"]
+    config = {"backbone": "megnet", "pretrain": pretrain, "finetune": "dft", "data": "dataset1", "seed": seed,
+              "protocol": "cv", "fold": fold}
+    metrics = regression_metrics(true[test], pred[test], "kappa")
+    (folder / "results.json").write_text(json.dumps({
+        "status": status, "config": config, "test": {"dataset1": metrics} if status == "ok" else {},
+        "target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}, "stages": []}))
+    rows = [(ids[i], "X", "dataset1", fold, seed, true[i], pred[i]) for i in test] + list(extra)
+    with open(folder / "test_predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "formula", "test_set", "fold", "seed", "target", "prediction"])
+        writer.writerows(rows)
+
+
+def cv_grid(root, rows: dict[str, float], n: int = 40, skip=()):
+    """A cv sweep: one row per pretrain ({pretrain: relative error}) × FOLDS folds × SEEDS; `skip`: (pretrain,
+    seed, fold) runs that crashed. Returns {(pretrain, seed): (ids, true, pred)}."""
+    ids, true = materials(n)
+    made = {}
+    for pretrain, error in rows.items():
+        for seed in SEEDS:
+            pred = predictions(true, error, seed)
+            made[pretrain, seed] = ids, true, pred
+            for fold in range(FOLDS):
+                status = "crashed" if (pretrain, seed, fold) in skip else "ok"
+                fake_cv_run(root / f"{pretrain}-s{seed}-f{fold}", pretrain, seed, fold, ids, true, pred, status)
+    return made
+
+
+def row_of(rows, pretrain):
+    (row,) = [r for r in rows if r["pretrain"] == pretrain]
+    return row
+
+
+@pytest.mark.parametrize("metric", ["mape", "spearman"])
+def test_a_cv_row_scores_the_pooled_out_of_fold_predictions(tmp_path, metric):
+    made = cv_grid(tmp_path, {"eform": 0.2, "scratch": 0.5})
+    rows = summarize(find_runs([tmp_path]), metric)
+    row = row_of(rows, "eform")
+    pooled = [regression_metrics(made["eform", s][1], made["eform", s][2])[metric] for s in SEEDS]  # by hand
+    assert row["dataset1_mean"] == pytest.approx(np.mean(pooled), rel=1e-9)
+    assert row["dataset1_std"] == pytest.approx(np.std(pooled, ddof=1), rel=1e-9)
+    folds = [json.loads((tmp_path / f"eform-s{s}-f{f}" / "results.json").read_text())["test"]["dataset1"][metric]
+             for s in SEEDS for f in range(FOLDS)]
+    assert row["dataset1_mean"] != pytest.approx(np.mean(folds), rel=1e-6)  # not a mean of fold metrics
+    assert (row["folds"], row["dataset1_n"], row["seeds"], row["incomplete"]) == (FOLDS, 2, [1, 2], "")
+    assert row["dataset1_lo"] < row["dataset1_mean"] < row["dataset1_hi"]
+    assert row["dataset2_n"] == 0 and np.isnan(row["dataset2_mean"])
+
+
+def test_the_interval_shrinks_with_more_materials(tmp_path):
+    widths = []
+    for n in (30, 300):
+        cv_grid(tmp_path / str(n), {"eform": 0.3}, n=n)
+        (row,) = summarize(find_runs([tmp_path / str(n)]))
+        assert row["dataset1_lo"] < row["dataset1_mean"] < row["dataset1_hi"]
+        widths.append(row["dataset1_hi"] - row["dataset1_lo"])
+    assert widths[1] < 0.6 * widths[0]  # ~1/√10 in theory
+
+
+def test_the_interval_is_reproducible(tmp_path):
+    cv_grid(tmp_path, {"eform": 0.3})
+    first, second = summarize(find_runs([tmp_path])), summarize(find_runs([tmp_path]))
+    assert (first[0]["dataset1_lo"], first[0]["dataset1_hi"]) == (second[0]["dataset1_lo"], second[0]["dataset1_hi"])
+
+
+def test_an_incomplete_repeat_is_flagged_and_left_out(tmp_path):
+    made = cv_grid(tmp_path, {"eform": 0.2}, skip={("eform", 2, 1)})
+    (row,) = summarize(find_runs([tmp_path]))
+    assert row["dataset1_n"] == 1 and row["n_failed"] == 1
+    assert row["dataset1_mean"] == pytest.approx(regression_metrics(*made["eform", 1][1:])["mape"])
+    assert row["incomplete"] == "seed 2: 2 of 3 folds (fold 1 failed or missing)"
+    table = markdown([row], "mape")
+    assert re.search(r"\| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(3×1, 1 incomplete\) \|", table)
+    assert "**Incomplete repeats** (left out of the means):\n- megnet/eform/dft/dataset1 [cv]: seed 2: 2 of 3 folds" in table
+
+
+def test_a_repeat_with_a_fold_without_predictions_is_incomplete(tmp_path):
+    cv_grid(tmp_path, {"eform": 0.2})
+    (tmp_path / "eform-s1-f0" / "test_predictions.csv").unlink()
+    (row,) = summarize(find_runs([tmp_path]))
+    assert row["dataset1_n"] == 1 and "seed 1: 2 of 3 folds (fold 0 without test_predictions.csv)" in row["incomplete"]
+
+
+def test_an_id_predicted_twice_in_a_repeat_is_refused(tmp_path):
+    ids, true = materials(40)
+    pred = predictions(true, 0.2, 1)
+    held = split_indices(40, 1, "cv", folds=FOLDS, fold=0)["test"][0]  # a fold-0 record, also in fold 1's file
+    for fold in range(FOLDS):
+        extra = [(ids[held], "X", "dataset1", fold, 1, true[held], pred[held])] if fold == 1 else []
+        fake_cv_run(tmp_path / f"f{fold}", "eform", 1, fold, ids, true, pred, extra=extra)
+    with pytest.raises(ParaisiteError, match=rf"seed 1, test set dataset1: 1 id\(s\) predicted more than once "
+                                             rf"\({ids[held]}; {ids[held]} in .*f0 and .*f1\)"):
+        summarize(find_runs([tmp_path]))
+
+
+def test_two_finished_runs_of_one_seed_and_fold_are_refused(tmp_path):
+    cv_grid(tmp_path / "a", {"eform": 0.2})
+    cv_grid(tmp_path / "b", {"eform": 0.2})
+    with pytest.raises(ParaisiteError, match="two finished runs of the same configuration with seed 1 and fold 0"):
+        summarize(find_runs([tmp_path]))
+
+
+def test_compare_a_better_row(tmp_path):
+    cv_grid(tmp_path, {"eform": 0.1, "scratch": 0.4})
+    rows = summarize(find_runs([tmp_path]))
+    (result,) = compare(rows, "megnet/eform/dft/dataset1", "scratch", "mape")
+    assert (result["a"], result["b"]) == ("megnet/eform/dft/dataset1 [cv]", "megnet/scratch/dft/dataset1 [cv]")
+    assert result["diff"] == pytest.approx(row_of(rows, "eform")["dataset1_mean"] - row_of(rows, "scratch")["dataset1_mean"])
+    assert result["diff"] < 0 and result["ci_lo"] < result["diff"] < result["ci_hi"] < 0
+    assert result["p"] < 0.01 and (result["n_materials"], result["n_repeats"], result["seeds"]) == (40, 2, "1 2")
+    (reverse,) = compare(rows, "scratch", "eform", "mape")
+    assert reverse["diff"] == pytest.approx(-result["diff"]) and reverse["ci_lo"] > 0
+
+
+@pytest.mark.parametrize("metric", ["mape", "spearman"])
+def test_compare_identical_rows(tmp_path, metric):
+    cv_grid(tmp_path, {"eform": 0.3, "gap": 0.3})  # same predictions under two configurations
+    (result,) = compare(summarize(find_runs([tmp_path]), metric), "eform", "gap", metric)
+    assert result["diff"] == 0 and result["ci_lo"] <= 0 <= result["ci_hi"] and result["p"] == 1
+
+
+def test_compare_pairs_only_common_materials_and_complete_repeats(tmp_path):
+    cv_grid(tmp_path, {"eform": 0.1, "scratch": 0.4}, skip={("scratch", 2, 0)})
+    (result,) = compare(summarize(find_runs([tmp_path])), "eform", "scratch", "mae")
+    assert (result["n_repeats"], result["seeds"]) == (1, "1")
+
+
+def test_compare_refuses_unknown_or_ambiguous_rows(tmp_path):
+    cv_grid(tmp_path, {"eform": 0.1, "scratch": 0.4})
+    rows = summarize(find_runs([tmp_path]))
+    with pytest.raises(ParaisiteError, match=r"--compare 'gap': no row is labelled so; the rows are: megnet/eform"):
+        compare(rows, "gap", "eform", "mape")
+    with pytest.raises(ParaisiteError, match=r"--compare 'megnet' names 2 rows"):
+        compare(rows, "megnet", "eform", "mape")
+
+
+def fake_holdout_run(folder, pretrain, seed, true, pred, with_predictions=True):
+    from omegaconf import OmegaConf
+
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg_of(f"pretrain={pretrain}", "finetune=dft", "data=dataset1", f"seed={seed}"),
+                   folder / ".hydra" / "config.yaml")
+    config = {"backbone": "megnet", "pretrain": pretrain, "finetune": "dft", "data": "dataset1", "seed": seed,
+              "protocol": "holdout", "fold": None}
+    (folder / "results.json").write_text(json.dumps({"status": "ok", "config": config, "stages": [],
+                                                     "test": {"dataset1": regression_metrics(true, pred)}}))
+    if with_predictions:
+        with open(folder / "test_predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "formula", "test_set", "fold", "seed", "target", "prediction"])
+            writer.writerows((f"m-{i}", "X", "dataset1", "", seed, t, p) for i, (t, p) in enumerate(zip(true, pred)))
+
+
+def test_holdout_rows_keep_mean_std_and_compare_on_their_predictions(tmp_path):
+    _, true = materials(30)
+    for seed in SEEDS:
+        fake_holdout_run(tmp_path / f"e{seed}", "eform", seed, true, predictions(true, 0.1, seed))
+        fake_holdout_run(tmp_path / f"s{seed}", "scratch", seed, true, predictions(true, 0.5, seed))
+    rows = summarize(find_runs([tmp_path]))
+    assert re.search(r"\| megnet \| eform \| dft \| dataset1 \| holdout \| \d\.\d\d \(\d\.\d\d\) \|", markdown(rows, "mape"))
+    (result,) = compare(rows, "eform", "scratch", "mape")
+    assert result["ci_hi"] < 0 and result["n_materials"] == 30
+    (tmp_path / "s2" / "test_predictions.csv").unlink()
+    with pytest.raises(ParaisiteError, match=r"megnet/scratch/dft/dataset1: .*s2 has no test_predictions.csv"):
+        compare(summarize(find_runs([tmp_path])), "eform", "scratch", "mape")
+
+
+def test_the_cli_prints_intervals_and_comparisons(tmp_path, capsys):
+    from paraisite.cli import main as cli
+
+    cv_grid(tmp_path / "sweep", {"eform": 0.1, "scratch": 0.4}, skip={("scratch", 1, 2)})
+    out = tmp_path / "r"
+    assert cli(["report", str(tmp_path / "sweep"), "--output", str(out),
+                "--compare", "megnet/eform/dft/dataset1", "megnet/scratch/dft/dataset1"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"\| megnet \| eform \| dft \| dataset1 \| cv \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(3×2\) \|", printed)
+    assert re.search(r"\(3×1, 1 incomplete\)", printed)
+    assert re.search(r"\| megnet/eform/dft/dataset1 \[cv\] \| megnet/scratch/dft/dataset1 \[cv\] \| dataset1 \| "
+                     r"\d\.\d{3} \| \d\.\d{3} \| -\d\.\d{3} \[-\d\.\d{3}, -\d\.\d{3}\] \| 0\.0\d{3} \| 40 \| 1 \|", printed)
+    for name in ("table.csv", "table.md", "heatmap.png", "comparisons.md", "comparisons.csv"):
+        assert (out / name).stat().st_size > 0
+    table = {r["pretrain"]: r for r in csv.DictReader(open(out / "table.csv"))}
+    assert table["eform"]["folds"] == "3" and float(table["eform"]["dataset1_lo"]) < float(table["eform"]["dataset1_hi"])
+    (compared,) = csv.DictReader(open(out / "comparisons.csv"))
+    assert float(compared["diff"]) < 0 and float(compared["p"]) < 0.01
+    assert cli(["report", str(tmp_path / "sweep"), "--output", str(tmp_path / "r2"), "--compare", "gap", "eform"]) == 2
+    assert "--compare 'gap': no row is labelled so" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()  # refused before writing
+
+
+def test_batch_metrics_equal_regression_metrics_on_the_resampled_records():
+    rng = np.random.default_rng(3)
+    true = np.round(rng.lognormal(1, 1, 25), 1)
+    pred = np.round(true * rng.lognormal(0, 0.3, 25), 1)
+    true[3], pred[5] = true[4], pred[6]  # ties
+    weights = rng.integers(0, 3, size=(6, 25))
+    batch = np.stack([pred, pred[::-1], np.round(pred)])
+    for kind, metrics in (("kappa", ("mape", "mae", "log_mae", "log_rmse", "r2", "spearman")),
+                          ("generic", ("mae", "rmse", "r2", "spearman"))):
+        for metric in metrics:
+            expected = [regression_metrics(np.repeat(true, w), np.repeat(pred, w), kind)[metric] for w in weights]
+            assert batch_metric(metric, kind, true, pred, weights) == pytest.approx(expected), metric
+            assert batch_metric(metric, kind, true, batch) == pytest.approx(
+                [regression_metrics(true, p, kind)[metric] for p in batch]), metric
