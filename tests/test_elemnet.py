@@ -103,6 +103,7 @@ def test_source_model_trained_once_and_reused(crossprop_runs):
     assert torch.equal(a["backbone.source_weight"], b["backbone.source_weight"])  # the same source model
 
 
+@pytest.mark.slow
 def test_full_finetuning_starts_from_the_source_output_layer():
     cfg = compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft")
     module = build_model(cfg, pretrained_weights(cfg))

@@ -69,6 +69,7 @@ def test_ensemble_mean_and_std_by_hand(two_runs, structure_folder, tmp_path):
         assert float(row["kappa_std"]) == pytest.approx(abs(a - b) / np.sqrt(2), rel=1e-9)  # sample std, ddof=1
 
 
+@pytest.mark.slow
 def test_predictions_equal_the_lightning_module(two_runs, tmp_path, mirror_records):
     (member,) = load_ensemble([two_runs / "s1"])
     dm = partial(LTCDataModule, featurizer=member.featurizer, seed=1)(dataset="dataset1")
@@ -93,6 +94,7 @@ def test_model_file_of_another_format_is_refused(tmp_path):
         load_ensemble([tmp_path / "run"])
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_rows(two_runs, structure_folder, tmp_path):
     members = load_ensemble([two_runs])
     predict([structure_folder], members, tmp_path / "inline.csv", chunk_size=2)

@@ -32,7 +32,7 @@ def train_to_log(log: Path, *args):
 def logged_run(tmp_path_factory):
     """`python train.py experiment=smoke > log 2>&1`: the default chain (agl, then dft), 2 epochs each."""
     tmp = tmp_path_factory.mktemp("logged")
-    rc, text = train_to_log(tmp / "run.log", "experiment=smoke", f"hydra.run.dir={tmp / 'run'}")
+    rc, text = train_to_log(tmp / "run.log", "experiment=smoke", "stage_cache=false", f"hydra.run.dir={tmp / 'run'}")
     assert rc == 0, text[-3000:]
     return tmp / "run", text
 

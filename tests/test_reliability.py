@@ -196,6 +196,7 @@ def smoke_module_and_dm():
     return module, dm
 
 
+@pytest.mark.slow
 def test_same_seed_same_results(tmp_path):
     from hydra import compose, initialize_config_dir
 
@@ -263,6 +264,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_holder_frees_it
             RunLock(folder)  # but one process at a time, even within one process
 
 
+@pytest.mark.slow
 def test_backward_of_graph_gathers_is_bit_identical_with_threads(mirror_records):
     """With 2 threads, the backward of MEGNet's gathers (index_put with accumulate) sums in a racy order unless
     deterministic algorithms are on, which the CPU trainer config does (trainer.deterministic)."""

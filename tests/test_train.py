@@ -40,6 +40,7 @@ def smoke_run(tmp_path_factory):
     return run_dir, results, starts
 
 
+@pytest.mark.slow
 def test_results_json_schema(smoke_run):
     run_dir, results, _ = smoke_run
     on_disk = json.loads((run_dir / "results.json").read_text())
@@ -58,6 +59,7 @@ def test_results_json_schema(smoke_run):
         assert (run_dir / "logs" / stage / "metrics.csv").is_file()
 
 
+@pytest.mark.slow
 def test_second_stage_starts_from_first_stage_best_weights(smoke_run):
     run_dir, _, (first_start, second_start) = smoke_run
     best_agl = torch.load(run_dir / "checkpoints" / "agl" / "best.ckpt", weights_only=True)["state_dict"]
@@ -66,6 +68,7 @@ def test_second_stage_starts_from_first_stage_best_weights(smoke_run):
     assert not torch.equal(second_start[pretrained], first_start[pretrained])
 
 
+@pytest.mark.slow
 def test_checkpoints_load_without_unpickling_code(smoke_run):
     run_dir, _, _ = smoke_run
     best = torch.load(run_dir / "checkpoints" / "dft" / "best.ckpt", weights_only=True)
@@ -115,6 +118,7 @@ def test_relaunch_into_another_runs_folder_is_refused_without_damage(smoke_run):
     assert (run_dir / "results.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     """A crash right after the checkpoint of epoch 3 (what SIGKILL leaves: atomic files, no results.json); the same
     command into the same folder continues at epoch 4 and finishes."""
@@ -140,6 +144,7 @@ def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint(tmp_path, monke
     assert torch.load(last, weights_only=True)["epoch"] == 7
 
 
+@pytest.mark.slow
 def test_paper_protocol_run(tmp_path):
     results = chain.run(compose_cfg("finetune=dft", "protocol=paper"), tmp_path)
     (stage,) = results["stages"]
