@@ -34,7 +34,7 @@ from paraisite.evaluate import PREDICTION_COLUMNS, scored_test_split
 from paraisite.files import write_atomic, write_json
 from paraisite.fit import fit
 from paraisite.metrics import regression_metrics
-from paraisite.models.features import SklearnHead, activations, load_regressor, make_regressor
+from paraisite.models.features import SklearnHead, activations, fit_regressor, load_regressor
 from paraisite.models.io import load_checkpoint, model_file_bytes
 from paraisite.models.regressor import TransferRegressor
 from paraisite.progress import log_plan, progress_callbacks, rich_bar
@@ -132,14 +132,18 @@ def features_stage(module: TransferRegressor, stage: Stage, datamodule, run_dir:
     started = time.perf_counter()
     x_train, y_train = activations(module, datamodule.loader("train", batch_size=256))
     x_val, y_val = activations(module, datamodule.loader("val", batch_size=256))
-    regressor = make_regressor(stage.regressor, seed)
-    regressor.fit(x_train, module.transform.encode(torch.as_tensor(y_train)).numpy())
+
+    def val_score(z):  # the stage's validation metric of standardised predictions
+        pred = module.transform.decode(torch.as_tensor(z)).numpy()
+        return regression_metrics(y_val, pred, module.target.kind)[module.monitor]
+
+    regressor, search = fit_regressor(stage.regressor, seed, x_train,
+                                      module.transform.encode(torch.as_tensor(y_train)).numpy(), x_val, val_score,
+                                      module.monitor)
     module.head = SklearnHead(x_train.shape[1], regressor)
-    val_pred = module.transform.decode(torch.as_tensor(regressor.predict(x_val))).numpy()
-    val_score = regression_metrics(y_val, val_pred, module.target.kind)[module.monitor]
     result = stage_record(stage, module, datamodule, policy="features", regressor=stage.regressor,
                           features_layer=stage.features_layer, n_features=int(x_train.shape[1]),
-                          **{f"best_val_{module.monitor}": val_score},
+                          **{f"best_val_{module.monitor}": val_score(regressor.predict(x_val))}, **search,
                           wall_time_s=round(time.perf_counter() - started, 2))
     if is_main_process():
         write_atomic(file, module.head.skops.numpy().tobytes())

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from paraisite.contracts import Backbone
 from paraisite.errors import ConfigError, ParaisiteError
+from paraisite.models.features import SEARCHES
 from paraisite.models.regressor import TransferRegressor
 from paraisite.settings import (
     PROTOCOLS,
@@ -88,7 +89,12 @@ def check_config(cfg: DictConfig) -> list[Stage]:
     data_settings(cfg)
     source_training(cfg)
     Target.from_data_config(cfg.data)
-    return stages_of(cfg)
+    stages = stages_of(cfg)
+    searched = [s.name for s in stages if s.policy == "features" and s.regressor in SEARCHES]
+    if searched and cfg.protocol == "paper":
+        raise ConfigError(f"stage {searched[0]!r}: a regressor search selects on the validation split, which "
+                          "protocol=paper makes the test split; use protocol=holdout")
+    return stages
 
 
 def backbone_class(node: DictConfig) -> type[Backbone]:

@@ -18,7 +18,7 @@ from paraisite.errors import ConfigError
 
 LOSSES = ("auto", "mape", "l1")  # auto: the target's own loss (MAPE for κ, L1 otherwise)
 POLICIES = ("all", "head", "reinit_head", "features")
-REGRESSORS = ("random_forest", "ridge")
+REGRESSORS = ("random_forest", "hist_gradient_boosting", "ridge", "random_forest_search", "hgb_search")
 ON_BAD = ("error", "skip")
 
 

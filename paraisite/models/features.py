@@ -7,22 +7,66 @@ the run as `regressor/<stage>.skops` for use in scikit-learn directly.
 
 from __future__ import annotations
 
+import itertools
+import logging
+
 import numpy as np
 import torch
 
 from paraisite.contracts import Head
 from paraisite.errors import ParaisiteError
 
-TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' own defaults (estimators, numpy arrays)
+log = logging.getLogger(__name__)
+
+TRUSTED = [  # beyond skops' own defaults (estimators, numpy arrays)
+    "sklearn.tree._tree.Tree",  # random_forest
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # hist_gradient_boosting
+]
+# Small grids searched on the stage's validation split (`<model>_search` regressors): every candidate is fitted on
+# the training split, the one with the best validation score is kept (never refitted, never the test split).
+SEARCH_GRIDS = {
+    "random_forest": {"min_samples_leaf": [1, 2, 5], "max_features": [1.0, 0.33]},
+    "hist_gradient_boosting": {"learning_rate": [0.03, 0.1], "max_leaf_nodes": [15, 31, 63]},
+}
+SEARCHES = {"random_forest_search": "random_forest", "hgb_search": "hist_gradient_boosting"}
 
 
-def make_regressor(name: str, seed: int):
-    from sklearn.ensemble import RandomForestRegressor
+def make_regressor(name: str, seed: int, **params):
+    """A fresh scikit-learn regressor: `random_forest` (100 trees, min_samples_leaf 2), `hist_gradient_boosting`
+    (300 iterations, early stopping on 10 % of the training split), `ridge` (RidgeCV); `params` override the defaults."""
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
     from sklearn.linear_model import RidgeCV
 
     if name == "random_forest":
-        return RandomForestRegressor(n_estimators=100, min_samples_leaf=2, n_jobs=-1, random_state=seed)
-    return RidgeCV(alphas=np.logspace(-4, 4, 17))
+        return RandomForestRegressor(**{"n_estimators": 100, "min_samples_leaf": 2, "n_jobs": -1,
+                                        "random_state": seed, **params})
+    if name == "hist_gradient_boosting":
+        return HistGradientBoostingRegressor(**{"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31,
+                                                "early_stopping": True, "random_state": seed, **params})
+    return RidgeCV(**{"alphas": np.logspace(-4, 4, 17), **params})
+
+
+def candidates(grid: dict[str, list]) -> list[dict]:
+    """Every combination of a grid, in order."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def fit_regressor(name: str, seed: int, x_train, z_train, x_val, score, metric: str = "score") -> tuple[object, dict]:
+    """(fitted regressor, what to record) for regressor `name`. A `*_search` name fits each candidate of its grid
+    on the training split and keeps the one with the lowest `score(predictions on x_val)` (the stage's validation
+    metric, named `metric`); the record lists every candidate's score and the winner."""
+    if name not in SEARCHES:
+        return make_regressor(name, seed).fit(x_train, z_train), {}
+    model, tried, best = SEARCHES[name], [], None
+    for params in candidates(SEARCH_GRIDS[model]):
+        regressor = make_regressor(model, seed, **params).fit(x_train, z_train)
+        value = float(score(regressor.predict(x_val)))
+        tried.append({"params": params, f"val_{metric}": value})
+        log.info("%s %s: validation %s %.6g", model, params, metric, value)
+        if best is None or value < best[0]:
+            best = (value, regressor, params)
+    return best[1], {"search": {"model": model, "best_params": best[2], f"best_val_{metric}": best[0],
+                                "candidates": tried}}
 
 
 def load_regressor(data: bytes, source: str = "regressor"):
