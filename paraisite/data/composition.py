@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 from pymatgen.core import Composition
 
@@ -47,6 +48,32 @@ class CompositionSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return CompositionBatch(self.x[idx], self.target[idx].float())
 
+    @classmethod
+    def of_records(cls, records: list[Record], x, flags: list[str]) -> CompositionSet:
+        """The set of `records` with their feature rows `x` (an (N, F) array) and flags."""
+        return cls(ids=[r.id for r in records], formulas=[r.formula for r in records], flags=flags,
+                   target=torch.tensor([float("nan") if r.target is None else r.target for r in records],
+                                       dtype=torch.float64),
+                   x=torch.as_tensor(np.asarray(x), dtype=torch.float32))
+
+    @staticmethod
+    def save(data: CompositionSet, path: Path) -> None:
+        write_cache(path, {"ids": data.ids, "formulas": data.formulas, "flags": data.flags, "target": data.target,
+                           "x": data.x}, CACHE_FORMAT)
+
+    @staticmethod
+    def load(path: Path) -> CompositionSet | None:
+        payload = read_cache(path, CACHE_FORMAT)
+        if payload is None:
+            return None
+        return CompositionSet(payload["ids"], payload["formulas"], payload["flags"], payload["target"], payload["x"])
+
+    @staticmethod
+    def concat(sets: list[CompositionSet]) -> CompositionSet:
+        return CompositionSet(sum((s.ids for s in sets), []), sum((s.formulas for s in sets), []),
+                              sum((s.flags for s in sets), []), torch.cat([s.target for s in sets]),
+                              torch.cat([s.x for s in sets]))
+
 
 def fractions(formula: str, index: dict[str, int]) -> tuple[list[float], str]:
     """(fraction per element of `index` (element → column), flag): the flag names elements outside it (then the
@@ -75,26 +102,8 @@ class CompositionFeaturizer(Featurizer):
     def build(self, records: list[Record]) -> CompositionSet:
         index = {el: i for i, el in enumerate(self.elements)}
         rows = [fractions(r.formula, index) for r in records]
-        return CompositionSet(
-            ids=[r.id for r in records], formulas=[r.formula for r in records], flags=[f for _, f in rows],
-            target=torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float64),
-            x=torch.tensor([x for x, _ in rows], dtype=torch.float32).reshape(len(rows), len(self.elements)),
-        )
+        x = np.array([x for x, _ in rows], dtype=np.float32).reshape(len(rows), len(self.elements))
+        return CompositionSet.of_records(records, x, [f for _, f in rows])
 
-    @staticmethod
-    def save(data: CompositionSet, path: Path) -> None:
-        write_cache(path, {"ids": data.ids, "formulas": data.formulas, "flags": data.flags, "target": data.target,
-                           "x": data.x}, CACHE_FORMAT)
-
-    @staticmethod
-    def load(path: Path) -> CompositionSet | None:
-        payload = read_cache(path, CACHE_FORMAT)
-        if payload is None:
-            return None
-        return CompositionSet(payload["ids"], payload["formulas"], payload["flags"], payload["target"], payload["x"])
-
-    @staticmethod
-    def concat(sets: list[CompositionSet]) -> CompositionSet:
-        return CompositionSet(sum((s.ids for s in sets), []), sum((s.formulas for s in sets), []),
-                              sum((s.flags for s in sets), []), torch.cat([s.target for s in sets]),
-                              torch.cat([s.x for s in sets]))
+    save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
+    concat = staticmethod(CompositionSet.concat)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -26,10 +25,9 @@ import torch
 from pymatgen.core import Composition, Element
 
 from paraisite.contracts import Backbone, Featurizer
-from paraisite.data.composition import CompositionFeaturizer, CompositionSet
+from paraisite.data.composition import CompositionSet
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
 from paraisite.errors import ConfigError
-from paraisite.models.io import read_cache, write_cache
 
 CACHE_FORMAT = 1
 SPREADS = ("range", "avg_dev")  # statistics that are differences (scaled, not shifted, by `standardize`)
@@ -148,27 +146,11 @@ class MagpieFeaturizer(Featurizer):
 
     def build(self, records: list[Record]) -> CompositionSet:
         x, flags = self.features([r.formula for r in records])
-        return CompositionSet(
-            ids=[r.id for r in records], formulas=[r.formula for r in records], flags=flags,
-            target=torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float64),
-            x=torch.as_tensor(x, dtype=torch.float32).reshape(len(records), -1),
-        )
+        return CompositionSet.of_records(records, x, flags)
 
-    @staticmethod
-    def save(data: CompositionSet, path: Path) -> None:
-        write_cache(path, {"ids": data.ids, "formulas": data.formulas, "flags": data.flags, "target": data.target,
-                           "x": data.x}, CACHE_FORMAT)
-
-    @staticmethod
-    def load(path: Path) -> CompositionSet | None:
-        payload = read_cache(path, CACHE_FORMAT)
-        if payload is None:
-            return None
-        return CompositionSet(payload["ids"], payload["formulas"], payload["flags"], payload["target"], payload["x"])
-
-    @staticmethod
-    def concat(sets: list[CompositionSet]) -> CompositionSet:
-        return CompositionFeaturizer.concat(sets)
+    # the cache file and concatenation of every composition feature set
+    save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
+    concat = staticmethod(CompositionSet.concat)
 
 
 class MagpieBackbone(Backbone):
