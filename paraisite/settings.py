@@ -112,8 +112,8 @@ def typed(cls, values: Mapping, where: str):
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a chain: what it trains on and how. Adam with cosine decay of the lr to `final_lr_fraction`
-    over `decay_steps`; early stopping after `patience` epochs without a better validation score (null: off).
+    """One stage of a chain: what it trains on and how. Adam, the lr warmed up linearly over `warmup_steps`, then
+    cosine decay to `final_lr_fraction` over `decay_steps`; early stopping after `patience` epochs without a better validation score (null: off).
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
     `regressor` (last stage only)."""
 
@@ -125,6 +125,7 @@ class Stage:
     lr: float = rule(low=0, open_low=True)
     backbone_lr_scale: float = rule(low=0)
     weight_decay: float = rule(low=0)
+    warmup_steps: int = rule(low=0)
     decay_steps: int = rule(low=1)
     final_lr_fraction: float = rule(low=0, high=1)
     policy: str = rule(choices=POLICIES)
@@ -150,12 +151,15 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class SourceTraining:
-    """Source pre-training of a backbone the framework trains itself (ElemNet on a composition table): Adam at a
-    constant lr, MAE loss, early stopping on validation MAE."""
+    """Source pre-training of a backbone the framework trains itself (ElemNet on a composition table): Adam, MAE
+    loss, the lr warmed up linearly over `warmup_epochs`, then cosine decay to `final_lr_fraction` by the last epoch
+    (1.0: constant), the weights of the best validation MAE kept; early stopping after `patience` epochs."""
 
     epochs: int = rule(low=1)
     batch_size: int = rule(low=1)
     lr: float = rule(low=0, open_low=True)
+    warmup_epochs: int = rule(low=0)
+    final_lr_fraction: float = rule(low=0, high=1)
     patience: int = rule(low=1)
     seed: int = rule(low=0)
     test_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -90,9 +91,14 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
     dm = LTCDataModule(table, backbone.featurizer(), seed=settings.seed, batch_size=settings.batch_size,
                        test_fraction=settings.test_fraction, val_fraction=settings.val_fraction,
                        limit=settings.limit, on_bad="skip", data_dir=data_dir)
+    dm.setup("fit")
+    steps_per_epoch = math.ceil(len(dm.splits["train"]) / settings.batch_size)
     stage = Stage(name="source", data=table, epochs=settings.epochs, batch_size=settings.batch_size, loss="l1",
-                  lr=settings.lr, backbone_lr_scale=1.0, weight_decay=0.0, decay_steps=1, final_lr_fraction=1.0,
-                  policy="all", patience=settings.patience, regressor="random_forest", features_layer=-1)
+                  lr=settings.lr, backbone_lr_scale=1.0, weight_decay=0.0,
+                  warmup_steps=settings.warmup_epochs * steps_per_epoch,
+                  decay_steps=max(settings.epochs - settings.warmup_epochs, 1) * steps_per_epoch,
+                  final_lr_fraction=settings.final_lr_fraction, policy="all", patience=settings.patience,
+                  regressor="random_forest", features_layer=-1)
     trainer = partial(L.Trainer, accelerator="auto", devices=1, enable_model_summary=False)
     fitted = fit(module, stage, dm, folder / "checkpoints", trainer, CSVLogger(folder, name="log", version=""),
                  [source_progress(table)])

@@ -79,6 +79,11 @@ def test_cosine_decay_to_one_percent_over_1000_steps():
     assert cosine_decay(5000, 1000, 0.01) == pytest.approx(0.01)
 
 
+def test_warm_up_is_linear_then_the_cosine_starts_at_full_lr():
+    assert [cosine_decay(s, 100, 0.1, warmup_steps=4) for s in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
+    assert cosine_decay(104, 100, 0.1, warmup_steps=4) == pytest.approx(0.1)
+
+
 def test_mape_loss_is_on_the_kappa_scale():
     module = TransferRegressor(MEGNetBackbone(None), MLPHead(16, [8]))
     kappa = torch.tensor([1.0, 10.0, 100.0])

@@ -16,9 +16,12 @@ from paraisite.settings import Stage
 from paraisite.target import Target
 
 
-def cosine_decay(step: int, decay_steps: int, final_fraction: float) -> float:
-    """Multiplier of the base lr: cosine from 1 to `final_fraction` over `decay_steps`, then flat."""
-    t = min(step, decay_steps) / max(decay_steps, 1)
+def cosine_decay(step: int, decay_steps: int, final_fraction: float, warmup_steps: int = 0) -> float:
+    """Multiplier of the base lr: linear from 1/`warmup_steps` to 1 over the warm-up, then cosine from 1 to
+    `final_fraction` over `decay_steps`, then flat."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = min(step - warmup_steps, decay_steps) / max(decay_steps, 1)
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -100,5 +103,5 @@ class TransferRegressor(L.LightningModule):
             groups.append({"params": backbone, "lr": s.lr * s.backbone_lr_scale})
         optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_decay(step, s.decay_steps, s.final_lr_fraction))
+            optimizer, lambda step: cosine_decay(step, s.decay_steps, s.final_lr_fraction, s.warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
