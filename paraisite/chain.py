@@ -32,6 +32,7 @@ from paraisite.data.datasets import LTC_FILES, content_hash, source_path, source
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import PREDICTION_COLUMNS, scored_test_split
 from paraisite.files import write_atomic, write_json
+from paraisite.predict import load_ensemble, predict
 from paraisite.fit import fit
 from paraisite.metrics import regression_metrics
 from paraisite.models.features import SklearnHead, activations, fit_regressor, load_regressor
@@ -246,8 +247,10 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
 def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: TransferRegressor, tracker,
                    weights: str | None = None) -> dict:
     featurizer = module.backbone.featurizer()
-    test_file = cfg.data.get("test_file")
-    test_mode = "none" if test_file else "carved"
+    test_file, predict_file = cfg.data.get("test_file"), cfg.data.get("predict_file")
+    if predict_file and not Path(predict_file).exists():  # before any training
+        raise ParaisiteError(f"data.predict_file={predict_file}: no such file")
+    test_mode = "none" if test_file or predict_file else "carved"
     datamodule = partial(LTCDataModule, featurizer=featurizer, seed=cfg.seed, protocol=cfg.protocol, fold=cfg.fold,
                          data_dir=cfg.data_dir, **asdict(data_settings(cfg)))
     target = module.target
@@ -259,6 +262,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         excluded = [other_test_formulas(stage.data, datamodule) for stage in stages]
     else:
         excluded = [frozenset()] * len(stages)
+    scored = {}
     keys = stage_keys(cfg, stages, weights, featurizer, excluded, test_mode)
     stage_results = []
     for i, (stage, exclude, key) in enumerate(zip(stages, excluded, keys)):
@@ -272,7 +276,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     test, rows = {}, []
     if test_file:
         scored = {Path(test_file).name.split(".")[0]: scoring}
-    else:
+    elif not predict_file:
         evaluate_on = cfg.evaluate_on if target.is_kappa else []  # the LTC matrix is for κ models only
         scored = {name if name in evaluate_on else cfg.data.name: datamodule(dataset=name)
                   for name in dict.fromkeys([*evaluate_on, cfg.data.dataset])}
@@ -281,6 +285,8 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         test[name], predictions = scored_test_split(module, dm, name, cfg.fold, cfg.seed)
         rows += predictions
     write_predictions(run_dir / "test_predictions.csv", rows)
+    if predict_file:  # inputs without targets (e.g. a held-back test split): the final model's predictions
+        predict([predict_file], load_ensemble([run_dir], data_dir=cfg.data_dir), run_dir / "predictions.csv")
     return {
         "format": RESULTS_FORMAT,
         "status": "ok",
@@ -289,6 +295,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         "stages": stage_results,
         "test": test,
         "test_file": test_file,  # the user's test file that scored the model (null: the protocol's test splits)
+        "predict_file": predict_file,  # inputs without targets, predicted into predictions.csv (no test carved)
         "unit": target.unit,  # of MAE / RMSE
         "source_model": module.backbone.source_info,  # a source model the framework trained
         "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,

@@ -113,7 +113,8 @@ def typed(cls, values: Mapping, where: str):
 @dataclass(frozen=True)
 class Stage:
     """One stage of a chain: what it trains on and how. Adam, the lr warmed up linearly over `warmup_steps`, then
-    cosine decay to `final_lr_fraction` over `decay_steps`; early stopping after `patience` epochs without a better validation score (null: off).
+    cosine decay to `final_lr_fraction` over `decay_steps` (0: over the rest of the stage); early stopping after
+    `patience` epochs without a better validation score (null: off).
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
     `regressor` (last stage only)."""
 
@@ -126,7 +127,7 @@ class Stage:
     backbone_lr_scale: float = rule(low=0)
     weight_decay: float = rule(low=0)
     warmup_steps: int = rule(low=0)
-    decay_steps: int = rule(low=1)
+    decay_steps: int = rule(low=0)
     final_lr_fraction: float = rule(low=0, high=1)
     policy: str = rule(choices=POLICIES)
     patience: int | None = rule(low=1)

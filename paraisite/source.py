@@ -95,8 +95,7 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
     steps_per_epoch = math.ceil(len(dm.splits["train"]) / settings.batch_size)
     stage = Stage(name="source", data=table, epochs=settings.epochs, batch_size=settings.batch_size, loss="l1",
                   lr=settings.lr, backbone_lr_scale=1.0, weight_decay=0.0,
-                  warmup_steps=settings.warmup_epochs * steps_per_epoch,
-                  decay_steps=max(settings.epochs - settings.warmup_epochs, 1) * steps_per_epoch,
+                  warmup_steps=settings.warmup_epochs * steps_per_epoch, decay_steps=0,
                   final_lr_fraction=settings.final_lr_fraction, policy="all", patience=settings.patience,
                   regressor="random_forest", features_layer=-1)
     trainer = partial(L.Trainer, accelerator="auto", devices=1, enable_model_summary=False)

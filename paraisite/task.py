@@ -26,6 +26,9 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     c, target = results["config"], Target.of_results(results)
+    if not results["test"]:
+        print(f"no test split (data.predict_file): predictions of {results['predict_file']} in predictions.csv")
+        return
     table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
                         f"seed={c['seed']} · {c['protocol']}")
     unit = f" ({target.unit})" if target.unit else ""

@@ -9,7 +9,7 @@ import pytest
 
 from paraisite.chain import run
 from paraisite.data.splits import split_indices
-from paraisite.errors import ConfigError
+from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.recipe import check_config
 from tests.conftest import write_records
 from tests.helpers import compose_cfg
@@ -81,6 +81,26 @@ def test_a_user_test_file_scores_the_model(tmp_path, mirror_records):
     assert {r["id"] for r in rows} == {r["id"] for r in mirror_records[-12:]} and {r["test_set"] for r in rows} == {"held_out"}
     (stage,) = results["stages"]
     assert stage["n_train"] + stage["n_val"] == 40 - stage["n_excluded_leakage"]  # no carved test split
+
+
+def test_a_predict_file_trains_on_all_the_data_and_predicts_its_rows_in_order(tmp_path):
+    blind = tmp_path / "formulas.csv"
+    blind.write_text("formula\nMoS2\nXx2O\nBi2Te3\n")
+    cfg = compose_cfg("backbone=magpie", "finetune=features", "data=crossprop/slme", f"data.predict_file={blind}",
+                      "datamodule.limit=60")
+    results = run(cfg, tmp_path / "run")
+    assert results["test"] == {} and results["predict_file"] == str(blind)
+    (stage,) = results["stages"]
+    assert stage["n_train"] + stage["n_val"] == 60  # no test carved
+    with open(tmp_path / "run" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["formula"] for r in rows] == ["MoS2", "", "Bi2Te3"] and [r["id"][-2:] for r in rows] == [":2", ":3", ":4"]
+    assert rows[1]["prediction"] == "" and "formula 'Xx2O': unknown element Xx" in rows[1]["flag"]
+    assert all(float(rows[i]["prediction"]) == float(rows[i]["prediction"]) for i in (0, 2))
+    with pytest.raises(ParaisiteError, match="data.predict_file=.*missing.csv: no such file"):
+        run(compose_cfg("backbone=magpie", "finetune=features", "data=crossprop/slme",
+                        f"data.predict_file={tmp_path / 'missing.csv'}"), tmp_path / "missing")
+    assert not (tmp_path / "missing" / "model.pt").exists()
 
 
 @pytest.mark.slow

@@ -102,6 +102,7 @@ class TransferRegressor(L.LightningModule):
         if backbone:
             groups.append({"params": backbone, "lr": s.lr * s.backbone_lr_scale})
         optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
+        decay_steps = s.decay_steps or int(self.trainer.estimated_stepping_batches) - s.warmup_steps  # 0: the stage
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_decay(step, s.decay_steps, s.final_lr_fraction, s.warmup_steps))
+            optimizer, lambda step: cosine_decay(step, decay_steps, s.final_lr_fraction, s.warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
