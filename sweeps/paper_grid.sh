@@ -16,8 +16,9 @@ common=(seed="$SEEDS" protocol="$PROTOCOL" progress_bar=false)
 if [ "$PROTOCOL" = cv ]; then common+=(fold="$FOLDS"); fi
 
 $PY train.py -m experiment=paper_step1 data=dataset1,dataset2,mix "${common[@]}" hydra.sweep.dir="$OUT/step1" "$@"
-$PY train.py -m experiment=paper_step1 finetune=agl data=agl "${common[@]}" hydra.sweep.dir="$OUT/step1_agl" "$@"
 $PY train.py -m experiment=paper_step2 data=dataset1,dataset2,mix "${common[@]}" hydra.sweep.dir="$OUT/step2" "$@"
 $PY train.py -m experiment=paper_step2 finetune=agl data=agl "${common[@]}" hydra.sweep.dir="$OUT/step2_agl" "$@"
 $PY train.py -m experiment=paper_step3 data=dataset1,dataset2,mix "${common[@]}" hydra.sweep.dir="$OUT/step3" "$@"
+# last: the scratch → AGL row is the only one that shares no stage with another row
+$PY train.py -m experiment=paper_step1 finetune=agl data=agl "${common[@]}" hydra.sweep.dir="$OUT/step1_agl" "$@"
 $PY -m paraisite.cli report "$OUT" --output "$OUT/report"
