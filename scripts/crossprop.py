@@ -1,15 +1,23 @@
-"""Cross-property transfer table: test MAE (mean (std) over seeds) of ElemNet from scratch, fine-tuned from the
-formation-energy source model, and as a feature extractor, beside the paper's best from-scratch / best TL numbers.
+"""Cross-property transfer at full scale: the blind-test prediction files and the 41-set table of `sweeps/crossprop.sh`.
 
-    python scripts/crossprop.py outputs/crossprop     # rewrites the `crossprop` section of docs/benchmarks.md
+    python scripts/crossprop.py outputs/crossprop [--blind ../shared/blind/crossprop]
+
+Reads `<out>/blind/<set>/<mode>/*/` (trained on the whole train.csv: validation MAE, predictions of the held-back
+formulas) and `<out>/carved/<set>/<mode>/*/` (a 20 % test slice carved from train.csv: test MAE). Selection happens on
+validation only: the hidden layer of `tl_features`, and the `selected` mode per set. Writes
+`docs/results/crossprop/blind/<mode>/<set>.csv` (formula,prediction in the blind file's row order; an empty prediction
+where the formula cannot be predicted), `docs/results/crossprop/table41.csv` and the `crossprop41` section of
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,112 +25,152 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DOC, machine, write_section  # noqa: E402
 from paraisite.data.datasets import CROSSPROP  # noqa: E402
-from paraisite.report import find_runs  # noqa: E402
 
-# Gupta et al. 2021, Table 4: test MAE of the best from-scratch model / the best transfer-learning model
+MODES = ("scratch", "magpie", "tl_finetune", "tl_features")
+TL_MODES = ("tl_finetune", "tl_features")
+RESULTS = DOC.parent / "results" / "crossprop"
+# Gupta et al. 2021, Table 4 (the sets whose numbers we have): test MAE of the best from-scratch / best TL model
 PAPER = {"exfoliation_energy": (54.26, 51.56), "piezo_max_dij": (26.46, 23.46), "piezo_max_eij": (0.436, 0.367),
          "slme": (7.193, 6.420), "spillage": (0.410, 0.373), "mbj_bandgap": (0.555, 0.534),
          "bulkmoduluskv": (11.83, 11.28), "shearmodulusgv": (11.26, 11.01), "optb88vdw_bandgap": (0.279, 0.251),
          "deltae": (0.135, 0.125), "ehull": (0.058, 0.050), "expt_bandgap": (0.4458, 0.3551),
          "expt_deltae": (0.0964, 0.0708)}
-MODES = {("scratch", "dft", None): "scratch", ("eform", "dft", None): "eform → fine-tune",
-         ("eform", "features", -1): "eform → features (RF, layer 16)",
-         ("eform", "features", 4): "eform → features (RF, layer 4)"}
 
 
-def table(runs: list[dict]) -> tuple[list[dict], dict]:
-    values: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)  # (data, mode) → {seed: test MAE}
-    sources = {}
-    for run in runs:
-        c = run.get("config", {})
-        if run.get("source_model"):  # source models of every run given (the LTC grid's too)
-            sources[run["source_model"]["folder"]] = run["source_model"]
-        layer = (run.get("stages") or [{}])[-1].get("features_layer")
-        mode = MODES.get((c.get("pretrain"), c.get("finetune"), layer))
-        if run.get("status") != "ok" or mode is None or c.get("data") not in CROSSPROP:
+@dataclass(frozen=True)
+class Choice:
+    """One set × mode of one part, the feature layer (tl_features) chosen on mean validation MAE over seeds."""
+
+    folders: tuple[Path, ...]  # one run per seed
+    layer: int | None
+    val_mae: float  # mean over seeds
+    test_mae: tuple[float, ...]  # per seed (carved part)
+
+
+def choices(out: Path, part: str) -> dict[tuple[str, str], Choice]:
+    groups: dict[tuple[str, str, int | None], list[tuple[Path, dict]]] = defaultdict(list)
+    for file in sorted((out / part).glob("*/*/*/results.json")):
+        run = json.loads(file.read_text())
+        data, mode = file.parts[-4], file.parts[-3]
+        if run.get("status") != "ok" or mode not in MODES:
             continue
-        values[c["data"], mode][c["seed"]] = run["test"][c["data"]]["mae"]
-    rows = []
-    for data in sorted({d for d, _ in values}):
-        row = {"dataset": data}
-        for mode in MODES.values():
-            row[mode] = mean_std(list(values[data, mode].values()))
-        tl = [m for m in list(MODES.values())[1:] if row[m][2]]
-        best = min(tl, key=lambda m: row[m][0]) if tl else None
-        scratch = values[data, MODES["scratch", "dft", None]]
-        paired = [values[data, best][k] - scratch[k] for k in scratch if best and k in values[data, best]]
-        row["best_tl"], row["paired"] = best, mean_std(paired)
-        row["median"] = median_baseline(data, sorted(scratch))
-        row["paper"] = PAPER.get(data)
-        rows.append(row)
-    return rows, sources
+        layer = run["stages"][-1].get("features_layer") if mode == "tl_features" else None
+        groups[data, mode, layer].append((file.parent, run))
+    best: dict[tuple[str, str], Choice] = {}
+    for (data, mode, layer), runs in groups.items():
+        val = float(np.mean([r["stages"][-1]["best_val_mae"] for _, r in runs]))
+        test = tuple(r["test"][data]["mae"] for _, r in runs if data in r["test"])
+        if (data, mode) not in best or val < best[data, mode].val_mae:
+            best[data, mode] = Choice(tuple(f for f, _ in runs), layer, val, test)
+    return best
 
 
-def median_baseline(data: str, seeds: list[int]) -> tuple[float, float, int]:
-    """Test MAE of predicting the training median (same splits as the runs): what a model must beat."""
+def blind_predictions(choice: Choice, n_rows: int) -> list[str]:
+    """Mean prediction over the seeds' runs per blind row (predictions.csv ids end in ':<line of the input>')."""
+    sums, counts = np.zeros(n_rows), np.zeros(n_rows)
+    for folder in choice.folders:
+        with open(folder / "predictions.csv") as f:
+            for row in csv.DictReader(f):
+                i = int(row["id"].rsplit(":", 1)[1]) - 2
+                if row["prediction"]:
+                    sums[i] += float(row["prediction"])
+                    counts[i] += 1
+    return ["" if c < len(choice.folders) else repr(float(s / c)) for s, c in zip(sums, counts)]
+
+
+def write_blind(blind_choices: dict[tuple[str, str], Choice], blind: Path) -> dict[str, str]:
+    """The five modes' files per set; returns the selected mode per set (the best validation MAE)."""
+    selected = {}
+    for data in CROSSPROP:
+        formulas_file = blind / data / "formulas.csv"
+        if not formulas_file.exists():
+            continue
+        with open(formulas_file) as f:
+            formulas = [row["formula"] for row in csv.DictReader(f)]
+        done = {m: blind_choices[data, m] for m in MODES if (data, m) in blind_choices}
+        if done.keys() == set(MODES):
+            selected[data] = min(MODES, key=lambda m: done[m].val_mae)
+            done["selected"] = done[selected[data]]
+        for mode, choice in done.items():
+            path = RESULTS / "blind" / mode / f"{data}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["formula", "prediction"])
+                writer.writerows(zip(formulas, blind_predictions(choice, len(formulas))))
+    return selected
+
+
+def median_mae(data: str, seed: int = 1) -> float:
+    """Test MAE of predicting the training median on the carved split of `seed`: the floor to beat."""
     from paraisite.data.composition import CompositionFeaturizer
     from paraisite.data.datamodule import LTCDataModule
 
-    maes = []
-    for seed in seeds:
-        dm = LTCDataModule(f"crossprop/{data}", CompositionFeaturizer(), seed=seed, on_bad="skip")
-        dm.setup()
-        median = float(dm.targets("train").median())
-        maes.append(float((dm.targets("test") - median).abs().mean()))
-    return mean_std(maes)
+    dm = LTCDataModule(f"crossprop/{data}", CompositionFeaturizer(), seed=seed, on_bad="skip")
+    dm.setup()
+    return float((dm.targets("test") - dm.targets("train").median()).abs().mean())
 
 
-def mean_std(v: list[float]) -> tuple[float, float, int]:
-    v = np.asarray(v, dtype=float)
-    return (float(v.mean()) if len(v) else float("nan"), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v))
+def fmt(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
 
 
-def fmt(x: float) -> str:
-    return f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
-
-
-def markdown(rows: list[dict], sources: dict, out: str) -> str:
-    head = ["dataset", "train median", *MODES.values(), "paper best SC / best TL",
-            "ours: best TL − scratch, paired by seed"]
-    lines = [f"Machine: {machine()}. Command: `python scripts/crossprop.py {out}` after `sweeps/crossprop.sh` "
-             "(settings below). Test MAE on a 20 % slice carved from `train.csv` per seed (never used for selection; the "
-             "paper's test splits are held back), mean (std) over seeds. `train median`: the MAE of predicting the training "
-             "median, the floor every model must beat.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [fmt(row["median"][0])]
-        for mode in MODES.values():
-            mean, std, n = row[mode]
-            cells.append("—" if n == 0 else f"{fmt(mean)} ({fmt(std)})" if n > 1 else f"{fmt(mean)} (1 seed)")
-        paper = f"{fmt(row['paper'][0])} / {fmt(row['paper'][1])}" if row["paper"] else "—"
-        mean, std, n = row["paired"]
-        delta = f"{fmt(mean)} ({fmt(std)}) [{row['best_tl']}]" if n else "—"
-        lines.append(f"| {row['dataset']} | " + " | ".join(cells) + f" | {paper} | {delta} |")
-    for folder, s in sorted(sources.items()):
-        t = s["test"]
-        lines.append("")
-        lines.append(f"Source model `{s['table']}` ({folder}): test MAE **{t['mae']:.4f}**, RMSE {t['rmse']:.4f}, "
-                     f"R² {t['r2']:.3f} on {t['n']} held-out formulas; best epoch {s['best_epoch'] + 1} of "
-                     f"{s['epochs_run']} run; {s['wall_time_s'] / 60:.1f} min; settings {s['settings']}.")
-    return "\n".join(lines)
+def table(blind_choices: dict, carved: dict, selected: dict[str, str], data_dir: Path) -> tuple[str, list[list]]:
+    head = ["set", "n", "train median", *(f"{m} val / test" for m in MODES), "selected", "paper SC / TL"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows, counts = [], defaultdict(int)
+    for data in CROSSPROP:
+        if not any((data, m) in blind_choices or (data, m) in carved for m in MODES):
+            continue
+        n = sum(1 for _ in open(data_dir / "crossprop" / data / "train.csv")) - 1
+        val = {m: blind_choices[data, m].val_mae if (data, m) in blind_choices else None for m in MODES}
+        test = {m: float(np.mean(carved[data, m].test_mae)) if (data, m) in carved and carved[data, m].test_mae
+                else None for m in MODES}
+        median = median_mae(data) if any(v is not None for v in test.values()) else None
+        cells = [f"{fmt(val[m])} / {fmt(test[m])}" + (f" (layer {blind_choices[data, m].layer})"
+                 if m == "tl_features" and (data, m) in blind_choices else "") for m in MODES]
+        paper = " / ".join(map(fmt, PAPER[data])) if data in PAPER else "—"
+        lines.append(f"| {data} | {n} | {fmt(median)} | " + " | ".join(cells) + f" | {selected.get(data, '—')} | {paper} |")
+        rows.append([data, n, median, *(val[m] for m in MODES), *(test[m] for m in MODES), selected.get(data, "")])
+        tl = [m for m in TL_MODES if (data, m) in carved and test[m] is not None]
+        if tl and test["scratch"] is not None and test["magpie"] is not None:
+            best_tl = min(tl, key=lambda m: carved[data, m].val_mae)  # the TL mode chosen on validation
+            counts["sets"] += 1
+            counts["tl_beats_scratch"] += test[best_tl] < test["scratch"]
+            counts["tl_beats_magpie"] += test[best_tl] < test["magpie"]
+            counts["tl_beats_both"] += test[best_tl] < min(test["scratch"], test["magpie"])
+    for mode in selected.values():
+        counts[f"selected_{mode}"] += 1
+    summary = (f"Sets with all four modes on the carved test: {counts['sets']}; TL (fine-tune or features, chosen on "
+               f"validation) beats ElemNet scratch on {counts['tl_beats_scratch']}, the Magpie baseline on "
+               f"{counts['tl_beats_magpie']}, both on {counts['tl_beats_both']}. Selected on validation (blind "
+               f"models): " + ", ".join(f"{m} {counts[f'selected_{m}']}" for m in MODES) + ".")
+    return "\n".join([summary, "", *lines]), rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--blind", type=Path, default=Path(__file__).resolve().parents[2] / "shared/blind/crossprop")
+    parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
-    rows, sources = table(find_runs(args.runs))
-    text = markdown(rows, sources, " ".join(args.runs))
-    out = DOC.parent / "results" / "crossprop"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "table.csv", "w", newline="") as f:
+    from paraisite.paths import data_dir
+
+    blind_choices, carved = choices(args.out, "blind"), choices(args.out, "carved")
+    selected = write_blind(blind_choices, args.blind)
+    text, rows = table(blind_choices, carved, selected, args.data_dir or data_dir())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "table41.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", *(f"{m} {k}" for m in MODES.values() for k in ("mean", "std", "n")),
-                         "paper_scratch", "paper_tl"])
-        for row in rows:
-            writer.writerow([row["dataset"], *(x for m in MODES.values() for x in row[m]), *(row["paper"] or ("", ""))])
-    write_section("crossprop", text)
-    print(text)
+        writer.writerow(["set", "n", "train_median_mae", *(f"{m}_val_mae" for m in MODES),
+                         *(f"{m}_test_mae" for m in MODES), "selected"])
+        writer.writerows(rows)
+    body = (f"Machine: {machine()}. Command: `sweeps/crossprop.sh` (PART=blind, then PART=carved; budget in its header), "
+            f"then `python scripts/crossprop.py {args.out}`. val: validation MAE of the model trained on the whole "
+            "train.csv (the one that predicts the blind formulas); test: MAE on a 20 % slice carved from train.csv "
+            "(seed 1; a separate model trained on the rest); `—`: not run yet.\n\n" + text)
+    write_section("crossprop41", body)
+    print(body)
 
 
 if __name__ == "__main__":
