@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from paraisite.errors import ParaisiteError
 
@@ -33,8 +34,6 @@ def data_fetch(args) -> int:
 def report(args) -> int:
     from paraisite.report import markdown, write_report
 
-    from pathlib import Path
-
     rows = write_report(args.runs, args.output, args.metric, args.compare or ())
     print(markdown(rows, args.metric))
     if args.compare:
@@ -49,7 +48,10 @@ def predict(args) -> int:
 
     device = args.device or ("cuda" if torch_cuda() else "cpu")
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
-    members = load_ensemble(args.run, device, args.data_dir)
+    if not args.run and not args.model:
+        raise ParaisiteError("give the models: --run RUN (finished runs) and/or --model NAME|DIR (a model bundle; "
+                             "shipped: kappa)")
+    members = load_ensemble(args.run or [], device, args.data_dir, args.model or [])
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below,
                      workers, progress)
@@ -79,6 +81,22 @@ def predict_progress(inputs, every_s: float):
     from paraisite.progress import RateProgress
 
     return RateProgress(count_inputs(inputs), every_s)
+
+
+def bundle(args) -> int:
+    import json
+
+    from paraisite.models.bundle import write_bundle
+    from paraisite.predict import find_models, load_ensemble
+
+    try:
+        card = json.loads(open(args.card).read()) if args.card else {}
+    except (OSError, ValueError) as exc:
+        raise ParaisiteError(f"--card {args.card}: {exc}") from None
+    load_ensemble(args.runs, data_dir=args.data_dir)  # every member loads and they predict the same property
+    manifest = write_bundle(find_models(args.runs), args.output, card)
+    print(f"{len(find_models(args.runs))} member(s) → {manifest.parent} (model.json, weights.safetensors)")
+    return 0
 
 
 def status(args) -> int:
@@ -139,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
     pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders; "
                                                  "a .csv with a formula column (composition models)")
-    pred.add_argument("--run", action="append", required=True, help="run or sweep folder (repeatable)")
+    pred.add_argument("--run", action="append", help="run or sweep folder (repeatable)")
+    pred.add_argument("--model", action="append",
+                      help="a model bundle: a folder written by `paraisite bundle`, or the name of one shipped with "
+                           "the package (kappa: the ready κ model, docs/models.md); repeatable, combines with --run")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
@@ -153,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="a progress line on stderr at most every S seconds (default 10)")
     pred.add_argument("--quiet", action="store_true", help="no progress lines")
     pred.set_defaults(func=predict)
+    bun = commands.add_parser("bundle", help="an ensemble of finished runs as one portable model folder (safetensors "
+                                             "+ JSON) for `paraisite predict --model DIR`")
+    bun.add_argument("runs", nargs="+", help="run or sweep folders (every model.pt under them is a member)")
+    bun.add_argument("--output", required=True, type=Path, help="the bundle folder")
+    bun.add_argument("--card", default=None, help="a JSON file of model-card facts stored with the bundle (card)")
+    bun.add_argument("--data-dir", default=None)
+    bun.set_defaults(func=bundle)
     stat = commands.add_parser("status", help="where the runs of a sweep (or single runs) stand: finished, running, "
                                               "interrupted, failed, not started; metrics; best so far (read-only)")
     stat.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")

@@ -33,6 +33,7 @@ from paraisite.data.records import (
     structure_from_file,
 )
 from paraisite.errors import ParaisiteError
+from paraisite.models.bundle import read_bundle
 from paraisite.models.io import read_model_file
 from paraisite.recipe import build_model
 
@@ -62,9 +63,14 @@ def property_of(config: dict) -> tuple[str, str, str]:
 
 
 def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None = None) -> Member:
-    """Rebuild a run's final model from its `model.pt` (tensors and plain data only: weights_only=True): the
-    architecture from the stored backbone `spec` (no data folder needed), the weights from the file."""
-    config, state = read_model_file(path)
+    """Rebuild a run's final model from its `model.pt` (tensors and plain data only: weights_only=True)."""
+    return member_of(*read_model_file(path), name, str(path), device, data_dir)
+
+
+def member_of(config: dict, state: dict, name: str, path: str, device: str = "cpu",
+              data_dir: str | None = None) -> Member:
+    """A model from its stored config and weights: the architecture from the backbone `spec` (no data folder
+    needed), then the weights."""
     cfg = OmegaConf.create(config)
     if data_dir is not None and "data_dir" in cfg.backbone:
         cfg.backbone.data_dir = data_dir
@@ -74,7 +80,7 @@ def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None
     except ParaisiteError as exc:  # e.g. a feature regressor holding types safe loading refuses
         raise ParaisiteError(f"{path}: {exc}") from None
     module.eval().to(device)
-    return Member(name, module, module.backbone.featurizer(), property_of(config), str(path))
+    return Member(name, module, module.backbone.featurizer(), property_of(config), path)
 
 
 def find_models(runs: list[str | Path]) -> list[Path]:
@@ -89,8 +95,14 @@ def find_models(runs: list[str | Path]) -> list[Path]:
     return paths
 
 
-def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | None = None) -> list[Member]:
+def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | None = None,
+                  bundles: list[str | Path] = ()) -> list[Member]:
+    """The members of every run under `runs` and of every model bundle (a folder, or a shipped name: `kappa`)."""
     members, names = [], set()
+    for bundle in bundles:
+        for m in read_bundle(bundle)[0]:
+            members.append(member_of(m.config, m.state_dict, m.name, f"{bundle}:{m.name}", device, data_dir))
+            names.add(m.name)
     for path in find_models(runs):
         name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
         names.add(name)

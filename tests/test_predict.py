@@ -250,3 +250,35 @@ def test_a_refused_feature_regressor_names_the_model_file(two_runs, tmp_path):
     with pytest.raises(ParaisiteError, match=r"run/model\.pt: head\.skops .*refusing to load types "
                                              r"\['builtins\.print'\] \(safe loading refuses"):
         load_ensemble([tmp_path / "run"])
+
+
+def test_a_bundle_predicts_what_its_runs_predict_without_runs_or_data(two_runs, structure_folder, tmp_path,
+                                                                       monkeypatch, capsys):
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"training_data": "dataset2 (smoke)"}))
+    assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "b"), "--card", str(card)]) == 0
+    manifest = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert len(manifest["members"]) == 2 and manifest["card"] == {"training_data": "dataset2 (smoke)"}
+    assert {p.name for p in (tmp_path / "b").iterdir()} == {"model.json", "weights.safetensors"}
+    predict([structure_folder], load_ensemble([two_runs]), tmp_path / "runs.csv")
+    monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
+    assert cli(["predict", str(structure_folder), "--model", str(tmp_path / "b"), "--output",
+                str(tmp_path / "bundle.csv"), "--quiet"]) == 0
+    runs, bundled = read_rows(tmp_path / "runs.csv"), read_rows(tmp_path / "bundle.csv")
+    assert runs.keys() == bundled.keys()
+    for key, row in runs.items():
+        assert row["kappa_mean"] == bundled[key]["kappa_mean"] and row["flag"] == bundled[key]["flag"]
+
+
+def test_bad_bundles_and_no_model_are_named(two_runs, tmp_path, capsys):
+    a_cif = tmp_path / "x.cif"
+    a_cif.write_text("not read")
+    out = ["--output", str(tmp_path / "o.csv")]
+    assert cli(["predict", str(a_cif), *out]) == 2
+    assert "give the models: --run RUN" in capsys.readouterr().err
+    assert cli(["predict", str(a_cif), "--model", "no-such-model", *out]) == 2
+    assert "--model no-such-model: neither a bundle folder" in capsys.readouterr().err
+    cli(["bundle", str(two_runs), "--output", str(tmp_path / "b")])
+    (tmp_path / "b" / "weights.safetensors").write_bytes(b"garbage")
+    assert cli(["predict", str(a_cif), "--model", str(tmp_path / "b"), *out]) == 2
+    assert f"{tmp_path / 'b'}: unreadable model bundle" in capsys.readouterr().err
