@@ -250,7 +250,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     test_file, predict_file = cfg.data.get("test_file"), cfg.data.get("predict_file")
     if predict_file and not Path(predict_file).exists():  # before any training
         raise ParaisiteError(f"data.predict_file={predict_file}: no such file")
-    test_mode = "none" if test_file or predict_file else "carved"
+    test_mode = "none" if test_file or predict_file or cfg.protocol == "final" else "carved"
     datamodule = partial(LTCDataModule, featurizer=featurizer, seed=cfg.seed, protocol=cfg.protocol, fold=cfg.fold,
                          data_dir=cfg.data_dir, **asdict(data_settings(cfg)))
     target = module.target
@@ -258,7 +258,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         scoring = datamodule(dataset=test_file, test="all")
         scoring.setup()
         excluded = [frozenset(scoring.formulas("test"))] * len(stages)
-    elif cfg.protocol in ("holdout", "cv") and target.is_kappa:
+    elif test_mode == "carved" and cfg.protocol in ("holdout", "cv") and target.is_kappa:
         excluded = [other_test_formulas(stage.data, datamodule) for stage in stages]
     else:
         excluded = [frozenset()] * len(stages)
@@ -276,7 +276,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     test, rows = {}, []
     if test_file:
         scored = {Path(test_file).name.split(".")[0]: scoring}
-    elif not predict_file:
+    elif test_mode == "carved":
         evaluate_on = cfg.evaluate_on if target.is_kappa else []  # the LTC matrix is for κ models only
         scored = {name if name in evaluate_on else cfg.data.name: datamodule(dataset=name)
                   for name in dict.fromkeys([*evaluate_on, cfg.data.dataset])}

@@ -27,7 +27,8 @@ def print_table(results: dict) -> None:
 
     c, target = results["config"], Target.of_results(results)
     if not results["test"]:
-        print(f"no test split (data.predict_file): predictions of {results['predict_file']} in predictions.csv")
+        what = f"; predictions of {results['predict_file']} in predictions.csv" if results["predict_file"] else ""
+        print(f"no test split (protocol={c['protocol']}{', data.predict_file' if what else ''}){what}")
         return
     table = Table(title=f"{c['backbone']} · {c['pretrain']} → {c['finetune']} · data={c['data']} · "
                         f"seed={c['seed']} · {c['protocol']}")

@@ -103,6 +103,16 @@ def test_a_predict_file_trains_on_all_the_data_and_predicts_its_rows_in_order(tm
     assert not (tmp_path / "missing" / "model.pt").exists()
 
 
+def test_protocol_final_trains_on_all_the_data_and_scores_nothing(tmp_path, capsys):
+    from paraisite.cli import main as cli
+
+    results = run(compose_cfg("finetune=dft", "data=dataset1", "protocol=final"), tmp_path / "sweep" / "run")
+    (stage,) = results["stages"]
+    assert results["test"] == {} and stage["n_train"] + stage["n_val"] == 40 and stage["n_excluded_leakage"] == 0
+    assert (tmp_path / "sweep" / "run" / "model.pt").is_file()
+    assert cli(["report", str(tmp_path / "sweep"), "--output", str(tmp_path / "report")]) == 0
+
+
 @pytest.mark.slow
 def test_a_formula_test_file_for_a_composition_backbone_flags_bad_rows(tmp_path):
     test_file = tmp_path / "blind.csv"

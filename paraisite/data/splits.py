@@ -3,7 +3,8 @@
 `holdout` (the honest number): a random test fraction, validation carved from the rest. `paper` (upstream's
 protocol): the same test fraction also selects the checkpoint (val = test). `cv`: k folds by a random permutation
 per seed (repeats = seeds); fold `fold` is the test split and validation is carved from the other folds, so every
-record is a test prediction exactly once per seed. `test`: `carved` (the protocol's), `none` (no test split:
+record is a test prediction exactly once per seed. `final`: no test split (the final model on all the data, validation
+carved as in holdout). `test`: `carved` (the protocol's), `none` (no test split:
 train and validation only, for a user-given test file), `all` (everything is test: scoring that file).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PROTOCOLS = ("holdout", "paper", "cv")
+PROTOCOLS = ("holdout", "paper", "cv", "final")
 TEST_MODES = ("carved", "none", "all")
 
 
@@ -25,7 +26,7 @@ def split_indices(n: int, seed: int, protocol: str = "holdout", test_fraction: f
     empty = np.zeros(0, dtype=perm.dtype)
     if test == "all":
         return {"train": empty, "val": empty, "test": np.arange(n)}
-    if test == "none":
+    if test == "none" or protocol == "final":
         held, rest = empty, perm
     elif protocol == "cv":
         in_fold = np.arange(n) % folds == fold
