@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from paraisite.data.records import (
     structure_from_file,
 )
 from paraisite.errors import ParaisiteError
-from paraisite.models.bundle import read_bundle
+from paraisite.models.bundle import Domain, read_bundle
 from paraisite.models.io import read_model_file
 from paraisite.recipe import build_model
 
@@ -51,6 +51,7 @@ class Member:
     featurizer: object
     property: tuple = ()  # what it predicts (see `property_of`); members of one ensemble must agree
     path: str = ""
+    domain: Domain | None = None  # a bundle's training domain (inputs beyond it are noted)
 
 
 def property_of(config: dict) -> tuple[str, str, str]:
@@ -100,8 +101,10 @@ def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | N
     """The members of every run under `runs` and of every model bundle (a folder, or a shipped name: `kappa`)."""
     members, names = [], set()
     for bundle in bundles:
-        for m in read_bundle(bundle)[0]:
-            members.append(member_of(m.config, m.state_dict, m.name, f"{bundle}:{m.name}", device, data_dir))
+        bundled, _, domain = read_bundle(bundle)
+        for m in bundled:
+            member = member_of(m.config, m.state_dict, m.name, f"{bundle}:{m.name}", device, data_dir)
+            members.append(replace(member, domain=domain))
             names.add(m.name)
     for path in find_models(runs):
         name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
@@ -384,6 +387,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members), "flag",
                "extrapolation"]
     reach = np.array([m.module.transform.reach() for m in members])  # (members, 2): low, high
+    domains = list(dict.fromkeys(m.domain for m in members if m.domain is not None))
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0}
     best: list[tuple] = []
@@ -403,8 +407,9 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                         mean = float(np.mean(values))
                         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
                         far = ~((reach[:, 0] <= row) & (row <= reach[:, 1]))
-                        note = "; ".join(f"{members[j].name}: {name} {members[j].module.transform.extrapolation(row[j])}"
-                                         for j in np.flatnonzero(far))
+                        note = "; ".join([*filter(None, (d.outside(formula, n_atoms) for d in domains)),
+                                          *(f"{members[j].name}: {name} {members[j].module.transform.extrapolation(row[j])}"
+                                            for j in np.flatnonzero(far))])
                 counts["flagged" if mean is None else "predicted"] += 1
                 counts["extrapolated"] += bool(note)
                 rows.append([rid, formula, n_atoms, mean, std, *values, flag, note])

@@ -151,6 +151,18 @@ def source_progress(table: str) -> EpochProgress:
     return EpochProgress(f"source model ({table})")
 
 
+def scoring_plan(cfg) -> str:
+    """What the final model is scored on (or predicts), as `chain.train_and_test` decides it."""
+    data = cfg.data
+    if data.get("test_file"):
+        return f"score on {data.test_file}"
+    predict = f"predict {data.predict_file}" if data.get("predict_file") else ""
+    if predict or cfg.protocol == "final":
+        return predict or "no test split (protocol=final)"
+    kappa = (data.get("target") or "kappa") == "kappa"
+    return f"test on {', '.join(map(str, cfg.evaluate_on)) if kappa else data.name}"
+
+
 def log_plan(cfg, stages: list[Stage], run_dir: str | Path | None = None) -> str:
     """One line at the start of a run: what it trains (stages: data, epochs, batch size), on what, where it writes."""
     import torch
@@ -176,7 +188,7 @@ def log_plan(cfg, stages: list[Stage], run_dir: str | Path | None = None) -> str
         device += f", GPU visible: {torch.cuda.get_device_name(0)}"
     label = " · ".join((cfg.backbone.name, cfg.pretrain.name, cfg.finetune.name, cfg.data.name))
     line = (f"run plan: {label} · seed {cfg.seed} · {cfg.protocol}; {len(stages)} stage(s): "
-            + "; ".join(parts) + f"; then test on {', '.join(map(str, cfg.evaluate_on))}"
+            + "; ".join(parts) + f"; then {scoring_plan(cfg)}"
             + f"; device {device}, {torch.get_num_threads()} CPU thread(s)"
             + (f"; run folder {run_dir}" if run_dir else ""))
     log.info(line)

@@ -259,6 +259,7 @@ def test_a_bundle_predicts_what_its_runs_predict_without_runs_or_data(two_runs, 
     assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "b"), "--card", str(card)]) == 0
     manifest = json.loads((tmp_path / "b" / "model.json").read_text())
     assert len(manifest["members"]) == 2 and manifest["card"] == {"training_data": "dataset2 (smoke)"}
+    assert {"Al", "As"} <= set(manifest["domain"]["elements"]) and manifest["domain"]["max_atoms"] > 1
     assert {p.name for p in (tmp_path / "b").iterdir()} == {"model.json", "weights.safetensors"}
     predict([structure_folder], load_ensemble([two_runs]), tmp_path / "runs.csv")
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
@@ -282,3 +283,12 @@ def test_bad_bundles_and_no_model_are_named(two_runs, tmp_path, capsys):
     (tmp_path / "b" / "weights.safetensors").write_bytes(b"garbage")
     assert cli(["predict", str(a_cif), "--model", str(tmp_path / "b"), *out]) == 2
     assert f"{tmp_path / 'b'}: unreadable model bundle" in capsys.readouterr().err
+
+
+def test_the_training_domain_notes_new_elements_and_larger_cells():
+    from paraisite.models.bundle import Domain
+
+    domain = Domain(frozenset({"Na", "Cl", "O"}), 8)
+    assert domain.outside("NaCl", 8) == ""
+    assert domain.outside("NaUO3", 40) == "element(s) U not in the training data; 40 atoms > the largest training cell (8)"
+    assert Domain(frozenset({"Na"}), None).outside("Na", 500) == ""  # composition data: no cell size

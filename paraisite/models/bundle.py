@@ -25,6 +25,48 @@ WEIGHTS, MANIFEST = "weights.safetensors", "model.json"
 
 
 @dataclass(frozen=True)
+class Domain:
+    """What a bundle's training data covered: its elements and its largest cell. Inputs beyond it are noted in the
+    `extrapolation` column of `paraisite predict` (the prediction is kept)."""
+
+    elements: frozenset[str]
+    max_atoms: int | None  # None: composition data (no cells)
+
+    def outside(self, formula: str | None, n_atoms: int | None) -> str:
+        from pymatgen.core import Composition
+
+        notes = []
+        if formula:
+            new = sorted({e.symbol for e in Composition(formula).elements} - self.elements)
+            if new:
+                notes.append(f"element(s) {', '.join(new)} not in the training data")
+        if n_atoms and self.max_atoms and n_atoms > self.max_atoms:
+            notes.append(f"{n_atoms} atoms > the largest training cell ({self.max_atoms})")
+        return "; ".join(notes)
+
+    def to_json(self) -> dict:
+        return {"elements": sorted(self.elements), "max_atoms": self.max_atoms}
+
+
+def training_domain(configs: list[dict], by_composition: bool, data_dir: str | None = None) -> Domain:
+    """The domain of every data set the members' stages trained on (read from the data folder)."""
+    from pymatgen.core import Composition
+
+    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.records import read_records
+
+    read = {(source, c["datamodule"]["limit"]) for c in configs for stage in c["finetune"]["stages"].values()
+            for source in sources_of(stage["data"])}
+    elements, sizes = set(), []
+    for source, limit in sorted(read, key=str):
+        for record in read_records(source_path(source, data_dir, by_composition), on_bad="skip", limit=limit):
+            elements |= {e.symbol for e in Composition(record.formula).elements}
+            if record.structure is not None:
+                sizes.append(len(record.structure))
+    return Domain(frozenset(elements), max(sizes) if sizes else None)
+
+
+@dataclass(frozen=True)
 class BundleMember:
     name: str
     config: dict  # the run's stored config (model.pt's)
@@ -44,8 +86,9 @@ def bundle_folder(model: str | Path) -> Path:
                          f"({', '.join(names) or 'none shipped'})")
 
 
-def write_bundle(models: list[Path], folder: Path, card: dict) -> Path:
-    """Bundle the final models (`model.pt` files) of finished runs into `folder`; returns the manifest's path."""
+def write_bundle(models: list[Path], folder: Path, card: dict, domain: Domain) -> Path:
+    """Bundle the final models (`model.pt` files) of finished runs into `folder`, with the model card's facts and
+    the training domain; returns the manifest's path."""
     from safetensors.torch import save
 
     tensors, members = {}, []
@@ -60,13 +103,13 @@ def write_bundle(models: list[Path], folder: Path, card: dict) -> Path:
         members.append({"name": name, "config": config})
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
-    manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card}
+    manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card, "domain": domain.to_json()}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return folder / MANIFEST
 
 
-def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict]:
-    """(members, card) of a bundle folder or shipped bundle name."""
+def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, Domain]:
+    """(members, card, training domain) of a bundle folder or shipped bundle name."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -86,4 +129,5 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict]:
         if not state:
             raise ParaisiteError(f"{folder / WEIGHTS}: no weights for member {m['name']}")
         members.append(BundleMember(m["name"], m["config"], state))
-    return members, manifest["card"]
+    domain = Domain(frozenset(manifest["domain"]["elements"]), manifest["domain"]["max_atoms"])
+    return members, manifest["card"], domain
