@@ -51,7 +51,14 @@ def predict(args) -> int:
     if not args.run and not args.model:
         raise ParaisiteError("give the models: --run RUN (finished runs) and/or --model NAME|DIR (a model bundle; "
                              "shipped: kappa)")
-    members = load_ensemble(args.run or [], device, args.data_dir, args.model or [])
+    runs, row = args.run or [], ""
+    if args.row is not None:  # one row of `paraisite report`: e.g. the k folds × repeats of a cv grid point
+        from paraisite.report import row_runs
+
+        row, runs = row_runs(runs, args.row)
+        if not runs:
+            raise ParaisiteError(f"--row {args.row!r}: row {row} has no finished run")
+    members = load_ensemble(runs, device, args.data_dir, args.model or [])
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below,
                      workers, progress)
@@ -59,7 +66,9 @@ def predict(args) -> int:
         progress.close()
     far = f" ({counts['extrapolated']} far outside a member's training range: column extrapolation)" \
         if counts["extrapolated"] else ""
-    print(f"{len(members)} model(s); {counts['predicted']} predicted{far}, {counts['flagged']} flagged → {args.output}")
+    of_row = f" (row {row})" if row else ""
+    print(f"{len(members)} model(s){of_row}; {counts['predicted']} predicted{far}, {counts['flagged']} flagged → "
+          f"{args.output}")
     if args.top:
         from rich.console import Console
         from rich.table import Table
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Rows: one per configuration, mean (std) over seeds.\nprotocol=cv rows: the metric of each "
                     "repeat's pooled out-of-fold predictions, mean over repeats\n[95 % bootstrap interval over "
-                    "materials] (folds×complete repeats).",
+                    "materials] (folds×complete repeats); under the table, the ensemble of its repeats\nout of fold (per "
+                    "material, the mean of the seeds' fold models that never saw it).",
         epilog='example:\n  paraisite report outputs/cv --output r --compare "megnet/eform/agl_dft/dataset1" '
                '"megnet/eform/dft/dataset1"')
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
@@ -166,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--model", action="append",
                       help="a model bundle: a folder written by `paraisite bundle`, or the name of one shipped with "
                            "the package (kappa: the ready κ model, docs/models.md); repeatable, combines with --run")
+    pred.add_argument("--row", default=None, help="only the finished runs of this row of `paraisite report` under "
+                                                  "the --run folders — its label or any part of it that names one "
+                                                  "row, e.g. 'dataset1 [cv]': the k fold models × repeats of a cv "
+                                                  "grid point")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")

@@ -3,8 +3,10 @@
 Rows of protocol `cv` are scored on pooled out-of-fold predictions: per repeat (seed), the `test_predictions.csv`
 rows of its k fold runs are concatenated per test set (each record once) and the metric is computed on all of them
 (`regression_metrics`), then averaged over repeats, with a 95 % bootstrap interval over materials (`stats`). A
-repeat that lacks folds (a fold run failed or is missing) is shown as incomplete and left out. `--compare A B`
-gives paired differences A − B on the same (seed, test set, id) predictions (`compare`).
+repeat that lacks folds (a fold run failed or is missing) is shown as incomplete and left out. A cv row's
+ensemble is scored out of fold too: per material, the mean of its out-of-fold predictions over the complete repeats
+(`stats.ensemble`), with its interval. `--compare A B` gives paired differences A − B on the same (seed, test set,
+id) predictions (`compare`).
 
 A row pools the seeds of one configuration: runs are grouped on their whole resolved config (`.hydra/config.yaml`)
 minus the seed and the runtime keys. Rows with the same backbone/pretrain/finetune/data/protocol but other settings
@@ -24,7 +26,16 @@ import numpy as np
 
 from paraisite.errors import ParaisiteError
 from paraisite.recipe import RUNTIME_KEYS, run_label
-from paraisite.stats import N_BOOTSTRAP, N_PERMUTATIONS, HIGHER_IS_BETTER, Repeat, bootstrap, paired, rng_for
+from paraisite.stats import (
+    HIGHER_IS_BETTER,
+    N_BOOTSTRAP,
+    N_PERMUTATIONS,
+    Repeat,
+    bootstrap,
+    ensemble,
+    paired,
+    rng_for,
+)
 from paraisite.target import Target
 
 log = logging.getLogger(__name__)
@@ -101,6 +112,23 @@ def row_key(run: dict) -> tuple[str, ...]:
     settings = settings_of(run)
     return (*(str(run.get("config", {}).get(k, "?")) for k in ROW_KEYS),
             "" if settings is None else json.dumps(settings, sort_keys=True, default=str))
+
+
+def group(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs by row (`row_key`): a row pools the seeds (and, for cv, the folds) of one configuration."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[row_key(run)].append(run)
+    return groups
+
+
+def rows_of(runs: list[dict]) -> list[dict]:
+    """One row per configuration, in order: its grid label (ROW_KEYS), `variant` (what sets it apart from rows of
+    the same label), `_key` (`row_key`) and `_members` (its runs)."""
+    groups = group(runs)
+    diffs = variants(list(groups))
+    return [dict(zip(ROW_KEYS, key), variant=short_variant(diffs[key]), _key=key, _members=groups[key])
+            for key in sorted(groups)]
 
 
 def variants(keys: list[tuple]) -> dict[tuple, dict[str, str]]:
@@ -241,20 +269,19 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
     protocol cv (runs read from folders): the metric of each complete repeat's pooled out-of-fold predictions,
     `folds` = k and `incomplete` = the repeats left out and why. Other protocols (and results passed in memory,
     without a run folder): the runs' own test metrics, mean (std) over seeds. `_members` (not written) holds the
-    row's runs."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[row_key(run)].append(run)
-    diffs = variants(list(groups))
+    row's runs.
+
+    cv rows also score the ensemble of their complete repeats on the same materials (`stats.ensemble`: per
+    material, the mean of its out-of-fold predictions over the seeds — models that never saw it): `{test}_ensemble`
+    with `_ensemble_lo`/`_ensemble_hi`, its 95 % bootstrap interval."""
     test_sets = list(TEST_SETS) + sorted({t for r in runs for t in r.get("test", {})} - set(TEST_SETS))
-    rows = []
-    for key in sorted(groups):
-        members = groups[key]
+    rows = rows_of(runs)
+    for row in rows:
+        key, members = row["_key"], row["_members"]
         check_seeds(members)
         ok = [r for r in members if r.get("status") == "ok"]
-        row = dict(zip(ROW_KEYS, key), variant=short_variant(diffs[key]), n_runs=len(members),
-                   n_failed=len(members) - len(ok), seeds=sorted({r["config"].get("seed") for r in ok}, key=seed_order),
-                   folds="", incomplete="", _members=members)
+        row.update(n_runs=len(members), n_failed=len(members) - len(ok),
+                   seeds=sorted({r["config"].get("seed") for r in ok}, key=seed_order), folds="", incomplete="")
         if row["protocol"] == "cv" and all(r.get("dir") for r in members):
             complete, incomplete, row["folds"] = cv_repeats(members)
             row["_repeats"], row["incomplete"] = complete, "; ".join(f"seed {s}: {w}" for s, w in incomplete.items())
@@ -268,7 +295,10 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
                 row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
                 row[f"{test}_n"] = len(values) if np.isfinite(result["estimate"]) else 0
                 row[f"{test}_lo"], row[f"{test}_hi"] = result["lo"], result["hi"]
-            rows.append(row)
+                joint = bootstrap([ensemble(repeats)] if repeats else [], metric, kind,
+                                  rng_for(*key, test, metric, "ensemble"), n_boot)
+                row[f"{test}_ensemble"] = joint["estimate"]
+                row[f"{test}_ensemble_lo"], row[f"{test}_ensemble_hi"] = joint["lo"], joint["hi"]
             continue
         for test in test_sets:
             values = np.array([r["test"][test][metric] for r in ok if metric in r.get("test", {}).get(test, {})], dtype=float)
@@ -276,7 +306,6 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
             row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
             row[f"{test}_n"] = len(values)
             row[f"{test}_lo"] = row[f"{test}_hi"] = float("nan")
-        rows.append(row)
     return rows
 
 
@@ -296,11 +325,22 @@ def cell(row: dict, test: str) -> str:
         shape = f"{row['folds']}×{n}" + (f", {row['_n_incomplete']} incomplete" if row["_n_incomplete"] else "")
         if n == 0:
             return f"— ({shape})" if test in row["_tests"] else "—"
-        interval = f" [{row[f'{test}_lo']:.2f}, {row[f'{test}_hi']:.2f}]" if np.isfinite(row[f"{test}_lo"]) else ""
-        return f"{mean:.2f}{interval} ({shape})"
+        return f"{mean:.2f}{interval(row[f'{test}_lo'], row[f'{test}_hi'])} ({shape})"
     if n == 0:
         return "—"
     return f"{mean:.2f} ({std:.2f})" if n > 1 else f"{mean:.2f}"
+
+
+def interval(lo: float, hi: float) -> str:
+    return f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else ""
+
+
+def ensemble_cell(row: dict, test: str) -> str:
+    """A cv row's ensemble: `value [lo, hi] (repeats averaged)`."""
+    n = row[f"{test}_n"]
+    if n == 0:
+        return "—"
+    return f"{row[f'{test}_ensemble']:.2f}{interval(row[f'{test}_ensemble_lo'], row[f'{test}_ensemble_hi'])} ({n})"
 
 
 def markdown(rows: list[dict], metric: str) -> str:
@@ -320,6 +360,14 @@ def markdown(rows: list[dict], metric: str) -> str:
     incomplete = [f"- {label(r)}: {r['incomplete']}" for r in rows if r.get("incomplete")]
     if incomplete:
         lines += ["", "**Incomplete repeats** (left out of the means):", *incomplete]
+    pooled = [r for r in rows if is_pooled(r)]
+    if pooled:
+        lines += ["", f"**Ensemble of the repeats, out of fold** (cv rows): per material, the mean of its out-of-fold "
+                      f"predictions over the complete repeats (each seed's fold model that never saw it); "
+                      f"{metric.upper()} of these means [95 % bootstrap interval over materials] (repeats averaged). "
+                      "`paraisite predict --row` predicts with all k × repeats models of a row.", "",
+                  "| row | " + " | ".join(tests) + " |", "|---|" + "---|" * len(tests)]
+        lines += [f"| {label(r)} | " + " | ".join(ensemble_cell(r, t) for t in tests) + " |" for r in pooled]
     return "\n".join(lines) + "\n"
 
 
@@ -331,9 +379,7 @@ def label(row: dict) -> str:
 
 def row_configs(runs: list[dict]) -> str:
     """Markdown: for every grid label with several configurations, each setting that differs and its values."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[row_key(run)].append(run)
+    groups = group(runs)
     diffs = variants(list(groups))
     by_label: dict[tuple, list[tuple]] = defaultdict(list)
     for key in sorted(groups):
@@ -430,7 +476,7 @@ def curves(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def find_row(rows: list[dict], name: str) -> dict:
+def find_row(rows: list[dict], name: str, option: str = "--compare") -> dict:
     """The row whose label (`label`) is `name`, else the one row whose label contains it."""
     labels = [label(r) for r in rows]
     exact = [r for r, text in zip(rows, labels) if text == name]
@@ -438,9 +484,16 @@ def find_row(rows: list[dict], name: str) -> dict:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ParaisiteError(f"--compare {name!r}: no row is labelled so; the rows are: " + "; ".join(labels))
-    raise ParaisiteError(f"--compare {name!r} names {len(found)} rows ({'; '.join(map(label, found))}): give more "
+        raise ParaisiteError(f"{option} {name!r}: no row is labelled so; the rows are: " + "; ".join(labels))
+    raise ParaisiteError(f"{option} {name!r} names {len(found)} rows ({'; '.join(map(label, found))}): give more "
                          "of the label")
+
+
+def row_runs(paths: list[str | Path], name: str) -> tuple[str, list[str]]:
+    """(label, folders of its finished runs) of the one row under `paths` that `name` names (as `--compare`):
+    e.g. the k fold runs × repeats of a cv grid point, the ensemble of `paraisite predict --row`."""
+    row = find_row(rows_of(find_runs(paths)), name, "--row")
+    return label(row), [r["dir"] for r in row["_members"] if r.get("status") == "ok"]
 
 
 def repeats_of(row: dict) -> dict:

@@ -2,7 +2,8 @@
 
 A *repeat* is one seed's test predictions of a row: for protocol `cv` the pooled out-of-fold predictions of its k
 fold runs (every record once), for `holdout`/`paper` the one run's test split. A metric of a row is the mean over
-repeats of the metric on each repeat's predictions (`regression_metrics`).
+repeats of the metric on each repeat's predictions (`regression_metrics`). The *ensemble* of a row's repeats
+(`ensemble`) averages their predictions per material: of cv repeats, the out-of-fold error of the seeds' ensemble.
 
 Intervals resample *materials* (ids) with replacement — the same resampled ids for every repeat, and for both rows
 of a comparison (paired) — recompute each repeat's metric on the resample (a material drawn twice counts twice),
@@ -46,6 +47,19 @@ class Repeat:
 
     def subset(self, keep: np.ndarray) -> Repeat:
         return Repeat(self.seed, self.ids[keep], self.true[keep], self.pred[keep])
+
+
+def ensemble(repeats: list[Repeat]) -> Repeat:
+    """The repeats' predictions averaged per material (id; a material in some repeats only: the mean of those).
+    Of cv repeats, each material's out-of-fold predictions (per seed, by the one fold model that never saw it), so
+    the metric of the result is the out-of-fold error of the seeds' ensemble."""
+    universe, positions = _positions(repeats)
+    total, count, true = np.zeros(len(universe)), np.zeros(len(universe)), np.zeros(len(universe))
+    for repeat, position in zip(repeats, positions):
+        total[position] += repeat.pred
+        count[position] += 1
+        true[position] = repeat.true
+    return Repeat(tuple(r.seed for r in repeats), universe, true, total / count)
 
 
 def rng_for(*key) -> np.random.Generator:

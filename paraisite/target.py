@@ -66,3 +66,11 @@ class Target:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def selection_score(results: dict) -> tuple[str, float]:
+    """(key, value) of what a run is selected on in sweeps: the final stage's best validation score
+    (`best_val_mape` for κ, `best_val_mae` otherwise), measured on that stage's validation split — never on a test
+    split, except under protocol=paper, whose validation split is the test split."""
+    key = f"best_val_{Target.of_results(results).monitor}"
+    return key, float(results["stages"][-1][key])

@@ -1,4 +1,5 @@
-"""The Hydra task behind `train.py`: run, print the table; turn errors into one line and a failed results.json."""
+"""The Hydra task behind `train.py`: run, print the table, return the selection score (what sweepers minimise);
+turn errors into one line and a failed results.json."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from paraisite.chain import RESULTS_FORMAT, run
@@ -16,9 +18,10 @@ from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.files import write_json
 from paraisite.recipe import check_overrides, run_label
 from paraisite.runlock import RunFolderBusy
-from paraisite.target import Target
+from paraisite.target import Target, selection_score
 
 log = logging.getLogger(__name__)
+SQLITE = "sqlite:///"  # a local SQLite storage URL: the prefix, then the file's path
 
 
 def print_table(results: dict) -> None:
@@ -99,10 +102,25 @@ def precheck(argv: list[str]) -> None:
         sys.exit(2)
 
 
-def main(cfg: DictConfig) -> dict | None:
-    """Hydra task: run and print the table. A ParaisiteError becomes a one-line message and a failed results.json
-    (a bad config: nothing written); in a sweep any failure is recorded that way (traceback in the run log) and the
-    other jobs go on."""
+class OptunaStudy(Callback):
+    """Hydra callback of the Optuna presets (conf/hparams_search/), before the study opens: refuse protocol=paper
+    (its validation split is the test split, so a search would tune on test) and create the folder of a SQLite
+    storage (`sqlite:///PATH`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if config.protocol == "paper":
+            raise ConfigError("protocol=paper selects on the test split; a hyper-parameter search must select on "
+                              "validation only: use protocol=holdout or cv")
+        storage = str(config.hydra.sweeper.storage or "")
+        if storage.startswith(SQLITE):
+            Path(storage[len(SQLITE):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def main(cfg: DictConfig) -> float:
+    """Hydra task: run, print the table and return the run's selection score (`selection_score`: the final stage's
+    best validation score), which a sweeper minimises (`hparams_search=step3_optuna`). A ParaisiteError becomes a
+    one-line message and a failed results.json (a bad config: nothing written); in a sweep any failure is recorded
+    that way (traceback in the run log), returns NaN (Optuna marks the trial failed) and the other jobs go on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -129,8 +147,9 @@ def main(cfg: DictConfig) -> dict | None:
         if (multirun or not isinstance(exc, ConfigError)) and not isinstance(exc, RunFolderBusy):
             record_failure(run_dir / "results.json", message, cfg)
         if multirun:
-            return None
+            return float("nan")
         sys.exit(2)
-    if results:
-        print_table(results)
-    return results
+    if not results:  # a DDP rank other than zero
+        return float("nan")
+    print_table(results)
+    return selection_score(results)[1]

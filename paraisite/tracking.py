@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
-from paraisite.target import Target
+from paraisite.target import Target, selection_score
 
 METRIC_COLUMNS = ("n", "mape", "mae", "rmse", "log_mae", "log_rmse", "r2", "spearman")
 
@@ -65,8 +65,8 @@ class WandbTracker(CSVTracker):
         for test, m in results["test"].items():
             for key in METRIC_COLUMNS:
                 self.run.summary[f"test/{test}/{key}"] = m.get(key)
-        key = f"best_val_{Target.of_results(results).monitor}"  # what sweeps select on (κ: MAPE; others: MAE)
-        self.run.summary[key] = results["stages"][-1][key]
+        key, score = selection_score(results)
+        self.run.summary[key] = score
         png = self.run_dir / "matrix.png"
         metric = Target.of_results(results).monitor
         heatmap(summarize([results], metric), metric, png)

@@ -76,7 +76,7 @@ def test_every_stage_key_is_declared_so_no_plus_is_needed():
     ("datamodule.val_fraction=1.5", "datamodule: val_fraction=1.5 is not allowed"),
     ("datamodule.on_bad=ignore", "datamodule: on_bad='ignore' is not allowed (one of error, skip)"),
     ("source_training.batch_size=-4", "source_training: batch_size=-4 is not allowed"),
-    ("protocol=cheat", "config: protocol='cheat' is not allowed (one of holdout, paper, cv)"),
+    ("protocol=cheat", "config: protocol='cheat' is not allowed (one of holdout, paper, cv, final)"),
 ])
 def test_bad_values_are_named_with_the_allowed_range(override, message):
     with pytest.raises(ConfigError) as err:

@@ -1,4 +1,5 @@
-"""Evidence: k-fold cross-validation, out-of-fold predictions, user-given test files, shared stages."""
+"""Evidence: k-fold cross-validation, out-of-fold predictions, a cv grid point as the final ensemble, user-given test
+files, shared stages."""
 
 import csv
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from paraisite.chain import run
+from paraisite.cli import main as cli
 from paraisite.data.splits import split_indices
 from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.recipe import check_config
@@ -58,6 +60,38 @@ def test_every_record_is_an_out_of_fold_prediction_exactly_once(tmp_path):
         assert len(rows) == results["test"]["dataset1"]["n"]
         seen.update(r["id"] for r in rows)
     assert len(seen) == 40 and set(seen.values()) == {1}  # smoke: the first 40 records, each tested once
+
+
+@pytest.mark.slow
+def test_a_cv_grid_point_is_the_ensemble_and_its_out_of_fold_error_is_reported(tmp_path, mirror_records):
+    from omegaconf import OmegaConf
+
+    sweep, fold_of = tmp_path / "sweep", {}
+    for seed in (1, 2):
+        for fold in (0, 1):
+            folder = sweep / f"f{fold}-s{seed}"
+            cfg = compose_cfg("protocol=cv", "datamodule.folds=2", f"fold={fold}", f"seed={seed}", "finetune=dft",
+                              "data=dataset1", "evaluate_on=[dataset1]")
+            run(cfg, folder)
+            (folder / ".hydra").mkdir()
+            OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")  # as Hydra leaves it: what rows are grouped on
+            fold_of.update({(seed, r["id"]): folder.name for r in read_predictions(folder)})
+    inputs = write_records(tmp_path / "d1.json", mirror_records[:40])  # smoke: the records the folds split
+    assert cli(["predict", str(inputs), "--run", str(sweep), "--row", "dataset1 [cv]", "--output",
+                str(tmp_path / "p.csv"), "--quiet"]) == 0
+    predicted = {r["id"]: r for r in csv.DictReader(open(tmp_path / "p.csv")) if not r["flag"]}
+    assert {c for c in next(iter(predicted.values())) if c.startswith("kappa_f")} == {
+        f"kappa_f{f}-s{s}" for f in (0, 1) for s in (1, 2)}  # every fold model of every repeat
+    # per material: the mean over seeds of the one fold model that never saw it, from the members' predictions
+    ids = sorted({i for _, i in fold_of} & set(predicted))
+    true = np.array([float(next(r["target"] for r in read_predictions(sweep / fold_of[1, i]) if r["id"] == i))
+                     for i in ids])
+    out_of_fold = np.array([np.mean([float(predicted[i][f"kappa_{fold_of[s, i]}"]) for s in (1, 2)]) for i in ids])
+    assert cli(["report", str(sweep), "--output", str(tmp_path / "r")]) == 0
+    (row,) = csv.DictReader(open(tmp_path / "r" / "table.csv"))
+    assert float(row["dataset1_ensemble"]) == pytest.approx(float(np.mean(np.abs(out_of_fold - true) / true)), rel=1e-4)
+    assert float(row["dataset1_ensemble_lo"]) < float(row["dataset1_ensemble"]) < float(row["dataset1_ensemble_hi"])
+    assert "**Ensemble of the repeats, out of fold**" in (tmp_path / "r" / "table.md").read_text()
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ repeats, paired comparisons (`--compare`). Fake run folders, no training."""
 import csv
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from paraisite.data.splits import split_indices
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
-from paraisite.report import compare, find_runs, markdown, summarize
+from paraisite.report import compare, find_runs, markdown, row_runs, summarize
 from paraisite.stats import batch_metric
 from tests.helpers import cfg_of
 
@@ -87,6 +88,32 @@ def test_a_cv_row_scores_the_pooled_out_of_fold_predictions(tmp_path, metric):
     assert (row["folds"], row["dataset1_n"], row["seeds"], row["incomplete"]) == (FOLDS, 2, [1, 2], "")
     assert row["dataset1_lo"] < row["dataset1_mean"] < row["dataset1_hi"]
     assert row["dataset2_n"] == 0 and np.isnan(row["dataset2_mean"])
+
+
+def test_a_cv_row_scores_the_out_of_fold_ensemble_of_its_repeats(tmp_path):
+    made = cv_grid(tmp_path, {"eform": 0.3, "scratch": 0.3}, skip={("scratch", 2, 0)})
+    rows = summarize(find_runs([tmp_path]))
+    row = row_of(rows, "eform")
+    _, true, _ = made["eform", 1]
+    out_of_fold = np.mean([made["eform", s][2] for s in SEEDS], axis=0)  # per material: its seeds' fold models
+    assert row["dataset1_ensemble"] == pytest.approx(regression_metrics(true, out_of_fold)["mape"], rel=1e-9)
+    assert row["dataset1_ensemble"] < row["dataset1_mean"]  # averaging two seeds' errors
+    assert row["dataset1_ensemble_lo"] < row["dataset1_ensemble"] < row["dataset1_ensemble_hi"]
+    incomplete = row_of(rows, "scratch")  # seed 2 lacks a fold: the ensemble holds seed 1 alone
+    assert incomplete["dataset1_ensemble"] == pytest.approx(incomplete["dataset1_mean"])
+    table = markdown(rows, "mape")
+    assert "**Ensemble of the repeats, out of fold**" in table
+    assert re.search(r"\| megnet/eform/dft/dataset1 \[cv\] \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(2\) \| — \|", table)
+
+
+def test_a_row_names_its_finished_runs_for_an_ensemble(tmp_path):
+    cv_grid(tmp_path, {"eform": 0.3, "scratch": 0.3}, skip={("scratch", 2, 0)})
+    name, runs = row_runs([tmp_path], "scratch")
+    assert name == "megnet/scratch/dft/dataset1 [cv]"
+    assert sorted(Path(r).name for r in runs) == [f"scratch-s{s}-f{f}" for s in SEEDS for f in range(FOLDS)
+                                                  if (s, f) != (2, 0)]
+    with pytest.raises(ParaisiteError, match=r"--row 'megnet' names 2 rows"):
+        row_runs([tmp_path], "megnet")
 
 
 def test_the_interval_shrinks_with_more_materials(tmp_path):

@@ -1,6 +1,8 @@
-"""Every sweep file composes into valid runs; the W&B grid lists the same runs as sweeps/paper_grid.sh."""
+"""Every sweep file composes into valid runs; the W&B grid lists the same runs as sweeps/paper_grid.sh; the Optuna
+preset searches the W&B bayes sweep's space, stores its study and continues it when relaunched."""
 
 import itertools
+import json
 import os
 import random
 import shlex
@@ -10,9 +12,13 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from paraisite.errors import ConfigError
 from paraisite.recipe import check_config
+from paraisite.task import OptunaStudy
 from tests.conftest import ROOT
+from tests.test_train import train_cli
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 
@@ -90,3 +96,62 @@ def test_wandb_grid_lists_the_same_runs_as_the_grid_script():
     script = grid_script_runs()
     assert len(script) == 3 * 3 * 9 + 2 * 9
     assert wandb == script
+
+
+OPTUNA = ROOT / "conf" / "hparams_search" / "step3_optuna.yaml"
+
+
+def optuna_space() -> dict:
+    """{key: Optuna distribution} of the preset's `hydra.sweeper.params`, parsed as the sweeper parses them."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    params = yaml.safe_load(OPTUNA.read_text())["hydra"]["sweeper"]["params"]
+    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in params.items()])
+    assert not fixed
+    return space
+
+
+def test_the_wandb_bayes_sweep_searches_the_optuna_space():
+    from optuna.distributions import CategoricalDistribution, LogUniformDistribution
+
+    searched = {k: p for k, p in yaml.safe_load((ROOT / "sweeps" / "step3_bayes.yaml").read_text())["parameters"].items()
+                if "value" not in p}
+    space = optuna_space()
+    assert set(searched) == set(space)
+    for key, distribution in space.items():
+        if isinstance(distribution, CategoricalDistribution):
+            assert list(distribution.choices) == searched[key]["values"], key
+        else:
+            assert isinstance(distribution, LogUniformDistribution), key
+            assert searched[key] == {"distribution": "log_uniform_values", "min": distribution.low,
+                                     "max": distribution.high}, key
+
+
+def test_an_optuna_search_makes_its_storage_folder_and_refuses_the_paper_protocol(tmp_path):
+    storage = f"sqlite:///{tmp_path}/studies/optuna.db"
+    cfg = compose("train", overrides=["hparams_search=step3_optuna", f"hydra.sweeper.storage={storage}"],
+                  return_hydra_config=True)
+    OptunaStudy().on_multirun_start(config=cfg)
+    assert (tmp_path / "studies").is_dir()
+    paper = compose("train", overrides=["hparams_search=step3_optuna", "protocol=paper"], return_hydra_config=True)
+    with pytest.raises(ConfigError, match="protocol=paper selects on the test split"):
+        OptunaStudy().on_multirun_start(config=paper)
+
+
+@pytest.mark.slow
+def test_an_optuna_search_stores_its_trials_and_a_relaunch_continues_the_study(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/db/optuna.db"
+    for launch in (1, 2):
+        sweep = tmp_path / f"launch{launch}"
+        done = train_cli("-m", "hparams_search=step3_optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}",
+                         f"hydra.sweeper.storage={storage}", "threads=1")
+        assert done.returncode == 0, done.stderr[-2000:]
+        trials = optuna.load_study(study_name="step3-megnet-eform-dataset1-holdout-smoke", storage=storage).trials
+        assert len(trials) == 3 * launch and {t.state.name for t in trials} == {"COMPLETE"}
+        for trial, run in zip(trials[-3:], sorted(sweep.glob("*/results.json"))):  # job n = this launch's trial n
+            assert trial.value == pytest.approx(json.loads(run.read_text())["stages"][-1]["best_val_mape"])
+            config = OmegaConf.load(run.parent / ".hydra" / "config.yaml")
+            assert config.finetune.stages.dft.lr == pytest.approx(trial.params["++finetune.stages.dft.lr"])
+            assert config.head.widths == json.loads(trial.params["head.widths"])
