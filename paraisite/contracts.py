@@ -7,7 +7,7 @@ arguments. Optional capabilities are declared here with a default, never probed 
 | capability | default | who offers it |
 |---|---|---|
 | `Backbone.truncate(layer)`: features from an inner layer | refused (output features only) | ElemNet |
-| `Backbone.source_layer()`: the source task's output layer | None | MEGNet, ElemNet |
+| `Backbone.source_layer()`: the source task's output layer | None | MEGNet, M3GNet, ElemNet |
 | `Backbone.source_info`: what the framework's source pre-training measured | None | ElemNet (trained here) |
 | `Backbone.trains_source`: `weights_by_pretrain` names a table to pre-train on | False (published weights) | ElemNet |
 | `Head.load_source_layer(weight, bias)`: start from the source output layer | ignored | LinearHead |

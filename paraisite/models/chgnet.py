@@ -1,0 +1,195 @@
+"""CHGNet backbone: the pinned `chgnet` package, with the pre-trained weights its wheel ships (read without unpickling).
+
+The backbone output is CHGNet's crystal-level feature vector: the 64 atom features after the last convolution and
+the readout layer norm, averaged over the atoms of the structure (CHGNet's own `crystal_fea` is their sum, which
+would grow with the cell; its energy is the mean over atoms of the readout MLP). The readout MLP, the magnetic-moment
+head and the composition reference energies are dropped after the weights load (strictly: every key).
+Graphs come from CHGNet's `CrystalGraphConverter` and are cached per dataset like matgl's graphs (`CrystalGraphSet`:
+each field of CHGNet's `CrystalGraph` concatenated over the structures, plus per-structure offsets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from paraisite.contracts import Backbone, Featurizer
+from paraisite.data.graphs import NO_NEIGHBORS, NO_STRUCTURE, joined_ptr
+from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
+from paraisite.errors import DataError
+from paraisite.models.io import read_cache, safe_load, write_cache
+
+WEIGHTS = "0.3.0"
+CACHE_FORMAT = 1
+FIELDS = ("atomic_number", "atom_frac_coord", "atom_graph", "neighbor_image", "directed2undirected",
+          "undirected2directed", "bond_graph", "lattice")  # the tensors of a chgnet CrystalGraph
+ROW_SHAPES = {"atom_graph": (2,), "neighbor_image": (3,), "bond_graph": (5,)}
+MAX_Z = 94  # CHGNet's atom embedding covers H..Pu
+
+
+def weights_file(version: str) -> Path:
+    """The checkpoint of a weight set shipped in the chgnet package (`chgnet/pretrained/<version>/`)."""
+    found = sorted(Path(str(resources.files("chgnet") / "pretrained" / version)).glob("*.pth.tar"))
+    if not found:
+        raise DataError(f"the installed chgnet package has no pretrained weights {version!r}")
+    return found[0]
+
+
+@dataclass
+class CrystalGraphBatch:
+    graphs: list  # chgnet CrystalGraphs
+    y: torch.Tensor
+
+
+@dataclass
+class CrystalGraphSet:
+    """CHGNet graphs of one dataset; graph i owns rows ptrs[f][i]:ptrs[f][i + 1] of tensors[f], for each field f."""
+
+    ids: list[str]
+    formulas: list[str]
+    flags: list[str]
+    target: torch.Tensor
+    tensors: dict[str, torch.Tensor]
+    ptrs: dict[str, torch.Tensor]
+    cutoffs: list[float]  # atom graph, bond graph (Å)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def graph(self, i: int):
+        from chgnet.graph import CrystalGraph
+
+        parts = {f: t[int(self.ptrs[f][i]):int(self.ptrs[f][i + 1])] for f, t in self.tensors.items()}
+        return CrystalGraph(**parts, atom_graph_cutoff=self.cutoffs[0], bond_graph_cutoff=self.cutoffs[1])
+
+    def collate(self, indices) -> CrystalGraphBatch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return CrystalGraphBatch([self.graph(i) for i in idx.tolist()], self.target[idx].float())
+
+
+@dataclass
+class CHGNetFeaturizer(Featurizer):
+    """Structures → CHGNet crystal graphs (atom graph within `atom_graph_cutoff`, bond graph within
+    `bond_graph_cutoff`); the settings are part of the cache key."""
+
+    atom_graph_cutoff: float
+    bond_graph_cutoff: float
+    algorithm: str = "fast"
+    by_composition: ClassVar[bool] = False
+
+    def key(self, content_hash: str, extra: str = "") -> str:
+        text = (f"chgnet|{CACHE_FORMAT}|{content_hash}|{float(self.atom_graph_cutoff)}|"
+                f"{float(self.bond_graph_cutoff)}|{self.algorithm}|{extra}")
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def build(self, records: list[Record]) -> CrystalGraphSet:
+        from chgnet.graph import CrystalGraphConverter
+
+        converter = CrystalGraphConverter(atom_graph_cutoff=self.atom_graph_cutoff,
+                                          bond_graph_cutoff=self.bond_graph_cutoff, algorithm=self.algorithm,
+                                          on_isolated_atoms="ignore")
+        parts, counts, flags = {f: [] for f in FIELDS}, {f: [] for f in FIELDS}, []
+        for rec in records:
+            heavy = sorted({el.symbol for el in rec.structure.composition.elements if el.Z > MAX_Z}) \
+                if rec.structure else []
+            if rec.structure is None or heavy:
+                flags.append(f"{ELEMENT_NOT_IN_MODEL}: {' '.join(heavy)}" if heavy else NO_STRUCTURE)
+                for f in FIELDS:
+                    counts[f].append(0)
+                continue
+            graph = converter(rec.structure)
+            for f in FIELDS:  # empty adjacency lists keep their row width, so the graphs concatenate
+                tensor = getattr(graph, f).detach()
+                tensor = tensor.reshape(-1, *ROW_SHAPES[f]) if f in ROW_SHAPES else tensor
+                parts[f].append(tensor)
+                counts[f].append(len(tensor))
+            isolated = len(rec.structure) - len(torch.unique(parts["atom_graph"][-1][:, 0]))
+            flags.append(NO_NEIGHBORS if isolated else "")
+        ptrs = {f: torch.tensor(np.concatenate([[0], np.cumsum(counts[f])]), dtype=torch.long) for f in FIELDS}
+        return CrystalGraphSet(
+            ids=[r.id for r in records], formulas=[r.formula for r in records], flags=flags,
+            target=torch.tensor([np.nan if r.target is None else r.target for r in records], dtype=torch.float64),
+            tensors={f: torch.cat(parts[f]) if parts[f] else torch.zeros(0) for f in FIELDS}, ptrs=ptrs,
+            cutoffs=[float(self.atom_graph_cutoff), float(self.bond_graph_cutoff)])
+
+    def save(self, data: CrystalGraphSet, path: Path) -> None:
+        write_cache(path, vars(data), CACHE_FORMAT)
+
+    def load(self, path: Path) -> CrystalGraphSet | None:
+        payload = read_cache(path, CACHE_FORMAT)
+        return None if payload is None else CrystalGraphSet(**{k: v for k, v in payload.items() if k != "format"})
+
+    def concat(self, sets: list[CrystalGraphSet]) -> CrystalGraphSet:
+        if len(sets) == 1:
+            return sets[0]
+        return CrystalGraphSet(
+            ids=sum((s.ids for s in sets), []), formulas=sum((s.formulas for s in sets), []),
+            flags=sum((s.flags for s in sets), []), target=torch.cat([s.target for s in sets]),
+            tensors={f: torch.cat([s.tensors[f] for s in sets]) for f in FIELDS},
+            ptrs={f: joined_ptr([s.ptrs[f] for s in sets]) for f in FIELDS}, cutoffs=sets[0].cutoffs)
+
+
+class CHGNetBackbone(Backbone):
+    """CHGNet crystal graph → 64 crystal features (module docstring). `weights`: a weight set shipped in the chgnet
+    package (`0.3.0`); None: random init with `architecture`'s shape. `spec` (CHGNet's constructor arguments, stored
+    in every model.pt) rebuilds the network without the weights file."""
+
+    def __init__(self, weights: str | None = WEIGHTS, architecture: str = WEIGHTS, spec: dict | None = None):
+        super().__init__()
+        from chgnet.model import CHGNet
+        from chgnet.model.layers import GraphPooling
+
+        checkpoint = None
+        if spec is None or weights:
+            checkpoint = safe_load(weights_file(weights or architecture), "CHGNet checkpoint")["model"]
+            spec = {"model_args": checkpoint["model_args"]}
+        self.spec = spec
+        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its parameter count
+            self.model = CHGNet(**spec["model_args"])
+        if weights:
+            self.model.load_state_dict(checkpoint["state_dict"])  # strict: every key matches
+        self.model.mlp = self.model.site_wise = self.model.composition_model = None  # the readout is cut
+        self.pooling = GraphPooling(average=True)
+        self.name = f"CHGNet {weights}" if weights else f"CHGNet {architecture} (random init)"
+
+    @property
+    def out_dim(self) -> int:
+        return self.model.atom_fea_dim
+
+    def featurizer(self) -> CHGNetFeaturizer:
+        args = self.spec["model_args"]
+        return CHGNetFeaturizer(float(args["atom_graph_cutoff"]), float(args["bond_graph_cutoff"]),
+                                args.get("graph_converter_algorithm", "fast"))
+
+    def forward(self, batch: CrystalGraphBatch) -> torch.Tensor:
+        """CHGNet's `_compute` (chgnet 0.4.2) up to the readout, then the mean over each structure's atoms."""
+        from chgnet.model.model import BatchedGraph
+
+        m = self.model
+        g = BatchedGraph.from_graphs(batch.graphs, m.bond_basis_expansion, m.angle_basis_expansion)
+        atoms = m.atom_embedding(g.atomic_numbers - 1)
+        bonds = m.bond_embedding(g.bond_bases_ag)
+        bond_weights_bg = m.bond_weights_bg(g.bond_bases_bg)
+        angles = m.angle_embedding(g.angle_bases) if len(g.angle_bases) else None
+        atom_graph = dict(bond_weights=m.bond_weights_ag(g.bond_bases_ag), atom_graph=g.batched_atom_graph,
+                          directed2undirected=g.directed2undirected)
+        for atom_layer, bond_layer, angle_layer in zip(m.atom_conv_layers[:-1], m.bond_conv_layers, m.angle_layers):
+            atoms = atom_layer(atom_feas=atoms, bond_feas=bonds, **atom_graph)
+            if angles is not None and bond_layer is not None:
+                bonds = bond_layer(atom_feas=atoms, bond_feas=bonds, bond_weights=bond_weights_bg, angle_feas=angles,
+                                   bond_graph=g.batched_bond_graph)
+                if angle_layer is not None:
+                    angles = angle_layer(atom_feas=atoms, bond_feas=bonds, angle_feas=angles,
+                                         bond_graph=g.batched_bond_graph)
+        atoms = m.atom_conv_layers[-1](atom_feas=atoms, bond_feas=bonds, **atom_graph)
+        if m.readout_norm is not None:
+            atoms = m.readout_norm(atoms)
+        return self.pooling(atoms, g.atom_owners)
