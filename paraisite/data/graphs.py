@@ -36,6 +36,7 @@ class GraphBatch:
     batch: torch.Tensor
     y: torch.Tensor
     num_graphs: int = field(default=0)
+    fidelity: torch.Tensor | None = None  # (B,) per record, set by multi-fidelity stages (see contracts.Batch)
 
 
 @dataclass
