@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from paraisite import __version__
-from paraisite.data.datamodule import LTCDataModule
+from paraisite.data.datamodule import LTCDataModule, MultiFidelityDataModule, SplitData
 from paraisite.data.datasets import LTC_FILES, content_hash, source_path, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import PREDICTION_COLUMNS, scored_test_split
@@ -63,9 +63,11 @@ def is_main_process() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def stage_record(stage: Stage, module: TransferRegressor, datamodule, **measured) -> dict:
+def stage_record(stage: Stage, module: TransferRegressor, datamodule: SplitData, **measured) -> dict:
     """A stage's entry in results.json (and its marker file)."""
-    return {"name": stage.name, "data": stage.data, "epochs": stage.epochs, **measured,
+    low = {"low_fidelity": stage.low_fidelity, "low_fidelity_weight": stage.low_fidelity_weight,
+           "n_train_low_fidelity": datamodule.n_low_fidelity} if stage.low_fidelity else {}
+    return {"name": stage.name, "data": stage.data, **low, "epochs": stage.epochs, **measured,
             "n_train": len(datamodule.splits["train"]), "n_val": len(datamodule.splits["val"]),
             "n_excluded_leakage": datamodule.n_excluded, "dropped": datamodule.dropped}
 
@@ -163,20 +165,35 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
         write_json(marker, {"key": key})
 
 
-def other_test_formulas(dataset: str, datamodule) -> frozenset[str]:
-    """Reduced formulas in the test split (this seed) of every LTC source that `dataset` does not contain.
+def other_test_formulas(dataset: str, datamodule, also: tuple[str, ...] = ()) -> frozenset[str]:
+    """Reduced formulas in the test split (this seed) of every LTC source, and of the datasets `also` (the other set
+    of a multi-fidelity stage), that `dataset` does not contain.
 
     A stage never trains on a material that another dataset tests on (e.g. AGL entries of Dataset1's test
     split); its own source's test split is already out of its training data by the split itself.
     """
     own = set(sources_of(dataset))
     formulas: set[str] = set()
-    for source in LTC_FILES:
+    for source in dict.fromkeys([*LTC_FILES, *(s for name in also for s in sources_of(name))]):
         if source not in own:
             dm = datamodule(dataset=source)
             dm.setup()
             formulas |= dm.formulas("test")
     return frozenset(formulas)
+
+
+def leakage_exclusions(stage: Stage, datamodule) -> tuple[frozenset[str], ...]:
+    """The formulas each of `stage.datasets` leaves out of training: those of another LTC source's test split, and
+    for a multi-fidelity stage those of the other set's test split (no AGL twin of a DFT test material trains)."""
+    return tuple(other_test_formulas(name, datamodule, also=stage.datasets) for name in stage.datasets)
+
+
+def stage_data(stage: Stage, datamodule, excluded: tuple[frozenset[str], ...], test_mode: str) -> SplitData:
+    """A stage's data: its dataset, or with `low_fidelity` both sets, each split and filtered as on its own
+    (`excluded`: the leakage exclusions of each of `stage.datasets`)."""
+    parts = [datamodule(dataset=name, batch_size=stage.batch_size, exclude_formulas=exclude, test=test_mode)
+             for name, exclude in zip(stage.datasets, excluded)]
+    return parts[0] if len(parts) == 1 else MultiFidelityDataModule(*parts)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -217,8 +234,8 @@ def run_in_folder(cfg: DictConfig, stages: list[Stage], run_dir: Path, started: 
     return results
 
 
-def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featurizer, excluded: list[frozenset],
-               test_mode: str) -> list[str | None]:
+def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featurizer,
+               excluded: list[tuple[frozenset[str], ...]], test_mode: str) -> list[str | None]:
     """The stage store's key of every stage (None: not shared — `stage_cache=false`, several devices, or a
     feature-extraction stage). A first stage's key covers the model it starts from; a later one the key before it."""
     single_process = cfg.trainer.get("devices", 1) == 1 and cfg.trainer.get("num_nodes", 1) == 1
@@ -234,12 +251,13 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
         if stage.policy == "features":
             keys.append(None)
             continue
-        data = [content_hash(source_path(s, cfg.data_dir, featurizer.by_composition)) for s in sources_of(stage.data)]
+        data = [[content_hash(source_path(s, cfg.data_dir, featurizer.by_composition)) for s in sources_of(name)]
+                for name in stage.datasets]
         previous = stage_key({
             "start": start if previous is None else previous, "stage": asdict(stage), "seed": cfg.seed + i,
-            "data": data, "featurizer": repr(featurizer), "exclude": sorted(exclude), "protocol": cfg.protocol,
-            "fold": cfg.fold, "test": test_mode, "datamodule": settings, "target": resolved["data"].get("target"),
-            "trainer": resolved["trainer"], "version": __version__})
+            "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
+            "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
+            "target": resolved["data"].get("target"), "trainer": resolved["trainer"], "version": __version__})
         keys.append(previous)
     return keys
 
@@ -257,17 +275,17 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     if test_file:  # no carved test split: nothing that the user's test file holds is trained on
         scoring = datamodule(dataset=test_file, test="all")
         scoring.setup()
-        excluded = [frozenset(scoring.formulas("test"))] * len(stages)
+        excluded = [(frozenset(scoring.formulas("test")),) * len(stage.datasets) for stage in stages]
     elif test_mode == "carved" and cfg.protocol in ("holdout", "cv") and target.is_kappa:
-        excluded = [other_test_formulas(stage.data, datamodule) for stage in stages]
+        excluded = [leakage_exclusions(stage, datamodule) for stage in stages]
     else:
-        excluded = [frozenset()] * len(stages)
+        excluded = [(frozenset(),) * len(stage.datasets) for stage in stages]
     scored = {}
     keys = stage_keys(cfg, stages, weights, featurizer, excluded, test_mode)
     stage_results = []
     for i, (stage, exclude, key) in enumerate(zip(stages, excluded, keys)):
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
-        dm = datamodule(dataset=stage.data, batch_size=stage.batch_size, exclude_formulas=exclude, test=test_mode)
+        dm = stage_data(stage, datamodule, exclude, test_mode)
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker, key))
     if not is_main_process():
         return {}

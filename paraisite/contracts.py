@@ -10,6 +10,7 @@ arguments. Optional capabilities are declared here with a default, never probed 
 | `Backbone.source_layer()`: the source task's output layer | None | MEGNet, M3GNet, ElemNet |
 | `Backbone.source_info`: what the framework's source pre-training measured | None | ElemNet (trained here) |
 | `Backbone.trains_source`: `weights_by_pretrain` names a table to pre-train on | False (published weights) | ElemNet |
+| `Backbone.takes_fidelity`: reads `batch.fidelity` as a state (multi-fidelity stages) | False (refused there) | MEGNet |
 | `Head.load_source_layer(weight, bias)`: start from the source output layer | ignored | LinearHead |
 | `Head.stored_config()`: what model.pt stores to rebuild the head | None (the run's head config) | SklearnHead |
 """
@@ -26,10 +27,16 @@ from torch import nn
 from paraisite.errors import ParaisiteError
 
 
+HIGH_FIDELITY, LOW_FIDELITY = 0, 1  # a record's fidelity: of the stage's target set, or of its low-fidelity set
+
+
 class Batch(Protocol):
-    """What a feature set's `collate` returns: the backbone's input plus the targets `y` (NaN where unknown)."""
+    """What a feature set's `collate` returns: the backbone's input plus the targets `y` (NaN where unknown) and
+    each record's `fidelity` (HIGH_FIDELITY, LOW_FIDELITY), set by multi-fidelity stages; None: all high fidelity
+    (every other stage, and prediction)."""
 
     y: torch.Tensor
+    fidelity: torch.Tensor | None
 
 
 class FeatureSet(Protocol):
@@ -76,6 +83,7 @@ class Backbone(nn.Module, ABC):
     """
 
     trains_source: ClassVar[bool] = False
+    takes_fidelity: ClassVar[bool] = False  # forward reads `batch.fidelity` as a state input
     name: str
     spec: dict
     source_info: dict | None = None

@@ -89,9 +89,11 @@ class EpochProgress(Callback):
     def on_fit_start(self, trainer, module) -> None:
         if not trainer.is_global_zero:
             return
-        dm = trainer.datamodule  # an LTCDataModule: splits, exclusions and drops are known after setup
+        dm = trainer.datamodule  # a SplitData: splits, exclusions and drops are known after setup
         n_train, n_val = len(dm.splits["train"]), len(dm.splits["val"])
         parts = [f"{n_train} train / {n_val} val records after filtering"]
+        if dm.n_low_fidelity:
+            parts.append(f"{dm.n_low_fidelity} of the train records low fidelity")
         if dm.n_excluded:
             parts.append(f"{dm.n_excluded} excluded (in another set's test split)")
         if dm.dropped:
@@ -177,7 +179,8 @@ def log_plan(cfg, stages: list[Stage], run_dir: str | Path | None = None) -> str
                 what += f", policy {s.policy}"
             if s.patience:
                 what += f", early stopping after {s.patience}"
-        parts.append(f"{i}. {s.name} on {s.data} ({what})")
+        low = f" + {s.low_fidelity} (low fidelity, loss × {s.low_fidelity_weight:g})" if s.low_fidelity else ""
+        parts.append(f"{i}. {s.name} on {s.data}{low} ({what})")
     trainer = cfg.trainer
     device = f"{trainer.get('accelerator', '?')} × {trainer.get('devices', 1)}"
     if (trainer.get("num_nodes") or 1) > 1:

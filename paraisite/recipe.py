@@ -10,10 +10,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from paraisite.contracts import Backbone
+from paraisite.data.datasets import sources_of
 from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.models.features import SEARCHES
 from paraisite.models.regressor import TransferRegressor
 from paraisite.settings import (
+    DATA_KEYS,
     PROTOCOLS,
     STAGE_KEYS,
     DataSettings,
@@ -51,10 +53,11 @@ def stages_of(cfg: DictConfig) -> list[Stage]:
     stages = []
     for name, own in plain(cfg.finetune.stages).items():
         where = f"finetune.stages.{name}"
-        refuse_unknown(own, ("data", *STAGE_KEYS), where)
+        refuse_unknown(own, (*DATA_KEYS, *STAGE_KEYS), where)
         if not own.get("data"):
             raise ConfigError(f"{where}: no 'data' (the dataset this stage trains on)")
-        merged = {"name": name, **layers[0][1], **by_data.get(own["data"], {}), **layers[1][1], **own, **overrides}
+        merged = {"name": name, "low_fidelity": None, **layers[0][1], **by_data.get(own["data"], {}), **layers[1][1],
+                  **own, **overrides}
         stages.append(typed(Stage, merged, f"stage {name!r}"))
     if not stages:
         raise ConfigError(f"finetune={cfg.finetune.name}: the chain has no stages")
@@ -83,13 +86,30 @@ def check_run_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"config: fold={cfg.fold} is for protocol=cv (protocol={cfg.protocol} has no folds)")
 
 
+def check_multifidelity(cfg: DictConfig, stage: Stage, target: Target) -> None:
+    """A multi-fidelity stage needs a backbone that takes the fidelity as a state, two disjoint κ sets and a network."""
+    where = f"finetune={cfg.finetune.name}: stage {stage.name!r} (low_fidelity={stage.low_fidelity})"
+    if not backbone_class(cfg.backbone).takes_fidelity:
+        raise ConfigError(f"{where}: backbone {cfg.backbone.name} cannot take a record's fidelity as a state "
+                          "(Backbone.takes_fidelity); use a backbone with a state input, e.g. backbone=megnet")
+    if set(sources_of(stage.data)) & set(sources_of(stage.low_fidelity)):
+        raise ConfigError(f"{where}: the low-fidelity set overlaps the stage's data {stage.data}")
+    if not target.is_kappa:
+        raise ConfigError(f"{where}: needs a κ target (data.target=kappa), not {target.kind}")
+    if stage.policy == "features":
+        raise ConfigError(f"{where}: policy=features fits a regressor without the fidelity; use a network policy")
+
+
 def check_config(cfg: DictConfig) -> list[Stage]:
     """Every typed part of the config, checked; returns the stages."""
     check_run_keys(cfg)
     data_settings(cfg)
     source_training(cfg)
-    Target.from_data_config(cfg.data)
+    target = Target.from_data_config(cfg.data)
     stages = stages_of(cfg)
+    for stage in stages:
+        if stage.low_fidelity:
+            check_multifidelity(cfg, stage, target)
     searched = [s.name for s in stages if s.policy == "features" and s.regressor in SEARCHES]
     if searched and cfg.protocol == "paper":
         raise ConfigError(f"stage {searched[0]!r}: a regressor search selects on the validation split, which "
@@ -181,4 +201,4 @@ def check_overrides(args: list[str]) -> None:
         if parts[0] == "stage_by_data" and len(parts) == 3:
             refuse_unknown([parts[2]], STAGE_KEYS, f"stage_by_data.{parts[1]}")
         if parts[:2] == ["finetune", "stages"] and len(parts) == 4:
-            refuse_unknown([parts[3]], ("data", *STAGE_KEYS), f"finetune.stages.{parts[2]}")
+            refuse_unknown([parts[3]], (*DATA_KEYS, *STAGE_KEYS), f"finetune.stages.{parts[2]}")

@@ -116,10 +116,14 @@ class Stage:
     cosine decay to `final_lr_fraction` over `decay_steps` (0: over the rest of the stage); early stopping after
     `patience` epochs without a better validation score (null: off).
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
-    `regressor` (last stage only)."""
+    `regressor` (last stage only).
+    With `low_fidelity` (a dataset) the stage is multi-fidelity: that set's training split trains along with `data`'s,
+    each record's fidelity given to the backbone as a state, the low-fidelity loss terms × `low_fidelity_weight`;
+    `data` alone validates and tests."""
 
     name: str
     data: str
+    low_fidelity: str | None
     epochs: int = rule(low=1)
     batch_size: int = rule(low=1)
     loss: str = rule(choices=LOSSES)
@@ -133,9 +137,16 @@ class Stage:
     patience: int | None = rule(low=1)
     regressor: str = rule(choices=REGRESSORS)
     features_layer: int = rule(nonzero=True)
+    low_fidelity_weight: float = rule(low=0)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """What it trains on: `data`, then `low_fidelity` if any."""
+        return (self.data, self.low_fidelity) if self.low_fidelity else (self.data,)
 
 
-STAGE_KEYS = tuple(f.name for f in fields(Stage) if f.name not in ("name", "data"))  # what a config layer may set
+DATA_KEYS = ("data", "low_fidelity")  # what a stage trains on: set by the stage's own keys only
+STAGE_KEYS = tuple(f.name for f in fields(Stage) if f.name not in ("name", *DATA_KEYS))  # what a config layer may set
 
 
 @dataclass(frozen=True)

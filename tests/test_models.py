@@ -46,7 +46,7 @@ def test_gap_backbone_uses_its_own_cutoff_and_fidelity_state():
     backbone = MEGNetBackbone(GAP).eval()
     assert backbone.cutoff == 5.0 and backbone.ntypes_state == 4
     _, batch = batch_of(backbone, [CSCL])
-    assert backbone.state_attr(1, "cpu").dtype == torch.long
+    assert backbone.state_attr(batch).dtype == torch.long
     gap = backbone.source_prediction(batch).item()
     assert math.isfinite(gap) and gap > 0  # CsCl is an insulator
 

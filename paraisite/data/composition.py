@@ -31,6 +31,7 @@ ELEMNET_ELEMENTS = (
 class CompositionBatch:
     x: torch.Tensor  # (B, 86) elemental fractions
     y: torch.Tensor
+    fidelity: torch.Tensor | None = None  # read by no composition backbone (they do not take a fidelity)
 
 
 @dataclass

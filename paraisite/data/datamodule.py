@@ -1,14 +1,17 @@
-"""`LTCDataModule`: one class for every dataset (named or a user's file), split per source and per seed."""
+"""`LTCDataModule`: one class for every dataset (named or a user's file), split per source and per seed;
+`MultiFidelityDataModule`: a target set and a low-fidelity set, each split as on its own, trained together."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
-from paraisite.contracts import Featurizer
+from paraisite.contracts import HIGH_FIDELITY, LOW_FIDELITY, Batch, FeatureSet, Featurizer
 from paraisite.data.datasets import featurized, sources_of
 from paraisite.data.graphs import NO_NEIGHBORS
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL
@@ -34,7 +37,59 @@ def one_split_per_material(ids: list[str], splits: dict[str, list[np.ndarray]]) 
     return split_of
 
 
-class LTCDataModule(L.LightningDataModule):
+@dataclass(frozen=True)
+class WithFidelity:
+    """Collate of a multi-fidelity set: the feature set's batch with each record's fidelity."""
+
+    data: FeatureSet
+    fidelity: torch.Tensor  # per record of `data`
+
+    def __call__(self, indices) -> Batch:
+        batch = self.data.collate(indices)
+        batch.fidelity = self.fidelity[torch.as_tensor(indices, dtype=torch.long)]
+        return batch
+
+
+class SplitData(L.LightningDataModule):
+    """A featurized set (`data`) with {train, val, test} index arrays (`splits`), after `setup`; what was dropped
+    (unusable) or excluded (leakage filter); `fidelity` per record in multi-fidelity sets (None: all high)."""
+
+    def __init__(self, batch_size: int, num_workers: int):
+        super().__init__()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.data: FeatureSet | None = None
+        self.fidelity: torch.Tensor | None = None
+        self.splits: dict[str, np.ndarray] = {}
+        self.dropped: list[dict] = []
+        self.n_excluded = 0
+
+    @property
+    def n_low_fidelity(self) -> int:
+        """Low-fidelity records in the training split."""
+        return 0 if self.fidelity is None else int((self.fidelity[self.splits["train"]] == LOW_FIDELITY).sum())
+
+    def targets(self, split: str):
+        return self.data.target[self.splits[split]]
+
+    def formulas(self, split: str) -> set[str]:
+        return {self.data.formulas[i] for i in self.splits[split]}
+
+    def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+        collate = self.data.collate if self.fidelity is None else WithFidelity(self.data, self.fidelity)
+        return DataLoader(self.splits[split].tolist(), batch_size=batch_size or self.batch_size, shuffle=shuffle,
+                          collate_fn=collate, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+
+class LTCDataModule(SplitData):
     """Featurized dataset with {train, val, test} index splits; unusable records are dropped and reported.
 
     Splits follow `protocol` (holdout, paper, cv with `folds` and `fold`) per source and seed; `test` says whether
@@ -47,16 +102,12 @@ class LTCDataModule(L.LightningDataModule):
                  batch_size: int = 8, test_fraction: float = 0.2, val_fraction: float = 0.15, folds: int = 5,
                  fold: int | None = None, test: str = "carved", limit: int | None = None, on_bad: str = "error",
                  num_workers: int = 0, data_dir: str | None = None, exclude_formulas: frozenset[str] = frozenset()):
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         self.dataset, self.featurizer, self.seed, self.protocol = dataset, featurizer, seed, protocol
-        self.batch_size, self.num_workers, self.limit, self.on_bad = batch_size, num_workers, limit, on_bad
+        self.limit, self.on_bad = limit, on_bad
         self.test_fraction, self.val_fraction, self.data_dir = test_fraction, val_fraction, data_dir
         self.folds, self.fold, self.test = folds, fold, test
         self.exclude_formulas = frozenset(exclude_formulas)
-        self.data = None
-        self.splits: dict[str, np.ndarray] = {}
-        self.dropped: list[dict] = []
-        self.n_excluded = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
@@ -106,22 +157,26 @@ class LTCDataModule(L.LightningDataModule):
         if bad and self.on_bad != "skip":
             raise DataError(f"{source}: {len(bad)} bad record(s): " + "; ".join(bad))
 
-    def targets(self, split: str):
-        return self.data.target[self.splits[split]]
 
-    def formulas(self, split: str) -> set[str]:
-        return {self.data.formulas[i] for i in self.splits[split]}
+class MultiFidelityDataModule(SplitData):
+    """A multi-fidelity stage's data: the target set (`high`) and a low-fidelity set (`low`), each split, filtered
+    and excluded exactly as on its own (so the target's splits are those of a single-fidelity stage, seed and fold
+    alike). Training: both training splits (`low`'s holds the records a single-fidelity stage on it trains on);
+    validation and test: `high`'s only (`low`'s are never used)."""
 
-    def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
-        return DataLoader(self.splits[split].tolist(), batch_size=batch_size or self.batch_size, shuffle=shuffle,
-                          collate_fn=self.data.collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def __init__(self, high: LTCDataModule, low: LTCDataModule):
+        super().__init__(high.batch_size, high.num_workers)
+        self.high, self.low = high, low
 
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        high, low = self.high, self.low
+        high.setup()
+        low.setup()
+        n = len(high.data)
+        self.data = high.featurizer.concat([high.data, low.data])
+        self.fidelity = torch.cat([torch.full((n,), HIGH_FIDELITY), torch.full((len(low.data),), LOW_FIDELITY)])
+        self.splits = {"train": np.concatenate([high.splits["train"], low.splits["train"] + n]),
+                       "val": high.splits["val"], "test": high.splits["test"]}
+        self.dropped, self.n_excluded = high.dropped + low.dropped, high.n_excluded + low.n_excluded

@@ -37,6 +37,7 @@ class GraphBatch:
     y: torch.Tensor
     num_graphs: int = field(default=0)
     triples: torch.Tensor | None = None  # (2, T) bond ids (i→j, i→k) in this batch: M3GNet's line graph
+    fidelity: torch.Tensor | None = None  # (B,) per record, set by multi-fidelity stages (see contracts.Batch)
 
 
 @dataclass

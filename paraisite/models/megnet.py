@@ -2,6 +2,14 @@
 
 The backbone is MEGNet cut before its last linear layer: 16 features per structure, taken *after* the
 SoftPlus2 of the second output block (upstream ParAIsite took them before it; both are defensible).
+
+MEGNet's state input carries a record's fidelity (multi-fidelity stages), as in the BandGap-mfi weights (Chen et al.,
+Nat. Comput. Sci. 1, 46 (2021)): a record takes state slot `fidelity` (high fidelity: the target set, and every
+prediction) or `low_fidelity_state` (low fidelity). A slot is an index into the fidelity embedding of a multi-fidelity
+model (`ntypes_state`: BandGap-mfi's 0 = PBE, 1 = GLLB-SC, 2 = HSE, 3 = SCAN) and, for a model whose state is a vector
+of numbers fed to its state encoder (Eform: 2 numbers, zero in pre-training), 0 = the zero vector and k = the k-th
+unit vector — so high-fidelity records see exactly the pre-trained state and the low fidelity's shift is learned by
+the encoder's first layer, no new parameters either way.
 """
 
 from __future__ import annotations
@@ -12,10 +20,10 @@ import re
 import torch
 from torch import nn
 
-from paraisite.contracts import Backbone
+from paraisite.contracts import LOW_FIDELITY, Backbone
 from paraisite.data.graphs import GraphFeaturizer
 from paraisite.data.mirror import mirror_file
-from paraisite.errors import DataError
+from paraisite.errors import ConfigError, DataError
 from paraisite.models.io import safe_load
 
 EFORM = "MEGNet-MP-2018.6.1-Eform"
@@ -48,8 +56,10 @@ class MEGNetBackbone(Backbone):
     data folder, e.g. on a cluster node that screens structures.
     """
 
+    takes_fidelity = True
+
     def __init__(self, weights: str | None = EFORM, architecture: str = EFORM, fidelity: int = 0,
-                 data_dir: str | None = None, spec: dict | None = None):
+                 low_fidelity_state: int = 1, data_dir: str | None = None, spec: dict | None = None):
         super().__init__()
         from matgl.models import MEGNet
 
@@ -72,7 +82,11 @@ class MEGNetBackbone(Backbone):
         self.element_types = tuple(self.model.element_types)
         self.ntypes_state = args.get("ntypes_state")
         self.dim_state = args.get("dim_state_embedding", 2)
-        self.fidelity = fidelity
+        slots = self.ntypes_state or self.dim_state + 1
+        if not (0 <= fidelity < slots and 0 <= low_fidelity_state < slots and fidelity != low_fidelity_state):
+            raise ConfigError(f"backbone {self.name}: fidelity={fidelity}, low_fidelity_state={low_fidelity_state} "
+                              f"must be two different state slots in 0..{slots - 1}")
+        self.fidelity, self.low_fidelity_state = fidelity, low_fidelity_state
 
     @property
     def out_dim(self) -> int:
@@ -84,13 +98,17 @@ class MEGNetBackbone(Backbone):
     def featurizer(self) -> GraphFeaturizer:
         return GraphFeaturizer(self.cutoff, self.element_types)
 
-    def state_attr(self, num_graphs: int, device) -> torch.Tensor:
-        if self.ntypes_state:  # multi-fidelity model: the state is a fidelity index (0 = PBE)
-            return torch.full((num_graphs,), self.fidelity, dtype=torch.long, device=device)
-        return torch.zeros(num_graphs, self.dim_state, device=device)
+    def state_attr(self, batch) -> torch.Tensor:
+        """The state input of each record: its fidelity's slot (see the module's docstring)."""
+        slot = torch.full((batch.num_graphs,), self.fidelity, dtype=torch.long, device=batch.pos.device)
+        if batch.fidelity is not None:
+            slot = slot.masked_fill(batch.fidelity == LOW_FIDELITY, self.low_fidelity_state)
+        if self.ntypes_state:  # an index into the fidelity embedding
+            return slot
+        return nn.functional.one_hot(slot, self.dim_state + 1)[:, 1:].float()
 
     def forward(self, batch) -> torch.Tensor:
-        out = self.model(batch, state_attr=self.state_attr(batch.num_graphs, batch.pos.device))
+        out = self.model(batch, state_attr=self.state_attr(batch))
         return out.reshape(batch.num_graphs, self.out_dim)
 
     def source_prediction(self, batch) -> torch.Tensor:

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from paraisite.contracts import Backbone, Head
+from paraisite.contracts import LOW_FIDELITY, Backbone, Head
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
 from paraisite.models.io import CHECKPOINT_FORMAT, check_checkpoint_format
@@ -58,14 +58,19 @@ class TransferRegressor(L.LightningModule):
         """Prediction in the target's units (κ in W/mK)."""
         return self.transform.decode(self(batch))
 
-    def loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, target: torch.Tensor, fidelity: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the records' loss terms; low-fidelity records' terms × the stage's `low_fidelity_weight`."""
         loss = self.target.loss if self.settings.loss == "auto" else self.settings.loss
         if loss == "mape":
-            return ((self.transform.decode_raw(z) - target).abs() / target).mean()  # no floor: keeps a gradient below 0
-        return (z - self.transform.encode(target)).abs().mean()
+            terms = (self.transform.decode_raw(z) - target).abs() / target  # no floor: keeps a gradient below 0
+        else:
+            terms = (z - self.transform.encode(target)).abs()
+        if fidelity is not None:
+            terms = torch.where(fidelity == LOW_FIDELITY, terms * self.settings.low_fidelity_weight, terms)
+        return terms.mean()
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch), batch.y)
+        loss = self.loss(self(batch), batch.y, batch.fidelity)
         self.log("train/loss", loss, batch_size=len(batch.y), on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
