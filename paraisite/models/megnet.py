@@ -7,6 +7,7 @@ SoftPlus2 of the second output block (upstream ParAIsite took them before it; bo
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import torch
@@ -34,6 +35,25 @@ def read_model_json(name: str, data_dir: str | None = None) -> tuple[dict, tuple
     return args, (float(found[1]), float(found[2])) if found else (0.0, 1.0)
 
 
+class SoftPlus2(nn.Module):
+    """matgl's SoftPlus2, softplus(x) − log 2, with the shift done in place: the same values and gradients (softplus's
+    backward reads its input, not its output) and one tensor fewer per activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(x).sub_(math.log(2.0))
+
+
+def with_inplace_activations(model: nn.Module) -> nn.Module:
+    """`model` with every matgl SoftPlus2 replaced by the in-place one above."""
+    from matgl.layers._activations import SoftPlus2 as MatglSoftPlus2
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MatglSoftPlus2):
+                setattr(parent, name, SoftPlus2())
+    return model
+
+
 def load_state(name: str, data_dir: str | None = None) -> dict[str, torch.Tensor]:
     """matgl's `state.pt` (keys prefixed `model.`), loaded without unpickling code."""
     state = safe_load(mirror_file(f"pretrained/{name}/state.pt", data_dir), "matgl state dict")
@@ -58,7 +78,7 @@ class MEGNetBackbone(Backbone):
             spec = {"init_args": args, "source_mean": mean, "source_std": std}
         self.spec = spec
         args, self.source_mean, self.source_std = dict(spec["init_args"]), spec["source_mean"], spec["source_std"]
-        self.model = MEGNet(**args)
+        self.model = with_inplace_activations(MEGNet(**args))
         if weights:
             self.model.load_state_dict(load_state(weights, data_dir))
         self.name = weights or f"{architecture} (random init)"
