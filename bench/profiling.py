@@ -2,7 +2,7 @@
 ATen ops) and one inference pass over the MP scan (the same per part and per op). Prints; the summary is in
 docs/benchmarks.md.
 
-    python bench/profile.py [--batch-size 32] [--threads 1]
+    python bench/profiling.py [--batch-size 32] [--threads 1]
 """
 
 from __future__ import annotations
