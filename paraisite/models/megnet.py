@@ -47,10 +47,10 @@ def with_inplace_activations(model: nn.Module) -> nn.Module:
     """`model` with every matgl SoftPlus2 replaced by the in-place one above."""
     from matgl.layers._activations import SoftPlus2 as MatglSoftPlus2
 
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, MatglSoftPlus2):
-                setattr(parent, name, SoftPlus2())
+    for path, child in list(model.named_modules(remove_duplicate=False)):  # one instance sits at many paths
+        if isinstance(child, MatglSoftPlus2):
+            parent, _, name = path.rpartition(".")
+            setattr(model.get_submodule(parent), name, SoftPlus2())
     return model
 
 
