@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)/SHA256SUMS),)
 export PARAISITE_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: setup run test test-fast data-check screen bench bench-predict bench-train bench-crossprop clean
+.PHONY: setup run test test-fast data-check screen bench bench-predict bench-train bench-peer bench-crossprop clean
 setup: $(VENV)/.installed
 	@if [ ! -e data ] && [ -d $(SHARED_DATA) ]; then ln -s $(SHARED_DATA) data; echo "linked data -> $(SHARED_DATA)"; fi
 
@@ -42,7 +42,7 @@ screen: setup
 	$(BIN)/paraisite predict $${PARAISITE_DATA_DIR:-data}/screening/mp_scan.json.gz --run $(SCREEN_RUNS) \
 		--output outputs/screen/mp_scan_predictions.csv --top 20 --below 2
 
-bench: bench-predict bench-train
+bench: bench-predict bench-train bench-peer
 
 bench-predict: setup
 	$(BIN)/python bench/predict.py
@@ -50,6 +50,10 @@ bench-predict: setup
 bench-train: setup
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/train.py --only workers
+
+# ours vs matgl's own training loop and predict_structure loop, one process, 1 thread → docs/results/bench.json
+bench-peer: setup
+	$(BIN)/python bench/peer.py
 
 # Cross-property transfer on the CPU: seven of the paper's small sets × 3 seeds, source model on a CPU budget
 # (batch 512, 25 epochs); the full benchmark is `sweeps/crossprop.sh` with its defaults (all 41 sets, upstream recipe).

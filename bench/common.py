@@ -53,6 +53,17 @@ def model_folder(folder: Path, overrides: list[str] = ()) -> Path:
     return folder
 
 
+def stock_megnet():
+    """matgl's own MEGNet with the published Eform weights, untouched by our backbone (the peer's model)."""
+    from matgl.models import MEGNet
+
+    from paraisite.models.megnet import EFORM, load_state, read_model_json
+
+    model = MEGNet(**read_model_json(EFORM)[0])
+    model.load_state_dict(load_state(EFORM))
+    return model.eval()
+
+
 def peak_rss_mb(cmd: list[str]) -> float:
     """Peak resident memory (MB) of a command run in its own process tree."""
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, model_folder, peak_rss_mb, screening_records, write_jsonl, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    machine, model_folder, peak_rss_mb, screening_records, stock_megnet, write_jsonl, write_section)
 
 
 def timed(fn, *args):
@@ -47,12 +48,8 @@ def main() -> None:
     run_dir = model_folder(tmp / "run")
     (member,) = load_ensemble([run_dir], device=args.device)
 
-    # (a) upstream's way, on the CPU: matgl's per-structure predict_structure on the full published MEGNet-Eform
-    (cpu_copy,) = load_ensemble([run_dir], device="cpu")
-    backbone = cpu_copy.module.backbone
-    megnet = backbone.model
-    megnet.output_proj.layers[-1] = torch.nn.Linear(backbone.out_dim, 1)
-    megnet.output_proj.layers[-1].load_state_dict({"weight": backbone.source_weight, "bias": backbone.source_bias})
+    # (a) upstream's way, on the CPU: matgl's per-structure predict_structure on its own published MEGNet-Eform
+    megnet = stock_megnet()
 
     def matgl_loop():
         with torch.no_grad():

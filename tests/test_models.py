@@ -1,5 +1,6 @@
 """Backbones, head and the regressor."""
 
+import copy
 import math
 
 import pytest
@@ -90,3 +91,51 @@ def test_mape_loss_is_on_the_kappa_scale():
     module.start_stage(stage(loss="mape"), kappa)
     z = module.transform.encode(kappa * 1.5)
     assert module.loss(z, kappa).item() == pytest.approx(0.5, rel=1e-5)
+
+
+def matgl_eform_features():
+    """The reference computation: matgl's own, unmodified MEGNet-Eform cut before its last layer."""
+    from matgl.models import MEGNet
+
+    from paraisite.models.megnet import load_state, read_model_json
+
+    model = MEGNet(**read_model_json(EFORM)[0])
+    model.load_state_dict(load_state(EFORM))
+    model.output_proj.layers[-1] = torch.nn.Identity()
+    return model
+
+
+def test_features_and_gradients_equal_matgl_own_megnet(mirror_records):
+    from matgl.layers._activations import SoftPlus2
+
+    ours, reference = MEGNetBackbone(EFORM), matgl_eform_features()
+    assert not any(isinstance(m, SoftPlus2) for m in ours.model.modules(remove_duplicate=False))  # the fast path
+    _, batch = batch_of(ours, [Structure.from_dict(r["structure"]) for r in mirror_records[:16]])
+    out = ours(batch)
+    expected = reference(batch, state_attr=ours.state_attr(batch)).reshape(out.shape)
+    assert (out - expected).abs().max() < 1e-5
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    grads = [(name, p.grad, q.grad) for (name, p), q in zip(ours.model.named_parameters(), reference.parameters(),
+                                                             strict=True) if p.requires_grad]
+    assert len(grads) > 50
+    for name, g, h in grads:
+        assert torch.allclose(g, h, rtol=1e-5, atol=1e-6), name
+
+
+def test_stage_optimizer_follows_the_reference_adam(mirror_records):
+    """The stage's (fused) Adam takes the steps of the textbook per-parameter Adam, to float rounding."""
+    module = TransferRegressor(MEGNetBackbone(EFORM), MLPHead(16, [32]))
+    module.start_stage(stage(lr=1e-3, weight_decay=1e-4), torch.tensor([1.0, 10.0, 100.0]))
+    twin = copy.deepcopy(module)
+    fast = module.configure_optimizers()["optimizer"]
+    slow = torch.optim.Adam(twin.parameters(), lr=1e-3, weight_decay=1e-4, foreach=False)
+    _, batch = batch_of(module.backbone, [Structure.from_dict(r["structure"]) for r in mirror_records[:8]])
+    batch.y = torch.rand(8) + 0.5
+    for _ in range(5):
+        for m, opt in ((module, fast), (twin, slow)):
+            opt.zero_grad()
+            m.loss(m(batch), batch.y).backward()
+            opt.step()
+    for (name, p), q in zip(module.named_parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), name

@@ -15,6 +15,7 @@ the encoder's first layer, no new parameters either way.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import torch
@@ -40,6 +41,25 @@ def read_model_json(name: str, data_dir: str | None = None) -> tuple[dict, tuple
     except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{path}: not a matgl model.json ({exc})") from None
     return args, (float(found[1]), float(found[2])) if found else (0.0, 1.0)
+
+
+class SoftPlus2(nn.Module):
+    """matgl's SoftPlus2, softplus(x) − log 2, with the shift done in place: the same values and gradients (softplus's
+    backward reads its input, not its output) and one tensor fewer per activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(x).sub_(math.log(2.0))
+
+
+def with_inplace_activations(model: nn.Module) -> nn.Module:
+    """`model` with every matgl SoftPlus2 replaced by the in-place one above."""
+    from matgl.layers._activations import SoftPlus2 as MatglSoftPlus2
+
+    for path, child in list(model.named_modules(remove_duplicate=False)):  # one instance sits at many paths
+        if isinstance(child, MatglSoftPlus2):
+            parent, _, name = path.rpartition(".")
+            setattr(model.get_submodule(parent), name, SoftPlus2())
+    return model
 
 
 def load_state(name: str, data_dir: str | None = None) -> dict[str, torch.Tensor]:
@@ -68,7 +88,7 @@ class MEGNetBackbone(Backbone):
             spec = {"init_args": args, "source_mean": mean, "source_std": std}
         self.spec = spec
         args, self.source_mean, self.source_std = dict(spec["init_args"]), spec["source_mean"], spec["source_std"]
-        self.model = MEGNet(**args)
+        self.model = with_inplace_activations(MEGNet(**args))
         if weights:
             self.model.load_state_dict(load_state(weights, data_dir))
         self.name = weights or f"{architecture} (random init)"

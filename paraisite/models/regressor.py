@@ -106,7 +106,8 @@ class TransferRegressor(L.LightningModule):
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         if backbone:
             groups.append({"params": backbone, "lr": s.lr * s.backbone_lr_scale})
-        optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
+        # fused: one kernel per step instead of ~10 per parameter tensor (a batch-8 MEGNet step spent ~15 % there)
+        optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay, fused=True)
         decay_steps = s.decay_steps or int(self.trainer.estimated_stepping_batches) - s.warmup_steps  # 0: the stage
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: cosine_decay(step, decay_steps, s.final_lr_fraction, s.warmup_steps))
