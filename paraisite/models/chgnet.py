@@ -47,6 +47,7 @@ def weights_file(version: str) -> Path:
 class CrystalGraphBatch:
     graphs: list  # chgnet CrystalGraphs
     y: torch.Tensor
+    fidelity: torch.Tensor | None = None  # the Batch contract's; CHGNet takes no fidelity (always None)
 
 
 @dataclass
