@@ -57,7 +57,8 @@ def points(sweep: dict, n_random: int = 12) -> list[list[str]]:
     return [[f"{k}={sample(p, rng)}" for k, p in params.items()] for _ in range(n_random)]
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.name == "paper_grid.yaml" else p
+                                  for p in SWEEPS], ids=[p.name for p in SWEEPS])  # the full grid composes slowly
 def test_sweep_file_composes(path):
     sweep = yaml.safe_load(path.read_text())
     assert sweep["program"] == "train.py" and "${args_no_hyphens}" in sweep["command"]
