@@ -65,6 +65,19 @@ def choices(out: Path, part: str) -> dict[tuple[str, str], Choice]:
     return best
 
 
+def source_models(out: Path) -> list[str]:
+    """One line per source model the TL runs used (their results.json `source_model`: settings, test MAE)."""
+    seen = {}
+    for file in sorted(out.glob("*/*/tl_*/*/results.json")):
+        info = json.loads(file.read_text()).get("source_model")
+        if info:
+            seen[info["folder"]] = info
+    return [f"Source model `{s['table']}` ({folder}): test MAE **{s['test']['mae']:.4f}** eV/atom, RMSE "
+            f"{s['test']['rmse']:.4f}, R² {s['test']['r2']:.3f} on {s['test']['n']} held-out formulas; best epoch "
+            f"{s['best_epoch'] + 1} of {s['epochs_run']} run; {s['wall_time_s'] / 60:.0f} min; settings {s['settings']}."
+            for folder, s in seen.items()]
+
+
 def blind_predictions(choice: Choice, n_rows: int) -> list[str]:
     """Mean prediction over the seeds' runs per blind row (predictions.csv ids end in ':<line of the input>')."""
     sums, counts = np.zeros(n_rows), np.zeros(n_rows)
@@ -168,7 +181,8 @@ def main() -> None:
     body = (f"Machine: {machine()}. Command: `sweeps/crossprop.sh` (PART=blind, then PART=carved; budget in its header), "
             f"then `python scripts/crossprop.py {args.out}`. val: validation MAE of the model trained on the whole "
             "train.csv (the one that predicts the blind formulas); test: MAE on a 20 % slice carved from train.csv "
-            "(seed 1; a separate model trained on the rest); `—`: not run yet.\n\n" + text)
+            "(seed 1; a separate model trained on the rest); `—`: not run yet.\n\n" + text
+            + "".join(f"\n\n{line}" for line in source_models(args.out)))
     write_section("crossprop41", body)
     print(body)
 
