@@ -32,14 +32,13 @@ test-fast: setup  # the edit loop: every module, no test marked slow
 data-check: setup
 	$(BIN)/paraisite data check
 
-# Screening: the ensemble of a Step III sweep (trained here with the CPU budget unless SCREEN_RUNS exists)
-# over the mirror's 2228 Materials Project structures; prints the 20 lowest-κ candidates.
-SCREEN_RUNS ?= outputs/screen/step3_mix
+# Screening: the shipped κ model (paraisite/bundles/kappa, docs/models.md; no training) over the mirror's 2228
+# Materials Project structures; prints the 20 lowest-κ candidates. SCREEN_RUNS=<run or sweep folder>: your own runs.
+SCREEN_RUNS ?=
 screen: setup
-	@test -d $(SCREEN_RUNS) || $(BIN)/python train.py -m experiment=paper_step3 data=mix seed=1,2,3 \
-		stage_defaults.epochs=100 stage_by_data.agl.epochs=30 stage_by_data.agl.batch_size=32 progress_bar=false \
-		hydra.sweep.dir=$(SCREEN_RUNS)
-	$(BIN)/paraisite predict $${PARAISITE_DATA_DIR:-data}/screening/mp_scan.json.gz --run $(SCREEN_RUNS) \
+	@mkdir -p outputs/screen
+	$(BIN)/paraisite predict $${PARAISITE_DATA_DIR:-data}/screening/mp_scan.json.gz \
+		$(if $(SCREEN_RUNS),--run $(SCREEN_RUNS),--model kappa) \
 		--output outputs/screen/mp_scan_predictions.csv --top 20 --below 2
 
 bench: bench-predict bench-train bench-peer

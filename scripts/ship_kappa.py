@@ -60,7 +60,7 @@ def card_of(members: Path, cv: dict, row_name: str) -> dict:
     return {
         "recipe": recipe(next(members.rglob("model.pt"))),
         "name": "kappa", "property": "lattice thermal conductivity κ (W m⁻¹ K⁻¹, 300 K)",
-        "configuration": row_name, "members": [r["config"]["seed"] for r in ok],
+        "configuration": row_name.removesuffix(" [cv]"), "members": [r["config"]["seed"] for r in ok],
         "stages": [{k: s.get(k) for k in ("name", "data", "epochs", "best_epoch", "n_train", "n_val")}
                    for s in first["stages"]],
         "cv": cv, "holdout_mape": None if cv.get("repeats") else HOLDOUT,
@@ -113,6 +113,8 @@ def page(card: dict, domain: dict, members: int) -> str:
         f"- Elements: the training data hold {len(domain['elements'])} elements ({', '.join(domain['elements'])}); "
         "a structure with any other element is predicted but noted in the `extrapolation` column.",
         f"- Cell size: training cells have at most {domain['max_atoms']} atoms; larger cells are noted likewise.",
+        "- Only the lattice (phonon) part: metals and semimetals get a lattice-like number with no electronic "
+        "contribution; screen compounds, not elements.",
         "- Range: a member predicting beyond ×10 of its training κ range is noted (`extrapolation`); κ is floored at 0.",
         "- Materials far from the training chemistry (e.g. molecular crystals, strongly anharmonic or "
         "glass-like compounds) are extrapolations even within these limits: read `kappa_std` (member spread) "

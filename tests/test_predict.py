@@ -292,3 +292,19 @@ def test_the_training_domain_notes_new_elements_and_larger_cells():
     assert domain.outside("NaCl", 8) == ""
     assert domain.outside("NaUO3", 40) == "element(s) U not in the training data; 40 atoms > the largest training cell (8)"
     assert Domain(frozenset({"Na"}), None).outside("Na", 500) == ""  # composition data: no cell size
+
+
+def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeypatch, capsys):
+    from paraisite.models.bundle import read_bundle
+
+    monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
+    members, card, domain = read_bundle("kappa")
+    assert len(members) >= 5 and card["name"] == "kappa" and {"Na", "Cl"} <= domain.elements
+    nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
+                     [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
+    nacl.to(filename=str(tmp_path / "NaCl.cif"))
+    assert cli(["predict", str(tmp_path / "NaCl.cif"), "--model", "kappa", "--output", str(tmp_path / "p.csv"),
+                "--quiet"]) == 0
+    (row,) = read_rows(tmp_path / "p.csv").values()
+    assert float(row["kappa_mean"]) > 0 and float(row["kappa_std"]) >= 0 and row["flag"] == ""
+    assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members)
