@@ -1,6 +1,7 @@
 """Backbones, head and the regressor."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -93,34 +94,44 @@ def test_mape_loss_is_on_the_kappa_scale():
     assert module.loss(z, kappa).item() == pytest.approx(0.5, rel=1e-5)
 
 
-def matgl_eform_features():
-    """The reference computation: matgl's own, unmodified MEGNet-Eform cut before its last layer."""
+def matgl_features(name: str = EFORM):
+    """The reference computation: matgl's own, unmodified MEGNet `name` cut before its last layer."""
     from matgl.models import MEGNet
 
     from paraisite.models.megnet import load_state, read_model_json
 
-    model = MEGNet(**read_model_json(EFORM)[0])
-    model.load_state_dict(load_state(EFORM))
+    model = MEGNet(**read_model_json(name)[0])
+    model.load_state_dict(load_state(name))
     model.output_proj.layers[-1] = torch.nn.Identity()
     return model
 
 
-def test_features_and_gradients_equal_matgl_own_megnet(mirror_records):
+@pytest.mark.parametrize("name", [EFORM, GAP])
+def test_features_and_gradients_equal_matgl_own_megnet(mirror_records, name):
+    """Our MEGNet (in-place SoftPlus2 + `fast_classes`) computes matgl's own, unmodified one: features within 1e-5 of
+    it; every parameter gradient within 2e-5 of its tensor's largest entry from the exact (float64) gradient, the
+    accuracy of matgl's own float32 gradients (up to 1.5e-5 off on these 16 structures: float32 vs float32 at 1e-5
+    would test summation order, not the computation)."""
     from matgl.layers._activations import SoftPlus2
 
-    ours, reference = MEGNetBackbone(EFORM), matgl_eform_features()
-    assert not any(isinstance(m, SoftPlus2) for m in ours.model.modules(remove_duplicate=False))  # the fast path
+    from paraisite.models.megnet import fast_classes
+
+    ours, reference = MEGNetBackbone(name), matgl_features(name)
+    exact = copy.deepcopy(reference).double()
+    kinds = {type(m) for m in ours.model.modules(remove_duplicate=False)}
+    assert SoftPlus2 not in kinds and set(fast_classes().values()) <= kinds  # the fast path
     _, batch = batch_of(ours, [Structure.from_dict(r["structure"]) for r in mirror_records[:16]])
+    state = ours.state_attr(batch)
     out = ours(batch)
-    expected = reference(batch, state_attr=ours.state_attr(batch)).reshape(out.shape)
-    assert (out - expected).abs().max() < 1e-5
+    assert (out - reference(batch, state_attr=state).reshape(out.shape)).abs().max() < 1e-5
     out.square().sum().backward()
-    expected.square().sum().backward()
-    grads = [(name, p.grad, q.grad) for (name, p), q in zip(ours.model.named_parameters(), reference.parameters(),
+    batch64 = dataclasses.replace(batch, pos=batch.pos.double(), pbc_offshift=batch.pbc_offshift.double())
+    exact(batch64, state_attr=state.double()).square().sum().backward()
+    grads = [(key, p.grad, q.grad) for (key, p), q in zip(ours.model.named_parameters(), exact.parameters(),
                                                              strict=True) if p.requires_grad]
     assert len(grads) > 50
-    for name, g, h in grads:
-        assert torch.allclose(g, h, rtol=1e-5, atol=1e-6), name
+    for key, g, h in grads:
+        assert (g - h).abs().max() <= 2e-5 * h.abs().max() + 1e-6, key
 
 
 def test_stage_optimizer_follows_the_reference_adam(mirror_records):

@@ -14,6 +14,7 @@ the encoder's first layer, no new parameters either way.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -51,14 +52,83 @@ class SoftPlus2(nn.Module):
         return nn.functional.softplus(x).sub_(math.log(2.0))
 
 
-def with_inplace_activations(model: nn.Module) -> nn.Module:
-    """`model` with every matgl SoftPlus2 replaced by the in-place one above."""
+def mean_by(x: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Row means of `x` grouped by `index` (0 for an empty group): matgl's `scatter_mean` in fewer ops."""
+    total = x.new_zeros(size, x.shape[1]).index_add_(0, index, x)
+    return total / torch.bincount(index, minlength=size).clamp_(min=1).unsqueeze(1)
+
+
+def set2set(lstm: nn.LSTM, x: torch.Tensor, index: torch.Tensor, size: int, steps: int) -> torch.Tensor:
+    """The Set2Set readout of PyG (matgl's node readout) and of matgl's edge readout, one algorithm, with the LSTM's
+    equations written out: on a batch's few rows one `nn.LSTM` call costs far more than its arithmetic."""
+    from torch_geometric.utils import softmax
+
+    h = [x.new_zeros(size, lstm.hidden_size) for _ in lstm.all_weights]  # per LSTM layer
+    c, q_star = list(h), x.new_zeros(size, 2 * x.shape[1])
+    for _ in range(steps):
+        q = q_star
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(lstm.all_weights):
+            i, f, g, o = (nn.functional.linear(q, w_ih, b_ih) + nn.functional.linear(h[k], w_hh, b_hh)).chunk(4, 1)
+            c[k] = f.sigmoid() * c[k] + i.sigmoid() * g.tanh()
+            h[k] = q = o.sigmoid() * c[k].tanh()
+        a = softmax((x * q.index_select(0, index)).sum(dim=-1, keepdim=True), index, num_nodes=size)
+        q_star = torch.cat([q, x.new_zeros(size, x.shape[1]).index_add_(0, index, a * x)], dim=-1)
+    return q_star
+
+
+@functools.cache
+def fast_classes() -> dict[type, type]:
+    """matgl's MEGNet layer classes → subclasses with faster forwards: the same parameters, the same numerics."""
+    from matgl.layers import EdgeSet2Set, MEGNetGraphConv, Set2SetReadOut
+
+    class FastMEGNetGraphConv(MEGNetGraphConv):
+        """matgl's MEGNet convolution (batched graphs) with the edge update's first Linear split by input block,
+        W·[vᵢ; vⱼ; eᵢⱼ; u] + b = W_i·vᵢ + W_j·vⱼ + W_e·eᵢⱼ + W_u·u + b: the node and state products are taken per atom
+        and per graph and gathered to the edges, instead of gathering all four blocks to every edge and concatenating
+        them (a quarter of the multiply-adds per edge). Gathers by `index_select`, whose backward is one `index_add`."""
+
+        def forward(self, edge_index, edge_feat, node_feat, state_feat, node_batch, edge_batch, num_nodes, num_graphs):
+            src, dst = edge_index
+            linear, first = nn.functional.linear, self.edge_func.layers[0]
+            dims = [node_feat.shape[1], node_feat.shape[1], edge_feat.shape[1], state_feat.shape[1]]
+            w_i, w_j, w_e, w_u = first.weight.split(dims, dim=1)
+            per_atom = linear(node_feat, w_i) + linear(state_feat, w_u).index_select(0, node_batch)
+            edge_feat = (linear(edge_feat, w_e, first.bias) + per_atom.index_select(0, src)
+                         + linear(node_feat, w_j).index_select(0, dst))
+            for layer in self.edge_func.layers[1:]:
+                edge_feat = layer(edge_feat)
+            u_per_node = state_feat.index_select(0, node_batch)
+            node_feat = self.node_func(torch.hstack([node_feat, mean_by(edge_feat, src, num_nodes), u_per_node]))
+            means = [mean_by(edge_feat, edge_batch, num_graphs), mean_by(node_feat, node_batch, num_graphs)]
+            return edge_feat, node_feat, self.state_func(torch.hstack([state_feat, *means]))
+
+    class FastSet2SetReadOut(Set2SetReadOut):
+        """matgl's node readout by `set2set` (PyG's `Aggregation.__call__` supplies `dim_size`)."""
+
+        def forward(self, x, index, ptr, dim_size, dim):
+            return set2set(self.lstm, x, index, dim_size, self.n_iters)
+
+    class FastEdgeSet2Set(EdgeSet2Set):
+        """matgl's edge readout (batched graphs, every graph with edges) by `set2set`."""
+
+        def forward(self, edge_feat, edge_batch, num_graphs):
+            return set2set(self.lstm, edge_feat, edge_batch, num_graphs, self.n_iters)
+
+    return {MEGNetGraphConv: FastMEGNetGraphConv, Set2SetReadOut: FastSet2SetReadOut,
+            EdgeSet2Set: FastEdgeSet2Set}
+
+
+def with_fast_layers(model: nn.Module) -> nn.Module:
+    """`model` with every matgl SoftPlus2 replaced by the in-place one above and its other layers switched to
+    `fast_classes` (`__class__` only: the same parameters, state_dict keys and weights)."""
     from matgl.layers._activations import SoftPlus2 as MatglSoftPlus2
 
     for path, child in list(model.named_modules(remove_duplicate=False)):  # one instance sits at many paths
         if isinstance(child, MatglSoftPlus2):
             parent, _, name = path.rpartition(".")
             setattr(model.get_submodule(parent), name, SoftPlus2())
+        elif type(child) in fast_classes():
+            child.__class__ = fast_classes()[type(child)]
     return model
 
 
@@ -88,7 +158,7 @@ class MEGNetBackbone(Backbone):
             spec = {"init_args": args, "source_mean": mean, "source_std": std}
         self.spec = spec
         args, self.source_mean, self.source_std = dict(spec["init_args"]), spec["source_mean"], spec["source_std"]
-        self.model = with_inplace_activations(MEGNet(**args))
+        self.model = with_fast_layers(MEGNet(**args))
         if weights:
             self.model.load_state_dict(load_state(weights, data_dir))
         self.name = weights or f"{architecture} (random init)"
