@@ -95,8 +95,7 @@ def predict_progress(inputs, every_s: float):
 def bundle(args) -> int:
     import json
 
-    from paraisite.models.bundle import training_domain, write_bundle
-    from paraisite.models.io import read_model_file
+    from paraisite.models.bundle import write_bundle
     from paraisite.predict import find_models, load_ensemble
 
     try:
@@ -105,9 +104,7 @@ def bundle(args) -> int:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
     members = load_ensemble(args.runs, data_dir=args.data_dir)  # every member loads; one property
     models = find_models(args.runs)
-    configs = [read_model_file(path)[0] for path in models]
-    domain = training_domain(configs, members[0].featurizer.by_composition, args.data_dir)
-    manifest = write_bundle(models, args.output, card, domain)
+    manifest, domain = write_bundle(models, args.output, card, members[0].featurizer.by_composition, args.data_dir)
     print(f"{len(models)} member(s) → {manifest.parent} (model.json, weights.safetensors); training domain: "
           f"{len(domain.elements)} elements, cells up to {domain.max_atoms or '—'} atoms")
     return 0

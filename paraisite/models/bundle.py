@@ -86,9 +86,10 @@ def bundle_folder(model: str | Path) -> Path:
                          f"({', '.join(names) or 'none shipped'})")
 
 
-def write_bundle(models: list[Path], folder: Path, card: dict, domain: Domain) -> Path:
+def write_bundle(models: list[Path], folder: Path, card: dict, by_composition: bool,
+                 data_dir: str | None = None) -> tuple[Path, Domain]:
     """Bundle the final models (`model.pt` files) of finished runs into `folder`, with the model card's facts and
-    the training domain; returns the manifest's path."""
+    the training domain; returns the manifest's path and the domain."""
     from safetensors.torch import save
 
     tensors, members = {}, []
@@ -101,11 +102,12 @@ def write_bundle(models: list[Path], folder: Path, card: dict, domain: Domain) -
                                      "network members can be bundled")
             tensors[f"{name}/{key}"] = value.detach().cpu().contiguous().clone()
         members.append({"name": name, "config": config})
+    domain = training_domain([m["config"] for m in members], by_composition, data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
     manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card, "domain": domain.to_json()}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-    return folder / MANIFEST
+    return folder / MANIFEST, domain
 
 
 def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, Domain]:
