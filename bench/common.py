@@ -64,6 +64,19 @@ def stock_megnet():
     return model.eval()
 
 
+def stock_m3gnet():
+    """matgl 4's own M3GNet (its PyG convolution, untouched) with the published Eform weights: the peer's model for
+    speed (its numbers differ from ours, see paraisite.models.m3gnet; the operations and their cost do not)."""
+    from matgl.models import M3GNet
+
+    from paraisite.models.m3gnet import EFORM, load_exactly
+    from paraisite.models.megnet import read_model_json
+
+    model = M3GNet(**read_model_json(EFORM)[0])
+    load_exactly(model, EFORM, None)
+    return model.eval()
+
+
 def peak_rss_mb(cmd: list[str]) -> float:
     """Peak resident memory (MB) of a command run in its own process tree."""
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
