@@ -4,7 +4,8 @@
 
 Reads `<out>/blind/<set>/<mode>/*/` (trained on the whole train.csv: validation MAE, predictions of the held-back
 formulas) and `<out>/carved/<set>/<mode>/*/` (a 20 % test slice carved from train.csv: test MAE). Selection happens on
-validation only: the hidden layer of `tl_features`, and the `selected` mode per set. Writes
+validation only: the hidden layer of `tl_features`, the head of `tl_finetune` (the source's output layer, or a fresh
+one: the `tl_reinit` runs), and the `selected` mode per set. Writes
 `docs/results/crossprop/blind/<mode>/<set>.csv` (formula,prediction in the blind file's row order; an empty prediction
 where the formula cannot be predicted), `docs/results/crossprop/table41.csv` and the `crossprop41` section of
 docs/benchmarks.md.
@@ -28,6 +29,7 @@ from paraisite.data.datasets import CROSSPROP  # noqa: E402
 
 MODES = ("scratch", "magpie", "tl_finetune", "tl_features")
 TL_MODES = ("tl_finetune", "tl_features")
+VARIANT_FOLDERS = {"tl_reinit": ("tl_finetune", "fresh head")}  # run folder → (mode, variant) chosen on validation
 RESULTS = DOC.parent / "results" / "crossprop"
 # Gupta et al. 2021, Table 4 (the sets whose numbers we have): test MAE of the best from-scratch / best TL model
 PAPER = {"exfoliation_energy": (54.26, 51.56), "piezo_max_dij": (26.46, 23.46), "piezo_max_eij": (0.436, 0.367),
@@ -39,29 +41,32 @@ PAPER = {"exfoliation_energy": (54.26, 51.56), "piezo_max_dij": (26.46, 23.46), 
 
 @dataclass(frozen=True)
 class Choice:
-    """One set × mode of one part, the feature layer (tl_features) chosen on mean validation MAE over seeds."""
+    """One set × mode of one part, its variant (tl_features: the feature layer; tl_finetune: the head) chosen on mean
+    validation MAE over seeds."""
 
     folders: tuple[Path, ...]  # one run per seed
-    layer: int | None
+    variant: str | None
     val_mae: float  # mean over seeds
     test_mae: tuple[float, ...]  # per seed (carved part)
 
 
 def choices(out: Path, part: str) -> dict[tuple[str, str], Choice]:
-    groups: dict[tuple[str, str, int | None], list[tuple[Path, dict]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str | None], list[tuple[Path, dict]]] = defaultdict(list)
     for file in sorted((out / part).glob("*/*/*/results.json")):
         run = json.loads(file.read_text())
-        data, mode = file.parts[-4], file.parts[-3]
+        data, folder = file.parts[-4], file.parts[-3]
+        mode, variant = VARIANT_FOLDERS.get(folder, (folder, None))
         if run.get("status") != "ok" or mode not in MODES:
             continue
-        layer = run["stages"][-1].get("features_layer") if mode == "tl_features" else None
-        groups[data, mode, layer].append((file.parent, run))
+        if mode == "tl_features":
+            variant = f"layer {run['stages'][-1]['features_layer']}"
+        groups[data, mode, variant].append((file.parent, run))
     best: dict[tuple[str, str], Choice] = {}
-    for (data, mode, layer), runs in groups.items():
+    for (data, mode, variant), runs in groups.items():
         val = float(np.mean([r["stages"][-1]["best_val_mae"] for _, r in runs]))
         test = tuple(r["test"][data]["mae"] for _, r in runs if data in r["test"])
         if (data, mode) not in best or val < best[data, mode].val_mae:
-            best[data, mode] = Choice(tuple(f for f, _ in runs), layer, val, test)
+            best[data, mode] = Choice(tuple(f for f, _ in runs), variant, val, test)
     return best
 
 
@@ -140,8 +145,8 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str], data_dir:
         test = {m: float(np.mean(carved[data, m].test_mae)) if (data, m) in carved and carved[data, m].test_mae
                 else None for m in MODES}
         median = median_mae(data) if any(v is not None for v in test.values()) else None
-        cells = [f"{fmt(val[m])} / {fmt(test[m])}" + (f" (layer {blind_choices[data, m].layer})"
-                 if m == "tl_features" and (data, m) in blind_choices else "") for m in MODES]
+        cells = [f"{fmt(val[m])} / {fmt(test[m])}" + (f" ({blind_choices[data, m].variant})"
+                 if (data, m) in blind_choices and blind_choices[data, m].variant else "") for m in MODES]
         paper = " / ".join(map(fmt, PAPER[data])) if data in PAPER else "—"
         lines.append(f"| {data} | {n} | {fmt(median)} | " + " | ".join(cells) + f" | {selected.get(data, '—')} | {paper} |")
         rows.append([data, n, median, *(val[m] for m in MODES), *(test[m] for m in MODES), selected.get(data, "")])

@@ -4,6 +4,8 @@
 #                physical attributes
 #   scratch      ElemNet from random weights on elemental fractions
 #   tl_finetune  ElemNet from the formation-energy source model, all layers trained (head = the source output layer)
+#   tl_reinit    the same with a fresh head (policy reinit_head); scripts/crossprop.py keeps, per set, whichever of the
+#                two heads has the lower validation MAE as tl_finetune
 #   tl_features  gradient boosting on the source model's activations of hidden layer FEATURE_LAYERS (chosen later on
 #                validation by scripts/crossprop.py)
 # PART=blind trains on the whole train.csv (validation carved, no test) and predicts the set's held-back formulas
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${PART:-blind}
-MODES=${MODES:-magpie,scratch,tl_finetune,tl_features}
+MODES=${MODES:-magpie,scratch,tl_finetune,tl_reinit,tl_features}
 DATASETS=${DATASETS:-$(ls conf/data/crossprop | sed 's/\.yaml$//' | paste -sd, -)}
 SEEDS=${SEEDS:-1}
 SAMPLES=${SAMPLES:-150000}
@@ -39,6 +41,7 @@ for set in ${DATASETS//,/ }; do
       magpie) args=(backbone=magpie finetune=features stage_overrides.regressor=hgb_search) ;;
       scratch) args=("${elemnet[@]}" pretrain=scratch finetune=dft) ;;
       tl_finetune) args=("${elemnet[@]}" pretrain=eform finetune=dft) ;;
+      tl_reinit) args=("${elemnet[@]}" pretrain=eform finetune=dft stage_overrides.policy=reinit_head) ;;
       tl_features) args=(backbone=elemnet pretrain=eform finetune=features stage_overrides.regressor=hist_gradient_boosting
                          "stage_overrides.features_layer=$FEATURE_LAYERS") ;;
       *) echo "unknown mode $mode" >&2; exit 2 ;;
