@@ -62,7 +62,8 @@ def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Pat
         callbacks.append(LatestCheckpoint(latest, resume_every_s))
     callbacks += progress
     if stage.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=stage.patience))
+        # not strict: a run killed after its last epoch's checkpoint resumes into no epoch, so no metric to read
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=stage.patience, strict=False))
     trainer = make_trainer(max_epochs=stage.epochs, callbacks=callbacks, logger=loggers,
                            enable_progress_bar=progress_bar)
     resume = resume_every_s is not None and latest.is_file()

@@ -4,7 +4,10 @@ An explicit step that a run takes before building its model (`recipe.pretrained_
 side effect. The source model is trained once per (architecture, table content, `SourceTraining`) with the same
 loop as every stage (`fit.fit`) and cached under `<cache>/sources/<table>-<key>/`: `weights.pt` (tensors only),
 `source.json` (settings, test MAE, timings) and the CSV training log. Concurrent runs that need the same source
-model wait on a file lock and reuse it.
+model wait on a file lock and reuse it; an interrupted training resumes from its latest checkpoint.
+
+The split is formula-level (the rows of one formula, polymorphs, share a split), and a table of formation energies
+keeps the lowest row per formula (the ground state: `GROUND_STATE_TABLES`), as composition models are trained.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from paraisite.contracts import Backbone
 from paraisite.data.datamodule import LTCDataModule
-from paraisite.data.datasets import content_hash, source_path
+from paraisite.data.datasets import GROUND_STATE_TABLES, content_hash, source_path
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import test_metrics
 from paraisite.files import write_atomic, write_json
@@ -40,7 +43,8 @@ from paraisite.target import Target
 
 log = logging.getLogger(__name__)
 
-SOURCE_FORMAT = 1
+SOURCE_FORMAT = 2  # 2: formula-level split, ground state per formula for GROUND_STATE_TABLES
+RESUME_EVERY_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
     module = TransferRegressor(backbone, LinearHead(backbone.out_dim, from_source=False), Target("generic", table, ""))
     dm = LTCDataModule(table, backbone.featurizer(), seed=settings.seed, batch_size=settings.batch_size,
                        test_fraction=settings.test_fraction, val_fraction=settings.val_fraction,
-                       limit=settings.limit, on_bad="skip", data_dir=data_dir)
+                       limit=settings.limit, on_bad="skip", data_dir=data_dir, group_by="formula",
+                       per_formula="lowest" if table in GROUND_STATE_TABLES else "all")
     dm.setup("fit")
     steps_per_epoch = math.ceil(len(dm.splits["train"]) / settings.batch_size)
     stage = Stage(name="source", data=table, low_fidelity=None, epochs=settings.epochs,
@@ -100,7 +105,7 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
                   regressor="random_forest", features_layer=-1, low_fidelity_weight=1.0)
     trainer = partial(L.Trainer, accelerator="auto", devices=1, enable_model_summary=False)
     fitted = fit(module, stage, dm, folder / "checkpoints", trainer, CSVLogger(folder, name="log", version=""),
-                 [source_progress(table)])
+                 [source_progress(table)], resume_every_s=RESUME_EVERY_S)
     module.to("cpu")
     metrics = test_metrics(module, dm)
     state = {**module.backbone.state_dict(), "source_weight": module.head.linear.weight.detach().clone(),
@@ -109,7 +114,8 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
         "table": table, "settings": asdict(settings), "architecture": backbone.architecture(),
         "best_epoch": fitted.best_epoch, "epochs_run": fitted.epochs_run, "best_val_mae": fitted.best_score,
         "n_train": len(dm.splits["train"]), "n_val": len(dm.splits["val"]), "test": metrics,
-        "dropped": len(dm.dropped), "wall_time_s": round(time.perf_counter() - started, 1),
+        "split": "by formula", "rows_per_formula": dm.per_formula, "left_out_not_lowest": dm.n_not_lowest,
+        "resumed_from_epoch": fitted.resumed_from_epoch, "dropped": len(dm.dropped), "wall_time_s": round(time.perf_counter() - started, 1),
     })
     payload = {"state_dict": state, "mean": float(module.transform.mean), "std": float(module.transform.std)}
     write_atomic(folder / "weights.pt", tensor_file_bytes(payload))

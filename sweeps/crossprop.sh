@@ -25,14 +25,15 @@ BLIND=${BLIND:-../shared/blind/crossprop}
 OUT=${OUT:-outputs/crossprop}/$PART
 PY=${PY:-.venv/bin/python}
 DATA_DIR=${PARAISITE_DATA_DIR:-data}
-# CPU recipe of the formation-energy source model (cached: trained by the first run that needs it)
-SOURCE=(source_training.epochs=80 source_training.batch_size=256 source_training.lr=1e-3
-        source_training.warmup_epochs=2 source_training.final_lr_fraction=0.01 source_training.patience=20)
+# CPU recipe of the formation-energy source model (cached: trained by the first TL run that needs it; resumable):
+# the whole cosine schedule, no early stop (the best validation epoch is kept)
+SOURCE=(source_training.epochs=60 source_training.batch_size=256 source_training.lr=5e-4
+        source_training.warmup_epochs=2 source_training.final_lr_fraction=0.01 source_training.patience=60)
 
 for set in ${DATASETS//,/ }; do
   n=$(($(wc -l < "$DATA_DIR/crossprop/$set/train.csv") - 1))
   epochs=$(( SAMPLES / n )); epochs=$(( epochs < 10 ? 10 : epochs > 150 ? 150 : epochs ))
-  common=("data=crossprop/$set" "seed=$SEEDS" progress_bar=false datamodule.on_bad=skip "${SOURCE[@]}")
+  common=("data=crossprop/$set" "seed=$SEEDS" progress_bar=false datamodule.on_bad=skip)
   if [ "$PART" = blind ]; then common+=("data.predict_file=$(realpath "$BLIND/$set/formulas.csv")"); fi
   elemnet=(backbone=elemnet stage_overrides.epochs=$epochs stage_overrides.batch_size=128 stage_overrides.lr=5e-4
            stage_overrides.decay_steps=0 stage_overrides.final_lr_fraction=0.01)
@@ -40,12 +41,16 @@ for set in ${DATASETS//,/ }; do
     case $mode in
       magpie) args=(backbone=magpie finetune=features stage_overrides.regressor=hgb_search) ;;
       scratch) args=("${elemnet[@]}" pretrain=scratch finetune=dft) ;;
-      tl_finetune) args=("${elemnet[@]}" pretrain=eform finetune=dft) ;;
-      tl_reinit) args=("${elemnet[@]}" pretrain=eform finetune=dft stage_overrides.policy=reinit_head) ;;
+      tl_finetune) args=("${elemnet[@]}" pretrain=eform finetune=dft "${SOURCE[@]}") ;;
+      tl_reinit) args=("${elemnet[@]}" pretrain=eform finetune=dft stage_overrides.policy=reinit_head "${SOURCE[@]}") ;;
       tl_features) args=(backbone=elemnet pretrain=eform finetune=features stage_overrides.regressor=hist_gradient_boosting
-                         "stage_overrides.features_layer=$FEATURE_LAYERS") ;;
+                         "stage_overrides.features_layer=$FEATURE_LAYERS" "${SOURCE[@]}") ;;
       *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
+    runs=$(echo "$SEEDS" | tr , '\n' | wc -l)
+    if [ "$mode" = tl_features ]; then runs=$(( runs * $(echo "$FEATURE_LAYERS" | tr , '\n' | wc -l) )); fi
+    finished=$( (grep -ls '"status": "ok"' "$OUT/$set/$mode"/*/results.json 2>/dev/null || true) | wc -l)
+    if [ "$finished" -ge "$runs" ]; then continue; fi  # every run of this set × mode finished: nothing to start
     $PY train.py -m "${args[@]}" "${common[@]}" hydra.sweep.dir="$OUT/$set/$mode" "$@"
   done
 done

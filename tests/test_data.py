@@ -141,6 +141,28 @@ def test_mix_is_split_per_source():
         assert ids(dms["mix"]) == ids(dms["dataset1"]) | ids(dms["dataset2"])
 
 
+def test_formula_level_split_and_the_lowest_row_per_formula(tmp_path):
+    from paraisite.data.composition import CompositionFeaturizer
+
+    rows = [f"{f},{y}" for i in range(40) for f, y in ((f"Na{i + 1}Cl", 1.0 + i), (f"Na{i + 1}Cl", 0.5 + i))]
+    path = tmp_path / "polymorphs.csv"
+    path.write_text("formula,target\n" + "\n".join(rows) + "\n")
+    by_row = LTCDataModule(str(path), CompositionFeaturizer(), seed=3)
+    by_formula = LTCDataModule(str(path), CompositionFeaturizer(), seed=3, group_by="formula")
+    lowest = LTCDataModule(str(path), CompositionFeaturizer(), seed=3, group_by="formula", per_formula="lowest")
+    for dm in (by_row, by_formula, lowest):
+        dm.setup()
+    assert by_row.formulas("train") & by_row.formulas("test")  # polymorphs straddle a row-level split
+    assert not by_formula.formulas("train") & by_formula.formulas("test")
+    assert not by_formula.formulas("val") & (by_formula.formulas("train") | by_formula.formulas("test"))
+    assert sum(map(len, by_formula.splits.values())) == 80
+    kept = np.concatenate(list(lowest.splits.values()))
+    assert len(kept) == 40 and lowest.n_not_lowest == 40
+    assert sorted(lowest.data.target[kept].tolist()) == [0.5 + i for i in range(40)]  # each formula's lowest
+    with pytest.raises(ValueError, match="per_formula"):
+        LTCDataModule(str(path), CompositionFeaturizer(), seed=3, per_formula="median")
+
+
 def test_transform_round_trip_and_fit_on_train_only():
     kappa = torch.tensor([0.5, 2.0, 30.0, 1500.0], dtype=torch.float64)
     t = LogStandardizer().fit(kappa[:3])

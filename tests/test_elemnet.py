@@ -93,6 +93,7 @@ def test_source_model_trained_once_and_reused(crossprop_runs):
     assert [p.stat().st_mtime_ns for p in trained] == mtime
     info = json.loads((next(iter(trained)).parent / "source.json").read_text())
     assert info["table"] == "mp_e_form" and info["test"]["n"] > 0 and info["test"]["mae"] > 0
+    assert info["split"] == "by formula" and info["rows_per_formula"] == "lowest"  # the ground state per formula
     for results in (first, second):
         assert results["status"] == "ok" and list(results["test"]) == ["exfoliation_energy"]
         metrics = results["test"]["exfoliation_energy"]
@@ -199,3 +200,21 @@ def test_unknown_crossprop_set_and_non_positive_kappa_are_clear_errors():
     generic.start_stage(stage(), torch.tensor([1.0, -2.0]))  # any finite value
     with pytest.raises(ParaisiteError, match="loss=mape needs a positive κ target"):
         generic.start_stage(stage(loss="mape"), torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.slow
+def test_an_interrupted_source_training_resumes_from_its_latest_checkpoint(crossprop_runs):
+    from paraisite.recipe import source_training
+    from paraisite.source import pretrain, read_source_model
+
+    _, _, _, _, trained, _, _ = crossprop_runs
+    cfg = compose_cfg(*CROSSPROP, "pretrain=eform")
+    folder = next(iter(trained)).parent
+    before = read_source_model(folder).state_dict
+    assert (folder / "checkpoints" / "latest.ckpt").is_file()
+    (folder / "weights.pt").unlink()  # as if killed after its last epoch, before writing the model
+    assert pretrain(lambda: build_backbone(cfg.backbone, None), "mp_e_form", source_training(cfg)) == folder
+    info = json.loads((folder / "source.json").read_text())
+    assert info["resumed_from_epoch"] == info["epochs_run"] > 0  # nothing retrained
+    after = read_source_model(folder).state_dict
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -24,9 +24,23 @@ SPLITS = ("train", "val", "test")
 MODEL_LIMITS = (NO_NEIGHBORS, ELEMENT_NOT_IN_MODEL)
 
 
+def not_lowest_of_formula(formulas: list[str], target: np.ndarray) -> np.ndarray:
+    """True for every record but the one with the lowest target of its formula (the first of equals; no target
+    counts as the highest)."""
+    target = np.nan_to_num(target, nan=np.inf)
+    lowest: dict[str, int] = {}
+    for i, (formula, y) in enumerate(zip(formulas, target)):
+        if formula not in lowest or y < target[lowest[formula]]:
+            lowest[formula] = i
+    keep = np.zeros(len(formulas), dtype=bool)
+    keep[list(lowest.values())] = True
+    return ~keep
+
+
 def one_split_per_material(ids: list[str], splits: dict[str, list[np.ndarray]]) -> np.ndarray:
-    """Split index (0 train, 1 val, 2 test) per record; a material (id) in several sources goes where its first
-    occurrence went, so the same material never sits in two splits of a union such as MIX."""
+    """Split index (0 train, 1 val, 2 test) per record; a material (id, or formula when records are grouped by
+    formula) in several records goes where its first occurrence went, so the same material never sits in two splits
+    (of a union such as MIX, or of a table with several rows per formula)."""
     split_of = np.full(len(ids), -1)
     for k, name in enumerate(SPLITS):
         for idx in splits[name]:
@@ -95,14 +109,22 @@ class LTCDataModule(SplitData):
     Splits follow `protocol` (holdout, paper, cv with `folds` and `fold`) per source and seed; `test` says whether
     the test split is the protocol's (`carved`), absent (`none`: a user-given test file scores the model) or
     everything (`all`: that file). `exclude_formulas` (reduced formulas) are removed from train/val only: the
-    leakage filter for chains that train on one set and test on another.
+    leakage filter for chains that train on one set and test on another. `group_by="formula"` keeps the records of
+    one formula in one split (a formula-level split, for tables with several rows per formula: polymorphs);
+    `per_formula="lowest"` keeps only the lowest-target record of each formula (formation energy: the ground state).
     """
 
     def __init__(self, dataset: str, featurizer: Featurizer, seed: int, protocol: str = "holdout",
                  batch_size: int = 8, test_fraction: float = 0.2, val_fraction: float = 0.15, folds: int = 5,
                  fold: int | None = None, test: str = "carved", limit: int | None = None, on_bad: str = "error",
-                 num_workers: int = 0, data_dir: str | None = None, exclude_formulas: frozenset[str] = frozenset()):
+                 num_workers: int = 0, data_dir: str | None = None, exclude_formulas: frozenset[str] = frozenset(),
+                 group_by: str = "id", per_formula: str = "all"):
         super().__init__(batch_size, num_workers)
+        if group_by not in ("id", "formula") or per_formula not in ("all", "lowest"):
+            raise ValueError(f"group_by: id or formula (not {group_by!r}); per_formula: all or lowest (not "
+                             f"{per_formula!r})")
+        self.group_by, self.per_formula = group_by, per_formula
+        self.n_not_lowest = 0
         self.dataset, self.featurizer, self.seed, self.protocol = dataset, featurizer, seed, protocol
         self.limit, self.on_bad = limit, on_bad
         self.test_fraction, self.val_fraction, self.data_dir = test_fraction, val_fraction, data_dir
@@ -125,9 +147,15 @@ class LTCDataModule(SplitData):
         val_is_test = self.protocol == "paper" and self.test == "carved"
         if val_is_test:  # the test split also selects the checkpoint: val is an alias of test
             splits["val"] = []
-        split_of = one_split_per_material(self.data.ids, splits)
-        flags = [f or ("no_target" if t != t else "") for f, t in zip(self.data.flags, self.data.target.tolist())]
         formulas = self.data.formulas
+        split_of = one_split_per_material(formulas if self.group_by == "formula" else self.data.ids, splits)
+        if self.per_formula == "lowest":
+            not_lowest = not_lowest_of_formula(formulas, self.data.target.numpy())
+            split_of[not_lowest] = -1  # in no split
+            self.n_not_lowest = int(not_lowest.sum())
+            log.info("%s: kept the lowest target of each formula, left out %d record(s)", self.dataset,
+                     self.n_not_lowest)
+        flags = [f or ("no_target" if t != t else "") for f, t in zip(self.data.flags, self.data.target.tolist())]
         for name in SPLITS:
             idx = np.flatnonzero(split_of == SPLITS.index(name))
             self.dropped += [{"id": self.data.ids[i], "split": name, "reason": flags[i]} for i in idx if flags[i]]

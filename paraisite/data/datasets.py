@@ -23,6 +23,9 @@ COMPOSITION_TABLES = {"agl": "agl_composition"}
 # Source tables for composition backbones (formula,target).
 SOURCE_FILES = {"agl_composition": "ltc/agl_composition.csv", "mp_e_form": "composition/mp_e_form.csv",
                 "mp_gap": "composition/mp_gap.csv"}
+# Source tables whose value for a composition is that of its lowest row: formation energy, whose polymorphs (several
+# rows per formula in the MP table) have the ground state as the composition's value. Other tables keep every row.
+GROUND_STATE_TABLES = {"mp_e_form"}
 # The 41 small targets of cross-property transfer learning: `crossprop/<name>` (formula,target).
 CROSSPROP = (
     "bulkmoduluskv deltae ehull encut eps etc11 etc12 etc13 etc22 etc33 etc44 etc55 etc66 exfoliation_energy "
