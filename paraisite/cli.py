@@ -44,7 +44,7 @@ def report(args) -> int:
 
 
 def predict(args) -> int:
-    from paraisite.predict import load_ensemble, predict
+    from paraisite.predict import PREDICT_BATCH, load_ensemble, predict
 
     device = args.device or ("cuda" if torch_cuda() else "cpu")
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
@@ -60,8 +60,8 @@ def predict(args) -> int:
             raise ParaisiteError(f"--row {args.row!r}: row {row} has no finished run")
     members = load_ensemble(runs, device, args.data_dir, args.model or [])
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
-    counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size, args.top, args.below,
-                     workers, progress)
+    counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size or PREDICT_BATCH, args.top,
+                     args.below, workers, progress)
     if progress is not None:
         progress.close()
     far = f" ({counts['extrapolated']} far outside a member's training range: column extrapolation)" \
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
-    pred.add_argument("--batch-size", type=int, default=128)
+    pred.add_argument("--batch-size", type=int, default=None, help="structures per inference batch (default 32)")
     pred.add_argument("--chunk-size", type=int, default=512, help="structures read and written at a time")
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     pred.add_argument("--workers", type=int, default=None,

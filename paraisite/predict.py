@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 INPUT_LISTS = (".json.gz", ".jsonl", ".jsonl.gz")
+# structures per inference batch: M3GNet's triplet tensors outgrow the CPU caches beyond ~32 (batch 128: +35 % time);
+# MEGNet is within 3 % from 32 to 128 (docs/benchmarks.md)
+PREDICT_BATCH = 32
 TEXT_COLUMNS = ("id", "formula", "flag", "extrapolation")  # of the output; n_atoms is an integer, the rest floats
 
 
@@ -237,7 +240,7 @@ def prepare_chunk(items: list[RawItem], featurizers: dict[str, object]) -> tuple
 
 @torch.inference_mode()
 def infer(members: list[Member], features: dict[str, object], n: int,
-          batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+          batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, list[str]]:
     """(prediction per record × member, NaN where unusable; flag per record) from featurized records."""
     predictions = np.full((n, len(members)), np.nan)
     flags = [""] * n
@@ -256,7 +259,7 @@ def infer(members: list[Member], features: dict[str, object], n: int,
     return predictions, flags
 
 
-def predict_records(members: list[Member], records: list[Record], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+def predict_records(members: list[Member], records: list[Record], batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, list[str]]:
     """(prediction per record × member, NaN where unusable; flag per record)."""
     return infer(members, featurize(records, featurizers_of(members)), len(records), batch_size)
 
@@ -373,7 +376,7 @@ def output_name(members: list[Member]) -> str:
 
 
 def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
-            batch_size: int = 128, top: int = 0, below: float = float("inf"), workers: int = 0,
+            batch_size: int = PREDICT_BATCH, top: int = 0, below: float = float("inf"), workers: int = 0,
             progress=None) -> dict:
     """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
     top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one

@@ -146,7 +146,9 @@ def build_graphs(records: list[Record], cutoff: float, element_types: tuple[str,
     def ptr(counts):
         return torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.long)
 
-    cat = (lambda xs, empty: torch.cat(xs) if xs else empty)
+    def cat(xs, empty):
+        return torch.cat(xs) if xs else empty
+
     graphs = dict(
         ids=[r.id for r in records],
         formulas=[r.formula for r in records],
