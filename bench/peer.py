@@ -52,7 +52,8 @@ class EpochClock:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-STOCK = {"megnet": (stock_megnet, "output_proj"), "m3gnet": (stock_m3gnet, "final_layer")}  # model, its last MLP
+# backbone → (its name in the table, matgl's stock model, the model's last MLP)
+STOCK = {"megnet": ("MEGNet", stock_megnet, "output_proj"), "m3gnet": ("M3GNet", stock_m3gnet, "final_layer")}
 
 
 class MatglNet(nn.Module):
@@ -60,7 +61,7 @@ class MatglNet(nn.Module):
 
     def __init__(self, backbone: str, head: nn.Module):
         super().__init__()
-        stock, last_mlp = STOCK[backbone]
+        _, stock, last_mlp = STOCK[backbone]
         self.net = stock().train()
         layers = getattr(self.net, last_mlp).layers
         self.out_dim = layers[-1].in_features
@@ -131,7 +132,7 @@ def prediction(backbone: str, n: int, repeats: int) -> dict:
     structures = [Structure.from_dict(r["structure"]) for r in rows]
     records = [Record(r["id"], s.composition.reduced_formula, None, s) for r, s in zip(rows, structures)]
     (member,) = load_ensemble([model_folder(Path(tempfile.mkdtemp()), [f"backbone={backbone}"])])
-    stock = STOCK[backbone][0]()
+    stock = STOCK[backbone][1]()
 
     def matgl_loop():
         with torch.no_grad():
@@ -152,7 +153,7 @@ def compare(backbone: str, args) -> tuple[dict, list[str]]:
     pred = prediction(backbone, args.n, args.repeats)
     train = training(backbone, args.batch_size, args.epochs, args.repeats)
     r_train, r_pred = train["matgl_s"] / train["ours_s"], pred["matgl_s"] / pred["ours_s"]
-    name = {"megnet": "MEGNet", "m3gnet": "M3GNet"}[backbone]
+    name = STOCK[backbone][0]
     result = {"train_vs_matgl_loop": round(r_train, 2), "predict_vs_matgl_loop": round(r_pred, 2),
               "train_s_per_epoch": {"ours": round(train["ours_s"], 3), "matgl": round(train["matgl_s"], 3)},
               "predict_s": {"ours": round(pred["ours_s"], 3), "matgl": round(pred["matgl_s"], 3)},

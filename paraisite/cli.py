@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
-    pred.add_argument("--batch-size", type=int, default=None, help="structures per inference batch (default 32)")
+    pred.add_argument("--batch-size", type=positive_int, default=None, help="structures per inference batch (default 32)")
     pred.add_argument("--chunk-size", type=int, default=512, help="structures read and written at a time")
     pred.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     pred.add_argument("--workers", type=int, default=None,

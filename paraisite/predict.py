@@ -259,7 +259,8 @@ def infer(members: list[Member], features: dict[str, object], n: int,
     return predictions, flags
 
 
-def predict_records(members: list[Member], records: list[Record], batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, list[str]]:
+def predict_records(members: list[Member], records: list[Record],
+                    batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, list[str]]:
     """(prediction per record × member, NaN where unusable; flag per record)."""
     return infer(members, featurize(records, featurizers_of(members)), len(records), batch_size)
 

@@ -114,8 +114,9 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
         "table": table, "settings": asdict(settings), "architecture": backbone.architecture(),
         "best_epoch": fitted.best_epoch, "epochs_run": fitted.epochs_run, "best_val_mae": fitted.best_score,
         "n_train": len(dm.splits["train"]), "n_val": len(dm.splits["val"]), "test": metrics,
-        "split": "by formula", "rows_per_formula": dm.per_formula, "left_out_not_lowest": dm.n_not_lowest,
-        "resumed_from_epoch": fitted.resumed_from_epoch, "dropped": len(dm.dropped), "wall_time_s": round(time.perf_counter() - started, 1),
+        "split": f"by {dm.group_by}", "rows_per_formula": dm.per_formula, "left_out_not_lowest": dm.n_not_lowest,
+        "resumed_from_epoch": fitted.resumed_from_epoch, "dropped": len(dm.dropped),
+        "wall_time_s": round(time.perf_counter() - started, 1),
     })
     payload = {"state_dict": state, "mean": float(module.transform.mean), "std": float(module.transform.std)}
     write_atomic(folder / "weights.pt", tensor_file_bytes(payload))

@@ -228,9 +228,9 @@ def test_clear_messages_for_missing_run_bad_top(two_runs, tmp_path, capsys):
     a_cif.write_text("not read")
     assert cli(["predict", str(a_cif), "--run", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o.csv")]) == 2
     assert "--run " + str(tmp_path / "nowhere") + ": no such run folder or model file" in capsys.readouterr().err
-    for top in ("0", "-3"):
+    for flag, value in (("--top", "0"), ("--top", "-3"), ("--batch-size", "0")):
         with pytest.raises(SystemExit) as exit_:
-            cli(["predict", str(a_cif), "--run", str(two_runs), "--output", str(tmp_path / "o.csv"), "--top", top])
+            cli(["predict", str(a_cif), "--run", str(two_runs), "--output", str(tmp_path / "o.csv"), flag, value])
         assert exit_.value.code == 2 and "give a number ≥ 1" in capsys.readouterr().err
 
 
