@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DOC, machine, write_section  # noqa: E402
 from paraisite.data.datasets import CROSSPROP  # noqa: E402
+from paraisite.stats import Repeat, paired, rng_for  # noqa: E402
 
 MODES = ("scratch", "magpie", "tl_finetune", "tl_features")
 TL_MODES = ("tl_finetune", "tl_features")
@@ -119,6 +120,35 @@ def write_blind(blind_choices: dict[tuple[str, str], Choice], blind: Path) -> di
     return selected
 
 
+def test_repeats(choice: Choice, data: str) -> dict[str, Repeat]:
+    """{seed: the carved test predictions of that seed's run}."""
+    repeats = {}
+    for folder in choice.folders:
+        with open(folder / "test_predictions.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["test_set"] == data]
+        repeats[rows[0]["seed"]] = Repeat(rows[0]["seed"], np.array([r["id"] for r in rows]),
+                                          np.array([float(r["target"]) for r in rows]),
+                                          np.array([float(r["prediction"]) for r in rows]))
+    return repeats
+
+
+def versus(a: Choice, b: Choice, data: str) -> dict:
+    """Test MAE of A − B on the materials and seeds both predicted: the paired bootstrap interval over materials, the
+    permutation p, and the per-seed differences (whose spread is the seed spread once there are several seeds)."""
+    ra, rb = test_repeats(a, data), test_repeats(b, data)
+    pairs = []
+    for seed in sorted(ra.keys() & rb.keys()):
+        common = np.intersect1d(ra[seed].ids, rb[seed].ids)
+        pairs.append((on_materials(ra[seed], common), on_materials(rb[seed], common)))
+    return paired([x for x, _ in pairs], [y for _, y in pairs], "mae", "generic", rng_for("crossprop", data))
+
+
+def on_materials(repeat: Repeat, ids: np.ndarray) -> Repeat:
+    """The repeat's records of `ids` (sorted, all predicted by it) in that order."""
+    keep = np.flatnonzero(np.isin(repeat.ids, ids))
+    return repeat.subset(keep[np.argsort(repeat.ids[keep])])
+
+
 def median_mae(data: str, seed: int = 1) -> float:
     """Test MAE of predicting the training median on the carved split of `seed`: the floor to beat."""
     from paraisite.data.composition import CompositionFeaturizer
@@ -133,10 +163,11 @@ def fmt(x: float | None) -> str:
     return "—" if x is None or x != x else f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
 
 
-def table(blind_choices: dict, carved: dict, selected: dict[str, str], data_dir: Path) -> tuple[str, list[list]]:
+def table(blind_choices: dict, carved: dict, selected: dict[str, str],
+          data_dir: Path) -> tuple[str, list[list], list[list]]:
     head = ["set", "n", "train median", *(f"{m} val / test" for m in MODES), "selected", "paper SC / TL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows, counts = [], defaultdict(int)
+    rows, comparisons, counts = [], [], defaultdict(int)
     for data in CROSSPROP:
         if not any((data, m) in blind_choices or (data, m) in carved for m in MODES):
             continue
@@ -154,16 +185,30 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str], data_dir:
         if tl and test["scratch"] is not None and test["magpie"] is not None:
             best_tl = min(tl, key=lambda m: carved[data, m].val_mae)  # the TL mode chosen on validation
             counts["sets"] += 1
-            counts["tl_beats_scratch"] += test[best_tl] < test["scratch"]
-            counts["tl_beats_magpie"] += test[best_tl] < test["magpie"]
-            counts["tl_beats_both"] += test[best_tl] < min(test["scratch"], test["magpie"])
+            for rival in ("scratch", "magpie"):
+                diff = versus(carved[data, best_tl], carved[data, rival], data)
+                comparisons.append([data, best_tl, rival, diff["a"], diff["b"], diff["diff"], diff["lo"], diff["hi"],
+                                    diff["p"], len(diff["per_repeat"]), float(np.std(diff["per_repeat"]))])
+                counts[f"beats_{rival}"] += diff["diff"] < 0
+                counts[f"clearly_beats_{rival}"] += diff["hi"] < 0  # the whole interval below 0
+                counts[f"clearly_loses_{rival}"] += diff["lo"] > 0
+                seeds = diff["per_repeat"]
+                counts[f"beyond_spread_{rival}"] += len(seeds) > 1 and diff["diff"] < -np.std(seeds)
     for mode in selected.values():
         counts[f"selected_{mode}"] += 1
-    summary = (f"Sets with all four modes on the carved test: {counts['sets']}; TL (fine-tune or features, chosen on "
-               f"validation) beats ElemNet scratch on {counts['tl_beats_scratch']}, the Magpie baseline on "
-               f"{counts['tl_beats_magpie']}, both on {counts['tl_beats_both']}. Selected on validation (blind "
-               f"models): " + ", ".join(f"{m} {counts[f'selected_{m}']}" for m in MODES) + ".")
-    return "\n".join([summary, "", *lines]), rows
+    n_seeds = {c[-2] for c in comparisons}
+    summary = (f"Sets with all four modes on the carved test: {counts['sets']}. TL (fine-tune or features, chosen on "
+               f"validation) has the lower test MAE than ElemNet scratch on {counts['beats_scratch']} (the paired "
+               f"95 % interval over materials below 0 on {counts['clearly_beats_scratch']}, above 0 on "
+               f"{counts['clearly_loses_scratch']}) and than the Magpie baseline on {counts['beats_magpie']} (below 0 "
+               f"on {counts['clearly_beats_magpie']}, above 0 on {counts['clearly_loses_magpie']}). "
+               + (f"Beyond the seed spread: vs scratch {counts['beyond_spread_scratch']}, vs Magpie "
+                  f"{counts['beyond_spread_magpie']}. " if max(n_seeds, default=1) > 1 else
+                  "One seed per mode: the seed spread is not measured (the interval covers the sampling of test "
+                  "materials, not training noise). ")
+               + "Selected on validation (blind models): " + ", ".join(f"{m} {counts[f'selected_{m}']}" for m in MODES)
+               + ".")
+    return "\n".join([summary, "", *lines]), rows, comparisons
 
 
 def main() -> None:
@@ -176,13 +221,18 @@ def main() -> None:
 
     blind_choices, carved = choices(args.out, "blind"), choices(args.out, "carved")
     selected = write_blind(blind_choices, args.blind)
-    text, rows = table(blind_choices, carved, selected, args.data_dir or data_dir())
+    text, rows, comparisons = table(blind_choices, carved, selected, args.data_dir or data_dir())
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "table41.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["set", "n", "train_median_mae", *(f"{m}_val_mae" for m in MODES),
                          *(f"{m}_test_mae" for m in MODES), "selected"])
         writer.writerows(rows)
+    with open(RESULTS / "tl_versus.csv", "w", newline="") as f:  # the paired comparisons behind the counts
+        writer = csv.writer(f)
+        writer.writerow(["set", "tl_mode", "rival", "tl_test_mae", "rival_test_mae", "diff", "lo", "hi", "p", "seeds",
+                         "seed_std"])
+        writer.writerows(comparisons)
     body = (f"Machine: {machine()}. Command: `sweeps/crossprop.sh` (PART=blind, then PART=carved; budget in its header), "
             f"then `python scripts/crossprop.py {args.out}`. val: validation MAE of the model trained on the whole "
             "train.csv (the one that predicts the blind formulas); test: MAE on a 20 % slice carved from train.csv "

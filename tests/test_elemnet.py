@@ -15,7 +15,7 @@ from paraisite.data.composition import ELEMNET_ELEMENTS, CompositionFeaturizer
 from paraisite.data.datamodule import LTCDataModule
 from paraisite.data.records import Record, read_records
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.models.elemnet import ElemNetBackbone
+from paraisite.models.elemnet import UPSTREAM_DROPOUTS, ElemNetBackbone
 from paraisite.models.features import load_regressor
 from paraisite.paths import cache_dir
 from paraisite.recipe import build_backbone, build_model, pretrained_weights, stages_of
@@ -53,9 +53,14 @@ def test_elemnet_architecture_from_config():
     backbone = build_backbone(cfg.backbone, None)
     linears = [m for m in backbone.layers if isinstance(m, nn.Linear)]
     assert [m.out_features for m in linears] == [1024] * 4 + [512] * 3 + [256] * 3 + [128] * 3 + [64] * 2 + [32]
-    dropouts = [(i, m.p) for i, m in enumerate(backbone.layers) if isinstance(m, nn.Dropout)]
-    after = [sum(isinstance(m, nn.Linear) for m in backbone.layers[:i]) for i, _ in dropouts]
+    assert not any(isinstance(m, nn.Dropout) for m in backbone.layers)  # off by default (conf/backbone/elemnet.yaml)
+    upstream = build_backbone(compose_cfg(*CROSSPROP, "pretrain=scratch",
+                                          f"backbone.dropouts={list(UPSTREAM_DROPOUTS)}").backbone, None)
+    dropouts = [(i, m.p) for i, m in enumerate(upstream.layers) if isinstance(m, nn.Dropout)]
+    after = [sum(isinstance(m, nn.Linear) for m in upstream.layers[:i]) for i, _ in dropouts]
     assert after == [4, 7, 10, 13] and [p for _, p in dropouts] == pytest.approx([0.2, 0.1, 0.3, 0.2])
+    upstream.truncate(4)  # hidden layer 4 = the last 1024 layer, its dropout kept
+    assert upstream.out_dim == 1024 and isinstance(upstream.layers[-1], nn.Dropout)
     module = build_model(cfg, None)  # 17th layer: the linear head
     assert isinstance(module.head.linear, nn.Linear) and module.head.linear.in_features == 32
     other = ElemNetBackbone(widths=[64, 16], depths=[2, 1], dropouts=[0.5, 0.0])

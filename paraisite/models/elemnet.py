@@ -1,7 +1,8 @@
 """ElemNet: a deep MLP on ElemNet's 86 elemental fractions (Jha et al. 2018; Gupta et al. 2021).
 
-The backbone is the 16 hidden layers (1024×4, 512×3, 256×3, 128×3, 64×2, 32×1, ReLU, dropout after the
-1024/512/256/128 blocks); the 17th layer is the head (`head=linear`). Its pre-trained weights are not published
+The backbone is the 16 hidden layers (1024×4, 512×3, 256×3, 128×3, 64×2, 32×1, ReLU; optional dropout after each
+block's last layer — upstream 0.2/0.1/0.3/0.2 after the 1024/512/256/128 blocks, `UPSTREAM_DROPOUTS`, off by default:
+see conf/backbone/elemnet.yaml); the 17th layer is the head (`head=linear`). Its pre-trained weights are not published
 files: the framework trains the source model itself (`paraisite.source`, before the model is built) and caches it.
 """
 
@@ -15,7 +16,8 @@ from paraisite.data.composition import CompositionFeaturizer
 from paraisite.errors import ConfigError
 from paraisite.source import read_source_model
 
-WIDTHS, DEPTHS, DROPOUTS = (1024, 512, 256, 128, 64, 32), (4, 3, 3, 3, 2, 1), (0.2, 0.1, 0.3, 0.2, 0.0, 0.0)
+WIDTHS, DEPTHS, DROPOUTS = (1024, 512, 256, 128, 64, 32), (4, 3, 3, 3, 2, 1), (0.0,) * 6
+UPSTREAM_DROPOUTS = (0.2, 0.1, 0.3, 0.2, 0.0, 0.0)  # keep probabilities 0.8, 0.9, 0.7, 0.8
 
 
 class ElemNetBackbone(Backbone):
@@ -32,7 +34,7 @@ class ElemNetBackbone(Backbone):
                  weights: str | None = None, spec: dict | None = None):
         super().__init__()
         if spec is None:
-            spec = {"widths": list(widths), "depths": list(depths), "dropouts": list(dropouts),
+            spec = {"widths": list(widths), "depths": list(depths), "dropouts": [float(p) for p in dropouts],
                     "output_layer": output_layer, "source_mean": 0.0, "source_std": 1.0}
         if not len(spec["widths"]) == len(spec["depths"]) == len(spec["dropouts"]):
             raise ConfigError("backbone elemnet: widths, depths and dropouts need one entry per block")
