@@ -25,11 +25,8 @@ BLIND=${BLIND:-../shared/blind/crossprop}
 OUT=${OUT:-outputs/crossprop}/$PART
 PY=${PY:-.venv/bin/python}
 DATA_DIR=${PARAISITE_DATA_DIR:-data}
-# CPU recipe of the formation-energy source model (cached: trained by the first TL run that needs it; resumable):
-# 40 epochs at batch 256, the whole cosine schedule, no early stop (the best validation epoch is kept); ≈ 15 min on
-# one core
-SOURCE=(source_training.epochs=40 source_training.batch_size=256 source_training.lr=5e-4
-        source_training.warmup_epochs=2 source_training.final_lr_fraction=0.01 source_training.patience=40)
+# The formation-energy source model: `source_training` of conf/train.yaml (cached: trained by the first TL run that
+# needs it, ≈ 18 min on one core; resumable).
 
 for set in ${DATASETS//,/ }; do
   n=$(($(wc -l < "$DATA_DIR/crossprop/$set/train.csv") - 1))
@@ -42,10 +39,10 @@ for set in ${DATASETS//,/ }; do
     case $mode in
       magpie) args=(backbone=magpie finetune=features stage_overrides.regressor=hgb_search) ;;
       scratch) args=("${elemnet[@]}" pretrain=scratch finetune=dft) ;;
-      tl_finetune) args=("${elemnet[@]}" pretrain=eform finetune=dft "${SOURCE[@]}") ;;
-      tl_reinit) args=("${elemnet[@]}" pretrain=eform finetune=dft stage_overrides.policy=reinit_head "${SOURCE[@]}") ;;
+      tl_finetune) args=("${elemnet[@]}" pretrain=eform finetune=dft) ;;
+      tl_reinit) args=("${elemnet[@]}" pretrain=eform finetune=dft stage_overrides.policy=reinit_head) ;;
       tl_features) args=(backbone=elemnet pretrain=eform finetune=features stage_overrides.regressor=hist_gradient_boosting
-                         "stage_overrides.features_layer=$FEATURE_LAYERS" "${SOURCE[@]}") ;;
+                         "stage_overrides.features_layer=$FEATURE_LAYERS") ;;
       *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
     runs=$(echo "$SEEDS" | tr , '\n' | wc -l)
