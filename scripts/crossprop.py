@@ -98,7 +98,7 @@ def blind_predictions(choice: Choice, n_rows: int) -> list[str]:
 
 
 def write_blind(blind_choices: dict[tuple[str, str], Choice], blind: Path) -> dict[str, str]:
-    """The five modes' files per set; returns the selected mode per set (the best validation MAE)."""
+    """The five modes' files per set; returns the selected mode per set (the best validation MAE of the modes run)."""
     selected = {}
     for data in CROSSPROP:
         formulas_file = blind / data / "formulas.csv"
@@ -107,8 +107,8 @@ def write_blind(blind_choices: dict[tuple[str, str], Choice], blind: Path) -> di
         with open(formulas_file) as f:
             formulas = [row["formula"] for row in csv.DictReader(f)]
         done = {m: blind_choices[data, m] for m in MODES if (data, m) in blind_choices}
-        if done.keys() == set(MODES):
-            selected[data] = min(MODES, key=lambda m: done[m].val_mae)
+        if done:  # among the modes run so far (the table marks a choice among fewer than all)
+            selected[data] = min(done, key=lambda m: done[m].val_mae)
             done["selected"] = done[selected[data]]
         for mode, choice in done.items():
             path = RESULTS / "blind" / mode / f"{data}.csv"
@@ -179,7 +179,12 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
         cells = [f"{fmt(val[m])} / {fmt(test[m])}" + (f" ({blind_choices[data, m].variant})"
                  if (data, m) in blind_choices and blind_choices[data, m].variant else "") for m in MODES]
         paper = " / ".join(map(fmt, PAPER[data])) if data in PAPER else "—"
-        lines.append(f"| {data} | {n} | {fmt(median)} | " + " | ".join(cells) + f" | {selected.get(data, '—')} | {paper} |")
+        complete = all(v is not None for v in val.values())
+        choice = selected.get(data, "—") + ("" if complete else f" (of {sum(v is not None for v in val.values())} modes)")
+        if complete:
+            counts["selected_sets"] += 1
+            counts[f"selected_{selected[data]}"] += 1
+        lines.append(f"| {data} | {n} | {fmt(median)} | " + " | ".join(cells) + f" | {choice} | {paper} |")
         rows.append([data, n, median, *(val[m] for m in MODES), *(test[m] for m in MODES), selected.get(data, "")])
         tl = [m for m in TL_MODES if (data, m) in carved and test[m] is not None]
         if tl and test["scratch"] is not None and test["magpie"] is not None:
@@ -194,8 +199,6 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
                 counts[f"clearly_loses_{rival}"] += diff["lo"] > 0
                 seeds = diff["per_repeat"]
                 counts[f"beyond_spread_{rival}"] += len(seeds) > 1 and diff["diff"] < -np.std(seeds)
-    for mode in selected.values():
-        counts[f"selected_{mode}"] += 1
     n_seeds = {c[-2] for c in comparisons}
     summary = (f"Sets with all four modes on the carved test: {counts['sets']}. TL (fine-tune or features, chosen on "
                f"validation) has the lower test MAE than ElemNet scratch on {counts['beats_scratch']} (the paired "
@@ -206,8 +209,8 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
                   f"{counts['beyond_spread_magpie']}. " if max(n_seeds, default=1) > 1 else
                   "One seed per mode: the seed spread is not measured (the interval covers the sampling of test "
                   "materials, not training noise). ")
-               + "Selected on validation (blind models): " + ", ".join(f"{m} {counts[f'selected_{m}']}" for m in MODES)
-               + ".")
+               + f"Selected on validation (blind models, the {counts['selected_sets']} sets with all four modes): "
+               + ", ".join(f"{m} {counts[f'selected_{m}']}" for m in MODES) + ".")
     return "\n".join([summary, "", *lines]), rows, comparisons
 
 
