@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from paraisite.data.composition import CompositionFeaturizer  # noqa: E402
 from paraisite.data.datamodule import LTCDataModule  # noqa: E402
 from paraisite.models.elemnet import ElemNetBackbone  # noqa: E402
+from paraisite.models.regressor import cosine_decay  # noqa: E402
 
 
 def run(dm: LTCDataModule, dropouts: list[float], epochs: int, lr: float, batch: int, weight_decay: float) -> None:
@@ -34,8 +35,7 @@ def run(dm: LTCDataModule, dropouts: list[float], epochs: int, lr: float, batch:
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     per_epoch = math.ceil(len(train) / batch)
     steps, warm = epochs * per_epoch, 2 * per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warm if s < warm else 0.01 + 0.99 * 0.5 * (
-        1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_decay(s, steps - warm, 0.01, warm))
 
     def mae(idx: torch.Tensor) -> float:
         backbone.eval()

@@ -19,6 +19,7 @@ import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import DOC, machine, write_section  # noqa: E402
 from paraisite.data.datasets import CROSSPROP  # noqa: E402
-from paraisite.stats import Repeat, paired, rng_for  # noqa: E402
+from paraisite.report import match, pool, read_predictions  # noqa: E402
+from paraisite.stats import paired, rng_for  # noqa: E402
 
 MODES = ("scratch", "magpie", "tl_finetune", "tl_features")
 TL_MODES = ("tl_finetune", "tl_features")
@@ -120,33 +122,23 @@ def write_blind(blind_choices: dict[tuple[str, str], Choice], blind: Path) -> di
     return selected
 
 
-def test_repeats(choice: Choice, data: str) -> dict[str, Repeat]:
-    """{seed: the carved test predictions of that seed's run}."""
+@cache
+def test_repeats(choice: Choice, data: str) -> dict:
+    """{seed: the carved test predictions of that seed's run on `data`}."""
     repeats = {}
     for folder in choice.folders:
-        with open(folder / "test_predictions.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r["test_set"] == data]
-        repeats[rows[0]["seed"]] = Repeat(rows[0]["seed"], np.array([r["id"] for r in rows]),
-                                          np.array([float(r["target"]) for r in rows]),
-                                          np.array([float(r["prediction"]) for r in rows]))
+        run = {"dir": str(folder), **json.loads((folder / "results.json").read_text())}
+        seed = run["config"]["seed"]
+        repeats[seed] = pool(seed, data, [(run, read_predictions(run)[data])])
     return repeats
 
 
-def versus(a: Choice, b: Choice, data: str) -> dict:
+def versus(a: Choice, b: Choice, names: tuple[str, str], data: str) -> dict:
     """Test MAE of A − B on the materials and seeds both predicted: the paired bootstrap interval over materials, the
     permutation p, and the per-seed differences (whose spread is the seed spread once there are several seeds)."""
     ra, rb = test_repeats(a, data), test_repeats(b, data)
-    pairs = []
-    for seed in sorted(ra.keys() & rb.keys()):
-        common = np.intersect1d(ra[seed].ids, rb[seed].ids)
-        pairs.append((on_materials(ra[seed], common), on_materials(rb[seed], common)))
+    pairs = [match(ra[seed], rb[seed], names, data) for seed in sorted(ra.keys() & rb.keys())]
     return paired([x for x, _ in pairs], [y for _, y in pairs], "mae", "generic", rng_for("crossprop", data))
-
-
-def on_materials(repeat: Repeat, ids: np.ndarray) -> Repeat:
-    """The repeat's records of `ids` (sorted, all predicted by it) in that order."""
-    keep = np.flatnonzero(np.isin(repeat.ids, ids))
-    return repeat.subset(keep[np.argsort(repeat.ids[keep])])
 
 
 def median_mae(data: str, seed: int = 1) -> float:
@@ -167,7 +159,7 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
           data_dir: Path) -> tuple[str, list[list], list[list]]:
     head = ["set", "n", "train median", *(f"{m} val / test" for m in MODES), "selected", "paper SC / TL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows, comparisons, counts = [], [], defaultdict(int)
+    rows, comparisons, counts, several_seeds = [], [], defaultdict(int), False
     for data in CROSSPROP:
         if not any((data, m) in blind_choices or (data, m) in carved for m in MODES):
             continue
@@ -191,22 +183,22 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
             best_tl = min(tl, key=lambda m: carved[data, m].val_mae)  # the TL mode chosen on validation
             counts["sets"] += 1
             for rival in ("scratch", "magpie"):
-                diff = versus(carved[data, best_tl], carved[data, rival], data)
+                diff = versus(carved[data, best_tl], carved[data, rival], (best_tl, rival), data)
                 comparisons.append([data, best_tl, rival, diff["a"], diff["b"], diff["diff"], diff["lo"], diff["hi"],
                                     diff["p"], len(diff["per_repeat"]), float(np.std(diff["per_repeat"]))])
                 counts[f"beats_{rival}"] += diff["diff"] < 0
                 counts[f"clearly_beats_{rival}"] += diff["hi"] < 0  # the whole interval below 0
                 counts[f"clearly_loses_{rival}"] += diff["lo"] > 0
                 seeds = diff["per_repeat"]
+                several_seeds |= len(seeds) > 1
                 counts[f"beyond_spread_{rival}"] += len(seeds) > 1 and diff["diff"] < -np.std(seeds)
-    n_seeds = {c[-2] for c in comparisons}
     summary = (f"Sets with all four modes on the carved test: {counts['sets']}. TL (fine-tune or features, chosen on "
                f"validation) has the lower test MAE than ElemNet scratch on {counts['beats_scratch']} (the paired "
                f"95 % interval over materials below 0 on {counts['clearly_beats_scratch']}, above 0 on "
                f"{counts['clearly_loses_scratch']}) and than the Magpie baseline on {counts['beats_magpie']} (below 0 "
                f"on {counts['clearly_beats_magpie']}, above 0 on {counts['clearly_loses_magpie']}). "
                + (f"Beyond the seed spread: vs scratch {counts['beyond_spread_scratch']}, vs Magpie "
-                  f"{counts['beyond_spread_magpie']}. " if max(n_seeds, default=1) > 1 else
+                  f"{counts['beyond_spread_magpie']}. " if several_seeds else
                   "One seed per mode: the seed spread is not measured (the interval covers the sampling of test "
                   "materials, not training noise). ")
                + f"Selected on validation (blind models, the {counts['selected_sets']} sets with all four modes): "
