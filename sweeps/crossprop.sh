@@ -12,6 +12,8 @@
 # (BLIND/<set>/formulas.csv → predictions.csv); PART=carved carves a 20 % test slice (the table's test MAE).
 # ElemNet gets a sample budget: SAMPLES / n epochs per set (at least 10, at most 150), batch 128, lr 5e-4 with cosine
 # decay to 1 % over the stage; the best validation epoch is kept. Rerunning resumes (finished runs are loaded).
+# SEEDS=1,2 adds seed 2 beside finished seed-1 runs (one multirun per seed; a carved run's seed also picks its
+# test slice, so the seed spread covers training noise and the slice).
 #   PART=blind MODES=magpie,scratch DATASETS=slme,spillage sweeps/crossprop.sh threads=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,7 @@ DATA_DIR=${PARAISITE_DATA_DIR:-data}
 for set in ${DATASETS//,/ }; do
   n=$(($(wc -l < "$DATA_DIR/crossprop/$set/train.csv") - 1))
   epochs=$(( SAMPLES / n )); epochs=$(( epochs < 10 ? 10 : epochs > 150 ? 150 : epochs ))
-  common=("data=crossprop/$set" "seed=$SEEDS" progress_bar=false datamodule.on_bad=skip)
+  common=("data=crossprop/$set" progress_bar=false datamodule.on_bad=skip)
   if [ "$PART" = blind ]; then common+=("data.predict_file=$(realpath "$BLIND/$set/formulas.csv")"); fi
   elemnet=(backbone=elemnet stage_overrides.epochs=$epochs stage_overrides.batch_size=128 stage_overrides.lr=5e-4
            stage_overrides.decay_steps=0 stage_overrides.final_lr_fraction=0.01)
@@ -45,10 +47,12 @@ for set in ${DATASETS//,/ }; do
                          "stage_overrides.features_layer=$FEATURE_LAYERS") ;;
       *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
-    runs=$(echo "$SEEDS" | tr , '\n' | wc -l)
-    if [ "$mode" = tl_features ]; then runs=$(( runs * $(echo "$FEATURE_LAYERS" | tr , '\n' | wc -l) )); fi
-    finished=$( (grep -ls '"status": "ok"' "$OUT/$set/$mode"/*/results.json 2>/dev/null || true) | wc -l)
-    if [ "$finished" -ge "$runs" ]; then continue; fi  # every run of this set × mode finished: nothing to start
-    $PY train.py -m "${args[@]}" "${common[@]}" hydra.sweep.dir="$OUT/$set/$mode" "$@"
+    runs=1
+    if [ "$mode" = tl_features ]; then runs=$(echo "$FEATURE_LAYERS" | tr , '\n' | wc -l); fi
+    for seed in ${SEEDS//,/ }; do  # one multirun per seed: its folders end in -s<seed>, so seeds add to a set × mode
+      finished=$( (grep -ls '"status": "ok"' "$OUT/$set/$mode"/*-s"$seed"/results.json 2>/dev/null || true) | wc -l)
+      if [ "$finished" -ge "$runs" ]; then continue; fi  # every run of this set × mode × seed finished
+      $PY train.py -m "${args[@]}" "${common[@]}" seed="$seed" hydra.sweep.dir="$OUT/$set/$mode" "$@"
+    done
   done
 done
