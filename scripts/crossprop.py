@@ -193,16 +193,21 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
                 counts[f"beats_{rival}"] += diff["diff"] < 0
                 counts[f"clearly_beats_{rival}"] += diff["hi"] < 0  # the whole interval below 0
                 counts[f"clearly_loses_{rival}"] += diff["lo"] > 0
-                seeds = diff["per_repeat"]
+                seeds = diff["per_repeat"]  # per-seed differences: their std is the seed spread
                 several_seeds |= len(seeds) > 1
+                counts[f"seed_sets_{rival}"] += len(seeds) > 1
                 counts[f"beyond_spread_{rival}"] += len(seeds) > 1 and diff["diff"] < -np.std(seeds)
+                counts[f"beyond_spread_loses_{rival}"] += len(seeds) > 1 and diff["diff"] > np.std(seeds)
     summary = (f"Sets with all four modes on the carved test: {counts['sets']}. TL (fine-tune or features, chosen on "
                f"validation) has the lower test MAE than ElemNet scratch on {counts['beats_scratch']} (the paired "
                f"95 % interval over materials below 0 on {counts['clearly_beats_scratch']}, above 0 on "
                f"{counts['clearly_loses_scratch']}) and than the Magpie baseline on {counts['beats_magpie']} (below 0 "
                f"on {counts['clearly_beats_magpie']}, above 0 on {counts['clearly_loses_magpie']}). "
-               + (f"Beyond the seed spread: vs scratch {counts['beyond_spread_scratch']}, vs Magpie "
-                  f"{counts['beyond_spread_magpie']}. " if several_seeds else
+               + (f"On the {counts['seed_sets_scratch']} sets with several seeds, TL is ahead by more than the seed "
+                  f"spread (mean difference below minus the std of the per-seed differences) of scratch on "
+                  f"{counts['beyond_spread_scratch']} (behind by more on {counts['beyond_spread_loses_scratch']}) and "
+                  f"of Magpie on {counts['beyond_spread_magpie']} (behind by more on "
+                  f"{counts['beyond_spread_loses_magpie']}). " if several_seeds else
                   "One seed per mode: the seed spread is not measured (the interval covers the sampling of test "
                   "materials, not training noise). ")
                + f"Selected on validation (blind models, the {counts['selected_sets']} sets with all four modes): "
