@@ -118,6 +118,8 @@ def fit_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictConf
                           resumed_from_epoch=fitted.resumed_from_epoch, wall_time_s=fitted.wall_time_s)
     if is_main_process():
         write_json(run_dir / "stages" / f"{stage.name}.json", result)
+        # the marker says the stage is done, so its resume state (weights + optimiser, 3× the model) is dead weight
+        (ckpt_dir / "latest.ckpt").unlink(missing_ok=True)
     return result
 
 
