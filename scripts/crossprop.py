@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from collections import defaultdict
@@ -153,6 +154,14 @@ def median_mae(data: str, seed: int) -> float:
     return float((dm.targets("test") - dm.targets("train").median()).abs().mean())
 
 
+def identical_sets(data_dir: Path) -> list[list[str]]:
+    """Groups of sets whose train.csv files are byte-identical (one experiment that the counts hold twice)."""
+    by_hash = defaultdict(list)
+    for data in CROSSPROP:
+        by_hash[hashlib.sha256((data_dir / "crossprop" / data / "train.csv").read_bytes()).hexdigest()].append(data)
+    return [group for group in by_hash.values() if len(group) > 1]
+
+
 def fmt(x: float | None) -> str:
     return "—" if x is None or x != x else f"{x:.3g}" if abs(x) < 100 else f"{x:.1f}"
 
@@ -212,6 +221,10 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
                   "materials, not training noise). ")
                + f"Selected on validation (blind models, the {counts['selected_sets']} sets with all four modes): "
                + ", ".join(f"{m} {counts[f'selected_{m}']}" for m in MODES) + ".")
+    twins = identical_sets(data_dir)
+    if twins:
+        summary += (" Identical training files (one experiment, counted once per name above): "
+                    + "; ".join(" = ".join(group) for group in twins) + ".")
     return "\n".join([summary, "", *lines]), rows, comparisons
 
 
