@@ -10,23 +10,26 @@ GRID=${GRID:-outputs/paper_grid/cv}
 OUTPUT=${OUTPUT:-docs/results/backbones_cv}
 PY=${PY:-.venv/bin/python}
 
-folder() {  # backbone chain → the sweep folder of its runs
+folders() {  # backbone chain → the sweep folders of its runs (BB/<backbone>/<chain>, also <chain>_<part> ones)
   case $1/$2 in
     megnet/dft) echo "$GRID/step2" ;;
     megnet/agl_dft) echo "$GRID/step3" ;;
-    *) echo "$BB/$1/$2" ;;
+    *) for dir in "$BB/$1/$2" "$BB/$1/$2"_*; do if [ -d "$dir" ]; then echo "$dir"; fi; done ;;
   esac
 }
 pretrain() { case $1 in chgnet) echo mptrj ;; *) echo eform ;; esac; }
 has_runs() {  # backbone chain data → true when a finished run of that row exists
-  grep -qs '"status": "ok"' "$(folder "$1" "$2")"/*-"$1"-*-"$2"-"$3"-s*/results.json
+  local dir
+  for dir in $(folders "$1" "$2"); do
+    if grep -qs '"status": "ok"' "$dir"/*-"$1"-*-"$2"-"$3"-s*/results.json; then return 0; fi
+  done
+  return 1
 }
 
-folders=()
+sweeps=()
 for row in megnet/dft megnet/agl_dft megnet/multifidelity m3gnet/dft m3gnet/agl_dft chgnet/dft chgnet/agl_dft \
            elemnet/dft elemnet/agl_dft; do
-  dir=$(folder "${row%/*}" "${row#*/}")
-  if [ -d "$dir" ]; then folders+=("$dir"); fi
+  for dir in $(folders "${row%/*}" "${row#*/}"); do sweeps+=("$dir"); done
 done
 compares=()
 for data in dataset1 dataset2 mix; do
@@ -41,4 +44,4 @@ for data in dataset1 dataset2 mix; do
     fi
   done
 done
-$PY -m paraisite.cli report "${folders[@]}" --output "$OUTPUT" "${compares[@]}"
+$PY -m paraisite.cli report "${sweeps[@]}" --output "$OUTPUT" "${compares[@]}"
