@@ -170,7 +170,7 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
           data_dir: Path) -> tuple[str, list[list], list[list]]:
     head = ["set", "n", "train median", *(f"{m} val / test" for m in MODES), "selected", "paper SC / TL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rows, comparisons, counts, several_seeds = [], [], defaultdict(int), False
+    rows, comparisons, counts = [], [], defaultdict(int)
     for data in CROSSPROP:
         if not any((data, m) in blind_choices or (data, m) in carved for m in MODES):
             continue
@@ -203,7 +203,6 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
                 counts[f"clearly_beats_{rival}"] += diff["hi"] < 0  # the whole interval below 0
                 counts[f"clearly_loses_{rival}"] += diff["lo"] > 0
                 seeds = diff["per_repeat"]  # per-seed differences: their std is the seed spread
-                several_seeds |= len(seeds) > 1
                 counts[f"seed_sets_{rival}"] += len(seeds) > 1
                 counts[f"beyond_spread_{rival}"] += len(seeds) > 1 and diff["diff"] < -np.std(seeds)
                 counts[f"beyond_spread_loses_{rival}"] += len(seeds) > 1 and diff["diff"] > np.std(seeds)
@@ -216,7 +215,7 @@ def table(blind_choices: dict, carved: dict, selected: dict[str, str],
                   f"spread (mean difference below minus the std of the per-seed differences) of scratch on "
                   f"{counts['beyond_spread_scratch']} (behind by more on {counts['beyond_spread_loses_scratch']}) and "
                   f"of Magpie on {counts['beyond_spread_magpie']} (behind by more on "
-                  f"{counts['beyond_spread_loses_magpie']}). " if several_seeds else
+                  f"{counts['beyond_spread_loses_magpie']}). " if counts["seed_sets_scratch"] else
                   "One seed per mode: the seed spread is not measured (the interval covers the sampling of test "
                   "materials, not training noise). ")
                + f"Selected on validation (blind models, the {counts['selected_sets']} sets with all four modes): "
