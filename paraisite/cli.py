@@ -34,12 +34,13 @@ def data_fetch(args) -> int:
 def report(args) -> int:
     from paraisite.report import markdown, write_report
 
-    rows = write_report(args.runs, args.output, args.metric, args.compare or ())
+    rows = write_report(args.runs, args.output, args.metric, args.compare or (), args.committee or ())
     print(markdown(rows, args.metric))
-    if args.compare:
-        print((Path(args.output) / "comparisons.md").read_text())
+    extra = [name for name, given in (("comparisons", args.compare), ("committees", args.committee)) if given]
+    for name in extra:
+        print((Path(args.output) / f"{name}.md").read_text())
     print(f"wrote {args.output}/table.csv, table.md, row_configs.md, heatmap.png, curves.png"
-          + (", comparisons.md, comparisons.csv" if args.compare else ""))
+          + "".join(f", {name}.md, {name}.csv" for name in extra))
     return 0
 
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                '"megnet/eform/dft/dataset1"')
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
     rep.add_argument("--output", required=True, help="folder for table.csv, table.md, row_configs.md, heatmap.png, "
-                                                     "curves.png (comparisons.md, comparisons.csv)")
+                                                     "curves.png (comparisons.md/.csv, committees.md/.csv)")
     rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "rmse", "r2", "spearman"])
     rep.add_argument("--compare", nargs=2, action="append", metavar=("ROW_A", "ROW_B"),
                      help="paired difference A − B of the metric on the same (seed, test set, material) predictions, "
@@ -165,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                           "its label, backbone/pretrain/finetune/data as on the heatmap (e.g. "
                           "megnet/eform/agl_dft/dataset1; cv rows end in [cv], variants in (key=value, …)), "
                           "or by any part of it that names one row (an exact label wins)")
+    rep.add_argument("--committee", nargs="+", action="append", metavar="ROW",
+                     help="score the ensemble of two or more rows (e.g. other backbones on one data set: per "
+                          "material, the mean of the rows' own out-of-fold ensembles) with its interval, paired with "
+                          "each row alone (repeatable; rows named as for --compare)")
     rep.set_defaults(func=report)
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
     pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders; "

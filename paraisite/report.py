@@ -6,7 +6,9 @@ rows of its k fold runs are concatenated per test set (each record once) and the
 repeat that lacks folds (a fold run failed or is missing) is shown as incomplete and left out. A cv row's
 ensemble is scored out of fold too: per material, the mean of its out-of-fold predictions over the complete repeats
 (`stats.ensemble`), with its interval. `--compare A B` gives paired differences A − B on the same (seed, test set,
-id) predictions (`compare`).
+id) predictions (`compare`); `--committee A B …` scores the ensemble of several rows (other backbones, chains) the
+same way, next to each member row's own ensemble (`committee`). Each row also shows `val`: its runs' mean best
+validation score of the final stage — what a choice between rows may honestly look at (the test columns may not).
 
 A row pools the seeds of one configuration: runs are grouped on their whole resolved config (`.hydra/config.yaml`)
 minus the seed and the runtime keys. Rows with the same backbone/pretrain/finetune/data/protocol but other settings
@@ -36,7 +38,7 @@ from paraisite.stats import (
     paired,
     rng_for,
 )
-from paraisite.target import Target
+from paraisite.target import Target, selection_score
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +283,8 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
         check_seeds(members)
         ok = [r for r in members if r.get("status") == "ok"]
         row.update(n_runs=len(members), n_failed=len(members) - len(ok),
-                   seeds=sorted({r["config"].get("seed") for r in ok}, key=seed_order), folds="", incomplete="")
+                   seeds=sorted({r["config"].get("seed") for r in ok}, key=seed_order), folds="", incomplete="",
+                   val_mean=validation_mean(ok))
         if row["protocol"] == "cv" and all(r.get("dir") for r in members):
             complete, incomplete, row["folds"] = cv_repeats(members)
             row["_repeats"], row["incomplete"] = complete, "; ".join(f"seed {s}: {w}" for s, w in incomplete.items())
@@ -309,8 +312,16 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
     return rows
 
 
+def validation_mean(runs: list[dict]) -> float:
+    """Mean over `runs` of the final stage's best validation score (`target.selection_score`); runs whose results
+    hold no stage record (fakes, foreign files) are skipped; NaN when none has one."""
+    key = f"best_val_{Target.of_results(runs[0]).monitor}" if runs else ""
+    scores = [selection_score(r)[1] for r in runs if r.get("stages") and key in r["stages"][-1]]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def test_sets_of(rows: list[dict]) -> list[str]:
-    return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean")] if rows else []
+    return [k[: -len("_mean")] for k in rows[0] if k.endswith("_mean") and k != "val_mean"] if rows else []
 
 
 def is_pooled(row: dict) -> bool:
@@ -351,12 +362,15 @@ def markdown(rows: list[dict], metric: str) -> str:
         lines.append(f"Rows of protocol cv: {metric.upper()} of the pooled out-of-fold predictions of each repeat "
                      f"(seed), mean over repeats [95 % bootstrap interval over materials, {N_BOOTSTRAP} resamples] "
                      "(folds×complete repeats); incomplete repeats are left out.")
-    lines += ["", "| " + " | ".join([*keys, *tests, "seeds", "failed"]) + " |",
-              "|" + "---|" * (len(keys) + len(tests) + 2)]
+    lines.append("val: the runs' mean best validation score of the final stage (the checkpoint-selection score, on "
+                 "the validation slice; under protocol=paper that slice is the test split).")
+    lines += ["", "| " + " | ".join([*keys, *tests, "val", "seeds", "failed"]) + " |",
+              "|" + "---|" * (len(keys) + len(tests) + 3)]
     for row in rows:
         failed = f"**{row['n_failed']} failed**" if row["n_failed"] else "0"
+        val = f"{row['val_mean']:.2f}" if np.isfinite(row.get("val_mean", np.nan)) else "—"
         lines.append("| " + " | ".join([*(row.get(k, "") for k in keys), *(cell(row, t) for t in tests),
-                                        str(len(row["seeds"])), failed]) + " |")
+                                        val, str(len(row["seeds"])), failed]) + " |")
     incomplete = [f"- {label(r)}: {r['incomplete']}" for r in rows if r.get("incomplete")]
     if incomplete:
         lines += ["", "**Incomplete repeats** (left out of the means):", *incomplete]
@@ -557,6 +571,69 @@ def compare(rows: list[dict], name_a: str, name_b: str, metric: str, n_boot: int
     return out
 
 
+def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP,
+              n_perm: int = N_PERMUTATIONS) -> list[dict]:
+    """The committee of the rows `names` (two or more: other backbones, chains…): on each test set every row
+    predicts, per material (those all rows predict), the mean of the rows' own ensembles (`stats.ensemble` of each
+    row's repeats: of cv rows, out-of-fold predictions by models that never saw the material), each row weighted
+    alike. One dict per (test set, member row): the committee's metric with its 95 % bootstrap interval, and the
+    paired difference committee − that row's ensemble on the same materials (`stats.paired`)."""
+    if len(names) < 2:
+        raise ParaisiteError(f"--committee {' '.join(names)}: a committee needs two rows or more")
+    members = [find_row(rows, name, "--committee") for name in names]
+    labels = [label(r) for r in members]
+    if len(set(labels)) < len(labels):
+        raise ParaisiteError(f"--committee names one row twice ({', '.join(labels)})")
+    kinds = {label(r): kind_of(r["_members"]) for r in members}
+    if len(set(kinds.values())) > 1:
+        raise ParaisiteError("--committee: the rows predict different targets (" +
+                             ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")")
+    kind, name = kinds[labels[0]], " + ".join(labels)
+    repeats = [repeats_of(r) for r in members]
+    tests = [t for t in dict.fromkeys(t for rep in repeats for s in rep for t in rep[s])
+             if all(any(t in rep[s] for s in rep) for rep in repeats)]
+    out = []
+    for test in tests:
+        own = [ensemble([rep[s][test] for s in sorted(rep, key=seed_order) if test in rep[s]]) for rep in repeats]
+        common = own[0].ids
+        for other in own[1:]:
+            common = np.intersect1d(common, other.ids)
+        own = [o.subset(np.isin(o.ids, common)) for o in own]  # ensemble ids are sorted: the same order in all
+        for i, other in enumerate(own[1:], 1):
+            match(own[0], other, (labels[0], labels[i]), test)  # refuses other targets for one id
+        joint = Repeat("committee", common, own[0].true, np.mean([o.pred for o in own], axis=0))
+        scored = bootstrap([joint], metric, kind, rng_for("committee", name, test, metric), n_boot)
+        for row_label, alone in zip(labels, own):
+            result = paired([joint], [alone], metric, kind, rng_for("committee", name, row_label, test, metric),
+                            n_boot, n_perm)
+            out.append({"committee": name, "test_set": test, "metric": metric, "committee_value": scored["estimate"],
+                        "committee_lo": scored["lo"], "committee_hi": scored["hi"], "member": row_label,
+                        "member_value": result["b"], "diff": result["diff"], "ci_lo": result["lo"],
+                        "ci_hi": result["hi"], "p": result["p"], "n_materials": len(common),
+                        "member_repeats": len(alone.seed)})
+    if not out:
+        raise ParaisiteError(f"--committee {name}: the rows share no test set")
+    return out
+
+
+def committees_markdown(results: list[dict], metric: str) -> str:
+    better = "higher" if metric in HIGHER_IS_BETTER else "lower"
+    lines = [f"# Committees: {metric.upper()} of the ensemble of several rows", "",
+             "Per material (those every member row predicts), the mean of the member rows' own ensembles (each row "
+             "weighted alike; of cv rows, every prediction is out of fold: by a model that never saw the material). "
+             f"95 % bootstrap interval over materials ({N_BOOTSTRAP} resamples). Beside it, committee − each member "
+             "row's own ensemble on the same materials (paired bootstrap interval, permutation p): the committee "
+             "holds more models than any member, so part of a gain is averaging more models. "
+             f"{better.capitalize()} is better.", "",
+             "| committee | test set | committee [95 % CI] | member | member's ensemble (repeats) | "
+             "committee − member [95 % CI] | p | materials |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['committee']} | {r['test_set']} | {r['committee_value']:.3f} [{r['committee_lo']:.3f}, "
+                     f"{r['committee_hi']:.3f}] | {r['member']} | {r['member_value']:.3f} ({r['member_repeats']}) | "
+                     f"{r['diff']:+.3f} [{r['ci_lo']:+.3f}, {r['ci_hi']:+.3f}] | {r['p']:.4f} | {r['n_materials']} |")
+    return "\n".join(lines) + "\n"
+
+
 def comparisons_markdown(results: list[dict], metric: str) -> str:
     better = "higher" if metric in HIGHER_IS_BETTER else "lower"
     lines = [f"# Paired comparisons: {metric.upper()} of A − B", "",
@@ -575,20 +652,25 @@ def comparisons_markdown(results: list[dict], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_csv(path: Path, records: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in records for k in r)), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+
+
 def write_report(paths: list[str | Path], output: str | Path, metric: str = "mape",
-                 pairs: list[tuple[str, str]] = ()) -> list[dict]:
-    """Write table.csv/.md, row_configs.md, heatmap.png, curves.png (failed.txt) and, for `pairs` of row names
-    (`find_row`), comparisons.md/.csv; returns the rows."""
+                 pairs: list[tuple[str, str]] = (), committees: list[list[str]] = ()) -> list[dict]:
+    """Write table.csv/.md, row_configs.md, heatmap.png, curves.png (failed.txt); for `pairs` of row names
+    (`find_row`) comparisons.md/.csv, for `committees` (lists of row names) committees.md/.csv; returns the rows."""
     output = Path(output)
     runs = find_runs(paths)
     rows = summarize(runs, metric)
     compared = [c for a, b in pairs for c in compare(rows, a, b, metric)]  # a bad row name stops before any file
+    joint = [c for names in committees for c in committee(rows, list(names), metric)]
     output.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
-    with open(output / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows)
+    write_csv(output / "table.csv", [{k: v for k, v in r.items() if not k.startswith("_")} |
+                                     {"seeds": " ".join(map(str, r["seeds"]))} for r in rows])
     (output / "table.md").write_text(markdown(rows, metric))
     (output / "row_configs.md").write_text(row_configs(runs))
     heatmap(rows, metric, output / "heatmap.png")
@@ -599,8 +681,8 @@ def write_report(paths: list[str | Path], output: str | Path, metric: str = "map
                                                    for r in failed))
     if compared:
         (output / "comparisons.md").write_text(comparisons_markdown(compared, metric))
-        with open(output / "comparisons.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(compared[0]))
-            writer.writeheader()
-            writer.writerows(compared)
+        write_csv(output / "comparisons.csv", compared)
+    if joint:
+        (output / "committees.md").write_text(committees_markdown(joint, metric))
+        write_csv(output / "committees.csv", joint)
     return rows

@@ -12,7 +12,7 @@ import pytest
 from paraisite.data.splits import split_indices
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
-from paraisite.report import compare, find_runs, markdown, row_runs, summarize
+from paraisite.report import committee, compare, find_runs, markdown, row_runs, summarize, validation_mean
 from paraisite.stats import batch_metric
 from tests.helpers import cfg_of
 
@@ -203,6 +203,39 @@ def test_compare_refuses_unknown_or_ambiguous_rows(tmp_path):
         compare(rows, "megnet", "eform", "mape")
 
 
+def test_a_committee_averages_the_rows_own_ensembles_out_of_fold(tmp_path):
+    made = cv_grid(tmp_path, {"eform": 0.1, "scratch": 0.5, "gap": 0.3}, skip={("gap", 2, 1)})
+    rows = summarize(find_runs([tmp_path]))
+    results = committee(rows, ["eform", "scratch", "gap"], "mape")
+    _, true, _ = made["eform", 1]
+    own = {p: np.mean([made[p, s][2] for s in SEEDS], axis=0) for p in ("eform", "scratch")}
+    own["gap"] = made["gap", 1][2]  # seed 2 is incomplete: the row's ensemble is seed 1 alone
+    joint = np.mean(list(own.values()), axis=0)  # each row weighted alike, not each repeat
+    assert [r["member"] for r in results] == [f"megnet/{p}/dft/dataset1 [cv]" for p in ("eform", "scratch", "gap")]
+    assert [r["committee_value"] for r in results] == [pytest.approx(regression_metrics(true, joint)["mape"])] * 3
+    by_member = {r["member"].split("/")[1]: r for r in results}
+    for pretrain, alone in own.items():
+        assert by_member[pretrain]["member_value"] == pytest.approx(regression_metrics(true, alone)["mape"])
+    assert by_member["scratch"]["diff"] < 0 and by_member["scratch"]["ci_hi"] < 0  # better than its worst member
+    assert by_member["eform"]["diff"] > 0  # and worse than its best: averaging is no free lunch
+    assert [by_member[p]["member_repeats"] for p in ("eform", "scratch", "gap")] == [2, 2, 1]
+    assert {(r["n_materials"], r["test_set"]) for r in results} == {(40, "dataset1")}
+    with pytest.raises(ParaisiteError, match="a committee needs two rows or more"):
+        committee(rows, ["eform"], "mape")
+    with pytest.raises(ParaisiteError, match="names one row twice"):
+        committee(rows, ["eform", "megnet/eform/dft/dataset1 [cv]"], "mape")
+    with pytest.raises(ParaisiteError, match=r"--committee 'elemnet': no row is labelled so"):
+        committee(rows, ["eform", "elemnet"], "mape")
+
+
+def test_a_row_shows_its_mean_validation_score():
+    runs = [{"target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}, "stages": [{"best_val_mape": v}]}
+            for v in (0.2, 0.4)]
+    assert validation_mean(runs) == pytest.approx(0.3)
+    assert validation_mean(runs + [{"stages": []}]) == pytest.approx(0.3)  # a run without stage records: skipped
+    assert np.isnan(validation_mean([{"stages": []}]))
+
+
 def fake_holdout_run(folder, pretrain, seed, true, pred, with_predictions=True):
     from omegaconf import OmegaConf
 
@@ -240,13 +273,17 @@ def test_the_cli_prints_intervals_and_comparisons(tmp_path, capsys):
     cv_grid(tmp_path / "sweep", {"eform": 0.1, "scratch": 0.4}, skip={("scratch", 1, 2)})
     out = tmp_path / "r"
     assert cli(["report", str(tmp_path / "sweep"), "--output", str(out),
-                "--compare", "megnet/eform/dft/dataset1", "megnet/scratch/dft/dataset1"]) == 0
+                "--compare", "megnet/eform/dft/dataset1", "megnet/scratch/dft/dataset1",
+                "--committee", "eform", "scratch"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"\| megnet \| eform \| dft \| dataset1 \| cv \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(3×2\) \|", printed)
     assert re.search(r"\(3×1, 1 incomplete\)", printed)
     assert re.search(r"\| megnet/eform/dft/dataset1 \[cv\] \| megnet/scratch/dft/dataset1 \[cv\] \| dataset1 \| "
                      r"\d\.\d{3} \| \d\.\d{3} \| -\d\.\d{3} \[-\d\.\d{3}, -\d\.\d{3}\] \| 0\.0\d{3} \| 40 \| 1 \|", printed)
-    for name in ("table.csv", "table.md", "heatmap.png", "comparisons.md", "comparisons.csv"):
+    assert re.search(r"\| megnet/eform/dft/dataset1 \[cv\] \+ megnet/scratch/dft/dataset1 \[cv\] \| dataset1 \| "
+                     r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \| megnet/eform/dft/dataset1 \[cv\] \| \d\.\d{3} \(2\) \|", printed)
+    for name in ("table.csv", "table.md", "heatmap.png", "comparisons.md", "comparisons.csv", "committees.md",
+                 "committees.csv"):
         assert (out / name).stat().st_size > 0
     table = {r["pretrain"]: r for r in csv.DictReader(open(out / "table.csv"))}
     assert table["eform"]["folds"] == "3" and float(table["eform"]["dataset1_lo"]) < float(table["eform"]["dataset1_hi"])
