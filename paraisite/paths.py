@@ -1,4 +1,4 @@
-"""The one place where the data folder and the cache folder are resolved."""
+"""Where things are: the data folder and the cache folder (resolved here alone), the run folders below a sweep."""
 
 from __future__ import annotations
 
@@ -25,3 +25,21 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
         path = Path(env).expanduser() if env else Path.home() / ".cache" / "paraisite"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def run_folders(root: Path) -> set[Path]:
+    """The run folders below `root`: those with a results.json or a `.hydra/config.yaml`, but not the folder of an
+    objective=cv job (its runs are its fold<i>/ subfolders)."""
+    with_results = {p.parent for p in root.rglob("results.json")}
+    configured = {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    return with_results | {f for f in configured - with_results if not holds_folds(f)}
+
+
+def holds_folds(folder: Path) -> bool:
+    """A job of objective=cv: no run itself, its fold runs are in fold<i>/ below it."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(folder / ".hydra" / "config.yaml").get("objective") == "cv"
+    except Exception:  # an unreadable config: a run that crashed early, listed as such
+        return False

@@ -29,7 +29,8 @@ from paraisite.source import pretrain
 from paraisite.target import Target
 
 RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logger", "data_dir", "resume_every_s",
-                "stage_cache"}  # how a run is executed, not what it computes: may change when a run is resumed
+                "stage_cache", "objective"}  # how a run is executed, not what it computes: may change on a resume
+OBJECTIVES = ("run", "cv")  # what a job returns to a sweeper: its validation score | the mean over its cv folds
 BACKBONE_KEYS = ("name", "stage", "weights_by_pretrain")  # a backbone YAML's keys that are not constructor arguments
 TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}),
              "resume_every_s": (float, {"low": 0}), "progress_every_s": (float, {"low": 0})}
@@ -75,12 +76,18 @@ def source_training(cfg: DictConfig) -> SourceTraining:
 
 
 def check_run_keys(cfg: DictConfig) -> None:
-    """The run-level keys: seed, protocol, fold (protocol=cv only), threads, resume_every_s, progress_every_s."""
+    """The run-level keys: seed, protocol, fold (protocol=cv only), objective, threads, resume_every_s,
+    progress_every_s."""
     for key, (kind, meta) in TOP_LEVEL.items():
         check_value(key, cfg.get(key), kind, meta, key != "seed", "config")
     check_value("protocol", cfg.protocol, str, {"choices": PROTOCOLS}, False, "config")
+    check_value("objective", cfg.objective, str, {"choices": OBJECTIVES}, False, "config")
     folds = cfg.datamodule.folds
-    if cfg.protocol == "cv":
+    if cfg.objective == "cv":
+        if cfg.protocol != "cv" or cfg.fold is not None:
+            raise ConfigError(f"config: objective=cv runs every fold of protocol=cv itself: set protocol=cv and leave "
+                              f"fold unset (protocol={cfg.protocol}, fold={cfg.fold})")
+    elif cfg.protocol == "cv":
         check_value("fold", cfg.fold, int, {"low": 0, "high": folds - 1}, False, f"config (datamodule.folds={folds})")
     elif cfg.fold is not None:
         raise ConfigError(f"config: fold={cfg.fold} is for protocol=cv (protocol={cfg.protocol} has no folds)")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from paraisite.errors import ParaisiteError
+from paraisite.paths import run_folders
 from paraisite.recipe import RUNTIME_KEYS, run_label
 from paraisite.stats import (
     HIGHER_IS_BETTER,
@@ -54,8 +55,7 @@ def find_runs(paths: list[str | Path]) -> list[dict]:
     for root in map(Path, paths):
         if not root.exists():
             raise ParaisiteError(f"{root}: no such run or sweep folder")
-        folders = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {p.parent for p in root.rglob("results.json")}
-        for folder in sorted(folders):
+        for folder in sorted(run_folders(root)):
             if folder.resolve() in seen:  # overlapping arguments (a sweep and one of its runs): count it once
                 continue
             seen.add(folder.resolve())

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paraisite.errors import ParaisiteError
+from paraisite.paths import run_folders
 from paraisite.progress import duration
 
 STATES = ("finished", "running", "interrupted", "failed", "not started")
@@ -259,8 +260,7 @@ def collect(paths: list[str | Path], stale_after_s: float = DEFAULT_STALE_AFTER_
     for root in map(Path, paths):
         if not root.exists():
             raise ParaisiteError(f"{root}: no such run or sweep folder")
-        folders = {p.parent.parent for p in root.rglob(".hydra/config.yaml")} | {
-            p.parent for p in root.rglob("results.json")}
+        folders = run_folders(root)
         runs = []
         for folder in sorted(folders, key=lambda p: natural_key(str(p))):
             name = str(folder.relative_to(root)) if folder != root else folder.name

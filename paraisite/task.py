@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from paraisite.chain import RESULTS_FORMAT, run
 from paraisite.errors import ConfigError, ParaisiteError
 from paraisite.files import write_json
-from paraisite.recipe import check_overrides, run_label
+from paraisite.recipe import check_overrides, check_run_keys, run_label
 from paraisite.runlock import RunFolderBusy
 from paraisite.target import Target, selection_score
 
@@ -118,9 +119,10 @@ class OptunaStudy(Callback):
 
 def main(cfg: DictConfig) -> float:
     """Hydra task: run, print the table and return the run's selection score (`selection_score`: the final stage's
-    best validation score), which a sweeper minimises (`hparams_search=step3_optuna`). A ParaisiteError becomes a
-    one-line message and a failed results.json (a bad config: nothing written); in a sweep any failure is recorded
-    that way (traceback in the run log), returns NaN (Optuna marks the trial failed) and the other jobs go on."""
+    best validation score), which a sweeper minimises (`hparams_search=step3_optuna`); `objective=cv`: every fold of
+    protocol=cv, the mean of their scores (`cv_objective`). A ParaisiteError becomes a one-line message and a failed
+    results.json (a bad config: nothing written); in a sweep any failure is recorded that way (traceback in the run
+    log), returns NaN (Optuna marks the trial failed) and the other jobs go on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -133,6 +135,41 @@ def main(cfg: DictConfig) -> float:
         if threads is not None:
             cfg.threads = threads
             log.info("torch threads: %d (%s; threads= overrides)", threads, why)
+    if cfg.get("objective") == "cv":
+        return cv_objective(cfg, run_dir, multirun)
+    return run_job(cfg, run_dir, multirun)
+
+
+def cv_objective(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
+    """objective=cv: train folds 0 … datamodule.folds-1 of protocol=cv, each a run of its own in `run_dir/fold<i>/`
+    (with its `.hydra/config.yaml`, so `paraisite report` pools them as one cv repeat), and return the mean of their
+    validation scores — the objective of a hyper-parameter trial on every validation slice, never a test fold; NaN
+    when a fold failed (its folder says why)."""
+    from omegaconf import OmegaConf
+
+    try:
+        check_run_keys(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if multirun:
+            return float("nan")
+        sys.exit(2)
+    scores = []
+    for fold in range(cfg.datamodule.folds):
+        fold_cfg = cfg.copy()
+        fold_cfg.objective, fold_cfg.fold = "run", fold
+        fold_dir = run_dir / f"fold{fold}"
+        (fold_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(fold_cfg, fold_dir / ".hydra" / "config.yaml")
+        scores.append(run_job(fold_cfg, fold_dir, multirun))
+    mean = math.fsum(scores) / len(scores)
+    log.info("objective=cv: mean validation score over %d folds %.4f (%s)", len(scores), mean,
+             ", ".join(f"{s:.4f}" for s in scores))
+    return mean
+
+
+def run_job(cfg: DictConfig, run_dir: Path, multirun: bool) -> float:
+    """One run in `run_dir`: its selection score (NaN for a failure in a sweep or on a DDP rank other than zero)."""
     try:
         results = run(cfg, run_dir)
     except Exception as raised:

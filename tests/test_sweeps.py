@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from paraisite.errors import ConfigError
-from paraisite.recipe import check_config
+from paraisite.recipe import check_config, check_run_keys
 from paraisite.task import OptunaStudy
 from tests.conftest import ROOT
 from tests.test_train import train_cli
@@ -156,3 +156,33 @@ def test_an_optuna_search_stores_its_trials_and_a_relaunch_continues_the_study(t
             config = OmegaConf.load(run.parent / ".hydra" / "config.yaml")
             assert config.finetune.stages.dft.lr == pytest.approx(trial.params["++finetune.stages.dft.lr"])
             assert config.head.widths == json.loads(trial.params["head.widths"])
+
+
+def test_the_one_stage_preset_scores_a_trial_by_cross_validation():
+    cfg = compose("train", overrides=["hparams_search=dft_optuna", "backbone=m3gnet", "data=dataset2"])
+    assert (cfg.objective, cfg.protocol, cfg.fold, cfg.finetune.name) == ("cv", "cv", None, "dft")
+    params = yaml.safe_load((ROOT / "conf" / "hparams_search" / "dft_optuna.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert {k.split(".")[2] for k in params if k.startswith("++finetune.stages.")} == {"dft"}  # the chain's one stage
+    check_run_keys(cfg)
+    for overrides, message in ((["fold=1"], "objective=cv runs every fold of protocol=cv itself"),
+                               (["protocol=holdout"], "set protocol=cv and leave fold unset"),
+                               (["objective=folds"], "objective")):
+        with pytest.raises(ConfigError, match=message):
+            check_run_keys(compose("train", overrides=["hparams_search=dft_optuna", *overrides]))
+
+
+@pytest.mark.slow
+def test_objective_cv_trains_every_fold_and_returns_their_mean_validation_score(tmp_path):
+    from paraisite.report import find_runs, summarize
+
+    run = tmp_path / "trial"
+    done = train_cli("objective=cv", "protocol=cv", "finetune=dft", "datamodule.folds=2", "threads=1",
+                     f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    scores = [json.loads((run / f"fold{f}" / "results.json").read_text())["stages"][-1]["best_val_mape"] for f in (0, 1)]
+    assert f"mean validation score over 2 folds {sum(scores) / 2:.4f}" in done.stdout + done.stderr
+    runs = find_runs([tmp_path])  # the trial folder is no run itself; its folds are one cv repeat
+    assert sorted(r["config"]["fold"] for r in runs) == [0, 1] and {r["status"] for r in runs} == {"ok"}
+    (row,) = summarize(runs)
+    assert (row["folds"], row["incomplete"], row["dataset1_n"]) == (2, "", 1)
+    assert row["val_mean"] == pytest.approx(sum(scores) / 2)
