@@ -598,6 +598,8 @@ def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_B
         common = own[0].ids
         for other in own[1:]:
             common = np.intersect1d(common, other.ids)
+        if not len(common):  # e.g. one row predicts AGL by formula, another by structure id
+            continue
         own = [o.subset(np.isin(o.ids, common)) for o in own]  # ensemble ids are sorted: the same order in all
         for i, other in enumerate(own[1:], 1):
             match(own[0], other, (labels[0], labels[i]), test)  # refuses other targets for one id
@@ -612,7 +614,7 @@ def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_B
                         "ci_hi": result["hi"], "p": result["p"], "n_materials": len(common),
                         "member_repeats": len(alone.seed)})
     if not out:
-        raise ParaisiteError(f"--committee {name}: the rows share no test set")
+        raise ParaisiteError(f"--committee {name}: the rows predict no material of a test set in common")
     return out
 
 
