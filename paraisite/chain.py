@@ -157,14 +157,21 @@ def features_stage(module: TransferRegressor, stage: Stage, datamodule, run_dir:
 
 
 def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
-    """Tie the run folder to this config, so a relaunch resumes only the same run (not another one's files)."""
-    identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in RUNTIME_KEYS}
+    """Tie the run folder to this config, so a relaunch resumes only the same run (not another one's files).
+    `run_key.json` holds the key and, from the first launch on, the resolved config — the run's record of what it
+    computes, which a relaunch does not rewrite (Hydra rewrites `.hydra/` at every launch, before any check)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    identity = {k: v for k, v in resolved.items() if k not in RUNTIME_KEYS}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / "run_key.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("key") != key:
-        raise ParaisiteError(f"{run_dir}: holds files of a run with another config; pick another hydra.run.dir")
+    if marker.is_file():
+        claimed = json.loads(marker.read_text())
+        if claimed.get("key") != key:
+            raise ParaisiteError(f"{run_dir}: holds files of a run with another config; pick another hydra.run.dir")
+        if "config" in claimed:
+            return
     if is_main_process():
-        write_json(marker, {"key": key})
+        write_json(marker, {"key": key, "config": resolved})
 
 
 def other_test_formulas(dataset: str, datamodule, also: tuple[str, ...] = ()) -> frozenset[str]:

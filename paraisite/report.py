@@ -83,22 +83,37 @@ def _config_from_hydra(folder: Path) -> dict:
 
 
 def settings_of(run: dict) -> dict | None:
-    """The run's resolved config, flattened (`stage_overrides.lr`), without seed and runtime keys; None when its
-    folder has no `.hydra/config.yaml`. Cached in the run dict."""
+    """The run's resolved config, flattened (`stage_overrides.lr`), without seed and runtime keys: the one its
+    `run_key.json` recorded at the first launch, else (runs of older versions) its `.hydra/config.yaml`; None when
+    its folder has neither. Cached in the run dict."""
     if "settings" not in run:
         run["settings"] = None
-        file = Path(run["dir"]) / ".hydra" / "config.yaml" if run.get("dir") else None
-        if file is not None and file.is_file():
-            from omegaconf import OmegaConf
-
-            cfg = OmegaConf.load(file)
-            try:
-                tree = OmegaConf.to_container(cfg, resolve=True)
-            except Exception:  # an interpolation that cannot be resolved here: compare it as written
-                tree = OmegaConf.to_container(cfg, resolve=False)
+        tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
+        if tree is not None:
             run["settings"] = {k: v for k, v in flatten(tree).items()
                                if k.split(".")[0] not in NOT_SETTINGS | RUNTIME_KEYS}
     return run["settings"]
+
+
+def recorded_config(folder: Path) -> dict | None:
+    """The config a run folder records: `run_key.json`'s (resolved at the first launch), else `.hydra/config.yaml`
+    resolved (as written where an interpolation cannot be resolved here); None when it has neither."""
+    from omegaconf import OmegaConf
+
+    try:
+        claimed = json.loads((folder / "run_key.json").read_text())
+    except (OSError, ValueError):
+        claimed = {}
+    if isinstance(claimed.get("config"), dict):
+        return claimed["config"]
+    file = folder / ".hydra" / "config.yaml"
+    if not file.is_file():
+        return None
+    cfg = OmegaConf.load(file)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that cannot be resolved here: compare it as written
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def flatten(tree, prefix: str = "") -> dict:

@@ -111,11 +111,17 @@ def test_bad_input_is_one_clear_error(tmp_path, mirror_records, make_args, expec
 
 @pytest.mark.slow
 def test_relaunch_into_another_runs_folder_is_refused_without_damage(smoke_run):
+    from paraisite.report import settings_of
+
     run_dir, _, _ = smoke_run
-    before = (run_dir / "results.json").read_bytes()
-    done = train_cli("seed=7", f"hydra.run.dir={run_dir}")
+    before = {name: (run_dir / name).read_bytes() for name in ("results.json", "run_key.json")}
+    settings = settings_of({"dir": str(run_dir)})
+    done = train_cli("seed=7", "stage_overrides.lr=0.5", f"hydra.run.dir={run_dir}")
     assert done.returncode == 2 and "holds files of a run with another config" in done.stderr
-    assert (run_dir / "results.json").read_bytes() == before
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert "lr: 0.5" in (run_dir / ".hydra" / "config.yaml").read_text()  # Hydra rewrote it before the refusal ...
+    assert settings_of({"dir": str(run_dir)}) == settings  # ... the report reads the run's own record
+    assert settings["stage_overrides.lr"] is None and json.loads(before["run_key.json"])["config"]["seed"] == 1
 
 
 @pytest.mark.slow
