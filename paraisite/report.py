@@ -559,7 +559,12 @@ def compare(rows: list[dict], name_a: str, name_b: str, metric: str, n_boot: int
             n_perm: int = N_PERMUTATIONS) -> list[dict]:
     """Paired A − B per test set, on the predictions both rows made for the same (seed, test set, id): one dict per
     test set (see `stats.paired`)."""
-    row_a, row_b = find_row(rows, name_a), find_row(rows, name_b)
+    return compare_rows(find_row(rows, name_a), find_row(rows, name_b), metric, n_boot, n_perm)
+
+
+def compare_rows(row_a: dict, row_b: dict, metric: str, n_boot: int = N_BOOTSTRAP,
+                 n_perm: int = N_PERMUTATIONS) -> list[dict]:
+    """`compare` of two rows given as rows."""
     names = label(row_a), label(row_b)
     kinds = kind_of(row_a["_members"]), kind_of(row_b["_members"])
     if kinds[0] != kinds[1]:
