@@ -28,7 +28,7 @@ import numpy as np
 
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
-from paraisite.recipe import RUNTIME_KEYS, run_label
+from paraisite.recipe import RUNTIME_KEYS, backbone_class, run_label
 from paraisite.stats import (
     HIGHER_IS_BETTER,
     N_BOOTSTRAP,
@@ -90,9 +90,20 @@ def settings_of(run: dict) -> dict | None:
         run["settings"] = None
         tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
         if tree is not None:
-            run["settings"] = {k: v for k, v in flatten(tree).items()
-                               if k.split(".")[0] not in NOT_SETTINGS | RUNTIME_KEYS}
+            ignored = NOT_SETTINGS | RUNTIME_KEYS | ({"source_training"} if not trains_source(tree) else set())
+            run["settings"] = {k: v for k, v in flatten(tree).items() if k.split(".")[0] not in ignored}
     return run["settings"]
+
+
+def trains_source(tree: dict) -> bool:
+    """Whether the run's backbone trains its own source model (`Backbone.trains_source`): only then do the
+    `source_training` settings change what it computes (True when the backbone class cannot be told)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return backbone_class(OmegaConf.create(tree["backbone"])).trains_source
+    except Exception:  # no backbone node, an unknown class: keep every setting
+        return True
 
 
 def recorded_config(folder: Path) -> dict | None:

@@ -228,6 +228,23 @@ def test_a_committee_averages_the_rows_own_ensembles_out_of_fold(tmp_path):
         committee(rows, ["eform", "elemnet"], "mape")
 
 
+def test_source_training_settings_split_rows_only_of_backbones_that_train_a_source(tmp_path):
+    from omegaconf import OmegaConf
+
+    cv_grid(tmp_path, {"eform": 0.2})
+    for folder in tmp_path.glob("eform-s2-f*"):  # seed 2 ran after a change of the source-training defaults
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        cfg.source_training.epochs = 7
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    (row,) = summarize(find_runs([tmp_path]))  # MEGNet starts from published weights: the setting does nothing
+    assert row["seeds"] == [1, 2] and row["dataset1_n"] == 2
+    for folder in tmp_path.glob("eform-s*-f*"):
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        cfg.backbone._target_ = "paraisite.models.elemnet.ElemNetBackbone"
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    assert len(summarize(find_runs([tmp_path]))) == 2  # ElemNet trains its source with them: two configurations
+
+
 def test_a_row_shows_its_mean_validation_score():
     runs = [{"target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}, "stages": [{"best_val_mape": v}]}
             for v in (0.2, 0.4)]
