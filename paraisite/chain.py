@@ -45,6 +45,7 @@ from paraisite.recipe import (
     build_model,
     check_config,
     data_settings,
+    flatten,
     pretrained_weights,
     run_label,
 )
@@ -167,11 +168,24 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     if marker.is_file():
         claimed = json.loads(marker.read_text())
         if claimed.get("key") != key:
-            raise ParaisiteError(f"{run_dir}: holds files of a run with another config; pick another hydra.run.dir")
+            raise ParaisiteError(f"{run_dir}: holds files of a run with another config{config_change(claimed, identity)}"
+                                 f"; pick another hydra.run.dir (or set those keys back to resume it)")
         if "config" in claimed:
             return
     if is_main_process():
         write_json(marker, {"key": key, "config": resolved})
+
+
+def config_change(claimed: dict, identity: dict) -> str:
+    """' (key: recorded → now, …)' for the keys where the folder's recorded config and this one differ ('' when the
+    folder records no config)."""
+    if "config" not in claimed:
+        return ""
+    before = flatten({k: v for k, v in claimed["config"].items() if k not in RUNTIME_KEYS})
+    now, missing = flatten(identity), "(unset)"
+    changed = [f"{k}: {before.get(k, missing)} → {now.get(k, missing)}" for k in sorted(before.keys() | now.keys())
+               if before.get(k, missing) != now.get(k, missing)]
+    return f" ({', '.join(changed[:5])}{', …' if len(changed) > 5 else ''})"
 
 
 def other_test_formulas(dataset: str, datamodule, also: tuple[str, ...] = ()) -> frozenset[str]:

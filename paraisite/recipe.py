@@ -67,6 +67,14 @@ def stages_of(cfg: DictConfig) -> list[Stage]:
     return stages
 
 
+def flatten(tree, prefix: str = "") -> dict:
+    """{dotted key: leaf} of nested dicts (lists are leaves)."""
+    out = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def data_settings(cfg: DictConfig) -> DataSettings:
     return typed(DataSettings, plain(cfg.datamodule), "datamodule")
 

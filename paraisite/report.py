@@ -28,7 +28,7 @@ import numpy as np
 
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
-from paraisite.recipe import RUNTIME_KEYS, backbone_class, run_label
+from paraisite.recipe import RUNTIME_KEYS, backbone_class, flatten, run_label
 from paraisite.stats import (
     HIGHER_IS_BETTER,
     N_BOOTSTRAP,
@@ -91,7 +91,12 @@ def settings_of(run: dict) -> dict | None:
         tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
         if tree is not None:
             ignored = NOT_SETTINGS | RUNTIME_KEYS | ({"source_training"} if not trains_source(tree) else set())
-            run["settings"] = {k: v for k, v in flatten(tree).items() if k.split(".")[0] not in ignored}
+            settings = {k: v for k, v in flatten(tree).items() if k.split(".")[0] not in ignored}
+            if tree.get("protocol") == "cv":  # runs from before the key validated on the `leading` slice
+                settings.setdefault("datamodule.cv_val_slice", "leading")
+            else:  # the key does not change what other protocols compute
+                settings.pop("datamodule.cv_val_slice", None)
+            run["settings"] = settings
     return run["settings"]
 
 
@@ -125,14 +130,6 @@ def recorded_config(folder: Path) -> dict | None:
         return OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that cannot be resolved here: compare it as written
         return OmegaConf.to_container(cfg, resolve=False)
-
-
-def flatten(tree, prefix: str = "") -> dict:
-    """{dotted key: leaf} of nested dicts (lists are leaves)."""
-    out = {}
-    for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
 
 
 def row_key(run: dict) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from paraisite.data.splits import PROTOCOLS  # noqa: F401  (re-exported: the protocol names are checked here)
+from paraisite.data.splits import CV_VAL_SLICES, PROTOCOLS  # noqa: F401  (PROTOCOLS re-exported: checked here)
 from paraisite.errors import ConfigError
 
 LOSSES = ("auto", "mape", "l1")  # auto: the target's own loss (MAPE for κ, L1 otherwise)
@@ -156,6 +156,7 @@ class DataSettings:
     test_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)
     val_fraction: float = rule(low=0, high=1, open_low=True, open_high=True)  # of the non-test part
     folds: int = rule(low=2)  # protocol=cv
+    cv_val_slice: str = rule(choices=CV_VAL_SLICES)  # protocol=cv: where a fold's validation slice comes from
     limit: int | None = rule(low=2)
     on_bad: str = rule(choices=ON_BAD)
     num_workers: int = rule(low=0)

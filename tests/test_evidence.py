@@ -32,6 +32,20 @@ def test_cv_folds_partition_the_records_and_validation_comes_from_the_training_f
     assert list(holdout["test"]) == sorted(np.random.default_rng(3).permutation(n)[:5])  # holdout unchanged
 
 
+def test_cv_validation_slices_are_disjoint_across_folds_and_the_leading_rule_is_kept():
+    n, folds = 143, 5  # Dataset2's size: 17 validation records per fold
+    vals = [set(split_indices(n, seed=1, protocol="cv", folds=folds, fold=f)["val"]) for f in range(folds)]
+    assert sum(map(len, vals)) == len(set().union(*vals)) == 5 * 17  # disjoint: 85 records validate a search
+    for fold, val in enumerate(vals):  # fold f validates on records of fold f+1, which it trains on otherwise
+        assert val <= set(split_indices(n, seed=1, protocol="cv", folds=folds, fold=(fold + 1) % folds)["test"])
+    leading = [split_indices(n, seed=1, protocol="cv", folds=folds, fold=f, cv_val_slice="leading") for f in range(5)]
+    perm = np.random.default_rng(1).permutation(n)
+    for fold, split in enumerate(leading):  # as before the rule had a name: the head of the rest of the permutation
+        assert list(split["val"]) == sorted(perm[np.arange(n) % folds != fold][:17])
+        assert list(split["test"]) == sorted(split_indices(n, seed=1, protocol="cv", folds=folds, fold=fold)["test"])
+    assert len(set().union(*(set(s["val"]) for s in leading))) == 22  # nearly the same 17 records in every fold
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["protocol=cv"], "config (datamodule.folds=5): fold=None is not allowed (an integer ≥ 0, ≤ 4)"),
     (["protocol=cv", "fold=5"], "fold=5 is not allowed"),

@@ -245,6 +245,23 @@ def test_source_training_settings_split_rows_only_of_backbones_that_train_a_sour
     assert len(summarize(find_runs([tmp_path]))) == 2  # ElemNet trains its source with them: two configurations
 
 
+def test_cv_runs_from_before_the_validation_slice_key_form_a_row_of_the_leading_rule(tmp_path):
+    from omegaconf import OmegaConf
+
+    cv_grid(tmp_path, {"eform": 0.2})
+    for folder in tmp_path.glob("eform-s2-f*"):  # seed 2 ran before the key: it validated on the leading slice
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        del cfg.datamodule.cv_val_slice
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    assert sorted(len(r["seeds"]) for r in summarize(find_runs([tmp_path]))) == [1, 1]  # another recipe: 2 rows
+    for folder in tmp_path.glob("eform-s1-f*"):
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        cfg.datamodule.cv_val_slice = "leading"
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    (row,) = summarize(find_runs([tmp_path]))  # the same rule, named or not: one row
+    assert row["seeds"] == [1, 2]
+
+
 def test_a_row_shows_its_mean_validation_score():
     runs = [{"target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}, "stages": [{"best_val_mape": v}]}
             for v in (0.2, 0.4)]

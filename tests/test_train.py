@@ -118,6 +118,7 @@ def test_relaunch_into_another_runs_folder_is_refused_without_damage(smoke_run):
     settings = settings_of({"dir": str(run_dir)})
     done = train_cli("seed=7", "stage_overrides.lr=0.5", f"hydra.run.dir={run_dir}")
     assert done.returncode == 2 and "holds files of a run with another config" in done.stderr
+    assert "stage_overrides.lr: None → 0.5" in done.stderr  # the message names what changed
     assert {name: (run_dir / name).read_bytes() for name in before} == before
     assert "lr: 0.5" in (run_dir / ".hydra" / "config.yaml").read_text()  # Hydra rewrote it before the refusal ...
     assert settings_of({"dir": str(run_dir)}) == settings  # ... the report reads the run's own record

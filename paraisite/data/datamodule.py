@@ -106,7 +106,7 @@ class SplitData(L.LightningDataModule):
 class LTCDataModule(SplitData):
     """Featurized dataset with {train, val, test} index splits; unusable records are dropped and reported.
 
-    Splits follow `protocol` (holdout, paper, cv with `folds` and `fold`) per source and seed; `test` says whether
+    Splits follow `protocol` (holdout, paper, cv with `folds`, `fold` and `cv_val_slice`) per source and seed; `test` says whether
     the test split is the protocol's (`carved`), absent (`none`: a user-given test file scores the model) or
     everything (`all`: that file). `exclude_formulas` (reduced formulas) are removed from train/val only: the
     leakage filter for chains that train on one set and test on another. `group_by="formula"` keeps the records of
@@ -118,7 +118,7 @@ class LTCDataModule(SplitData):
                  batch_size: int = 8, test_fraction: float = 0.2, val_fraction: float = 0.15, folds: int = 5,
                  fold: int | None = None, test: str = "carved", limit: int | None = None, on_bad: str = "error",
                  num_workers: int = 0, data_dir: str | None = None, exclude_formulas: frozenset[str] = frozenset(),
-                 group_by: str = "id", per_formula: str = "all"):
+                 group_by: str = "id", per_formula: str = "all", cv_val_slice: str = "next_fold"):
         super().__init__(batch_size, num_workers)
         if group_by not in ("id", "formula") or per_formula not in ("all", "lowest"):
             raise ValueError(f"group_by: id or formula (not {group_by!r}); per_formula: all or lowest (not "
@@ -128,7 +128,7 @@ class LTCDataModule(SplitData):
         self.dataset, self.featurizer, self.seed, self.protocol = dataset, featurizer, seed, protocol
         self.limit, self.on_bad = limit, on_bad
         self.test_fraction, self.val_fraction, self.data_dir = test_fraction, val_fraction, data_dir
-        self.folds, self.fold, self.test = folds, fold, test
+        self.folds, self.fold, self.test, self.cv_val_slice = folds, fold, test, cv_val_slice
         self.exclude_formulas = frozenset(exclude_formulas)
 
     def setup(self, stage: str | None = None) -> None:
@@ -139,7 +139,8 @@ class LTCDataModule(SplitData):
             data = featurized(source, self.featurizer, self.data_dir, self.on_bad, self.limit)
             self._check(source, data)
             for name, idx in split_indices(len(data), self.seed, self.protocol, self.test_fraction,
-                                           self.val_fraction, self.folds, self.fold, self.test).items():
+                                           self.val_fraction, self.folds, self.fold, self.test,
+                                           self.cv_val_slice).items():
                 splits[name].append(idx + offset)
             parts.append(data)
             offset += len(data)
