@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from omegaconf import OmegaConf  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 from paraisite.report import compare_rows, find_runs, label, summarize  # noqa: E402
 
@@ -80,6 +81,13 @@ def main() -> None:
                       f"`{args.row}` (objective {baseline['val_mean']:.3f}). Paired on the same {paired['n_materials']} "
                       f"materials (seed {paired['seeds']}): picked − baseline {paired['diff']:+.3f} "
                       f"[{paired['ci_lo']:+.3f}, {paired['ci_hi']:+.3f}], p {paired['p']:.4f}."]
+    complete = [h for h in history if h["complete"]]
+    if len(complete) >= 3:  # does the objective rank the trials as their test error does?
+        rho = spearmanr([h["objective"] for h in complete], [h["test"] for h in complete]).statistic
+        top = sorted(complete, key=lambda h: h["objective"])[: max(3, len(complete) // 2)]
+        rho_top = spearmanr([h["objective"] for h in top], [h["test"] for h in top]).statistic
+        lines += ["", f"Objective vs test over the {len(complete)} complete trials: Spearman ρ {rho:+.2f}; over the "
+                      f"best {len(top)} by objective {rho_top:+.2f}."]
     (args.output / "history.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
