@@ -40,17 +40,17 @@ from paraisite.models.io import load_checkpoint, model_file_bytes
 from paraisite.models.regressor import TransferRegressor
 from paraisite.progress import log_plan, progress_callbacks, rich_bar
 from paraisite.recipe import (
-    RUNTIME_KEYS,
     backbone_class,
     build_model,
     check_config,
     data_settings,
     flatten,
     pretrained_weights,
+    run_identity,
     run_label,
 )
 from paraisite.runlock import RunLock
-from paraisite.settings import Stage
+from paraisite.settings import Stage, without_added_keys
 from paraisite.stage_store import StageStore, stage_key
 from paraisite.tracking import CSVTracker
 
@@ -162,7 +162,7 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     `run_key.json` holds the key and, from the first launch on, the resolved config — the run's record of what it
     computes, which a relaunch does not rewrite (Hydra rewrites `.hydra/` at every launch, before any check)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {k: v for k, v in resolved.items() if k not in RUNTIME_KEYS}
+    identity = run_identity(resolved)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / "run_key.json"
     if marker.is_file():
@@ -181,7 +181,7 @@ def config_change(claimed: dict, identity: dict) -> str:
     folder records no config)."""
     if "config" not in claimed:
         return ""
-    before = flatten({k: v for k, v in claimed["config"].items() if k not in RUNTIME_KEYS})
+    before = flatten(run_identity(claimed["config"]))
     now, missing = flatten(identity), "(unset)"
     changed = [f"{k}: {before.get(k, missing)} → {now.get(k, missing)}" for k in sorted(before.keys() | now.keys())
                if before.get(k, missing) != now.get(k, missing)]
@@ -277,7 +277,7 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
         data = [[content_hash(source_path(s, cfg.data_dir, featurizer.by_composition)) for s in sources_of(name)]
                 for name in stage.datasets]
         previous = stage_key({
-            "start": start if previous is None else previous, "stage": asdict(stage), "seed": cfg.seed + i,
+            "start": start if previous is None else previous, "stage": without_added_keys(asdict(stage)), "seed": cfg.seed + i,
             "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
             "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
             "target": resolved["data"].get("target"), "trainer": resolved["trainer"], "version": __version__})

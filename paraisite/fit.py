@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, WeightAveraging
 
 from paraisite.models.io import load_checkpoint
 from paraisite.models.regressor import TransferRegressor
@@ -44,6 +44,24 @@ class LatestCheckpoint(Callback):
             self.saved_at = time.monotonic()
 
 
+class EpochEMA(WeightAveraging):
+    """Exponential moving average of the weights, updated every optimizer step with a time constant of `epochs`
+    epochs (decay 1 − 1/(epochs × steps per epoch)), started from the stage's initial weights. Lightning's
+    `WeightAveraging` swaps the average in for validation, stores it as a checkpoint's `state_dict` (the raw weights
+    beside it, for resuming) and leaves it in the module when training ends."""
+
+    def __init__(self, epochs: float):
+        super().__init__(avg_fn=self.average)
+        self.epochs, self.decay = epochs, 0.0
+
+    def on_train_start(self, trainer, module) -> None:
+        steps_per_epoch = trainer.estimated_stepping_batches / trainer.max_epochs
+        self.decay = 1 - 1 / max(self.epochs * steps_per_epoch, 1.0)
+
+    def average(self, averaged, current, num_averaged):
+        return averaged + (current - averaged) * (1 - self.decay)
+
+
 def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Path,
         make_trainer: Callable[..., L.Trainer], loggers, progress: list[Callback], progress_bar: bool = False,
         resume_every_s: float | None = None) -> Fitted:
@@ -53,11 +71,12 @@ def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Pat
     datamodule.setup()
     module.start_stage(stage, datamodule.targets("train"))
     monitor = f"val/{module.monitor}"
-    # fixed names (no -v1 copies), so a relaunch finds exactly these two files
+    # fixed names (no -v1 copies), so a relaunch finds exactly these two files. With weight averaging the best
+    # checkpoint is a full one: only then does Lightning let the callback put the average in it.
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min",
-                           enable_version_counter=False, save_weights_only=True)
+                           enable_version_counter=False, save_weights_only=not stage.ema_epochs)
     latest = checkpoint_dir / "latest.ckpt"
-    callbacks: list[Callback] = [best]
+    callbacks: list[Callback] = [best, *([EpochEMA(stage.ema_epochs)] if stage.ema_epochs else [])]
     if resume_every_s is not None:
         callbacks.append(LatestCheckpoint(latest, resume_every_s))
     callbacks += progress

@@ -179,6 +179,8 @@ def log_plan(cfg, stages: list[Stage], run_dir: str | Path | None = None) -> str
                 what += f", policy {s.policy}"
             if s.patience:
                 what += f", early stopping after {s.patience}"
+            if s.ema_epochs:
+                what += f", weights averaged over ~{s.ema_epochs:g} epochs"
         low = f" + {s.low_fidelity} (low fidelity, loss × {s.low_fidelity_weight:g})" if s.low_fidelity else ""
         parts.append(f"{i}. {s.name} on {s.data}{low} ({what})")
     trainer = cfg.trainer

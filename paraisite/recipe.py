@@ -24,6 +24,7 @@ from paraisite.settings import (
     check_value,
     refuse_unknown,
     typed,
+    without_added_keys,
 )
 from paraisite.source import pretrain
 from paraisite.target import Target
@@ -65,6 +66,14 @@ def stages_of(cfg: DictConfig) -> list[Stage]:
     if any(s.policy == "features" for s in stages[:-1]):
         raise ConfigError("policy=features (a scikit-learn regressor on frozen features) must be the last stage")
     return stages
+
+
+def run_identity(tree: dict) -> dict:
+    """A resolved config as what its run computes: without the runtime keys, and without the added stage keys at
+    their neutral value wherever they appear (`settings.without_added_keys`)."""
+    def strip(node):
+        return {k: strip(v) for k, v in without_added_keys(node).items()} if isinstance(node, dict) else node
+    return strip({k: v for k, v in tree.items() if k not in RUNTIME_KEYS})
 
 
 def flatten(tree, prefix: str = "") -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
-from paraisite.recipe import RUNTIME_KEYS, backbone_class, flatten, run_label
+from paraisite.recipe import RUNTIME_KEYS, backbone_class, flatten, run_identity, run_label
 from paraisite.stats import (
     HIGHER_IS_BETTER,
     N_BOOTSTRAP,
@@ -91,7 +91,7 @@ def settings_of(run: dict) -> dict | None:
         tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
         if tree is not None:
             ignored = NOT_SETTINGS | RUNTIME_KEYS | ({"source_training"} if not trains_source(tree) else set())
-            settings = {k: v for k, v in flatten(tree).items() if k.split(".")[0] not in ignored}
+            settings = {k: v for k, v in flatten(run_identity(tree)).items() if k.split(".")[0] not in ignored}
             if tree.get("protocol") == "cv":  # runs from before the key validated on the `leading` slice
                 settings.setdefault("datamodule.cv_val_slice", "leading")
             else:  # the key does not change what other protocols compute

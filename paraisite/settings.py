@@ -114,7 +114,9 @@ def typed(cls, values: Mapping, where: str):
 class Stage:
     """One stage of a chain: what it trains on and how. Adam, the lr warmed up linearly over `warmup_steps`, then
     cosine decay to `final_lr_fraction` over `decay_steps` (0: over the rest of the stage); early stopping after
-    `patience` epochs without a better validation score (null: off).
+    `patience` epochs without a better validation score (null: off). With `ema_epochs` > 0 an exponential moving average
+of the weights (time constant: that many epochs) is what validation scores, the best checkpoint keeps and the stage
+ends with; 0: the raw weights.
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
     `regressor` (last stage only).
     With `low_fidelity` (a dataset) the stage is multi-fidelity: that set's training split trains along with `data`'s,
@@ -138,11 +140,23 @@ class Stage:
     regressor: str = rule(choices=REGRESSORS)
     features_layer: int = rule(nonzero=True)
     low_fidelity_weight: float = rule(low=0)
+    ema_epochs: float = rule(low=0)
 
     @property
     def datasets(self) -> tuple[str, ...]:
         """What it trains on: `data`, then `low_fidelity` if any."""
         return (self.data, self.low_fidelity) if self.low_fidelity else (self.data,)
+
+
+# Stage keys added after runs existed, at the value that computes what those runs computed: at that value (or null)
+# a key is no part of a run's identity (its folder key, its stored stages, its report row), so older runs stay the
+# same runs and resume.
+ADDED_STAGE_KEYS = {"ema_epochs": 0}
+
+
+def without_added_keys(layer: Mapping) -> dict:
+    """A stage layer (or a `Stage` as a dict) without the `ADDED_STAGE_KEYS` set to their neutral value or null."""
+    return {k: v for k, v in layer.items() if not (k in ADDED_STAGE_KEYS and v in (ADDED_STAGE_KEYS[k], None))}
 
 
 DATA_KEYS = ("data", "low_fidelity")  # what a stage trains on: set by the stage's own keys only

@@ -41,16 +41,16 @@ def short(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="+", type=Path, help="the search's sweep folders (its trials below them)")
-    parser.add_argument("--baseline", type=Path, required=True, help="folder of the baseline row's runs")
+    parser.add_argument("--baseline", type=Path, nargs="+", required=True, help="folder(s) of the baseline row's runs")
     parser.add_argument("--row", required=True, help="the baseline row's label (as in `paraisite report`, before any "
                                                      "variant) among the rows of --baseline")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
 
     trials = sorted({fold.parent for sweep in args.sweeps for fold in sweep.glob("*/fold0")})
-    rows = summarize(find_runs([*trials, args.baseline]))
+    rows = summarize(find_runs([*trials, *args.baseline]))
     (baseline,) = [r for r in rows if label(r).startswith(args.row) and any(
-        args.baseline in Path(m["dir"]).parents for m in r["_members"])]
+        folder in Path(m["dir"]).parents for folder in args.baseline for m in r["_members"])]
     data = baseline["data"]
     history = []
     for trial in trials:

@@ -342,3 +342,20 @@ def test_batch_metrics_equal_regression_metrics_on_the_resampled_records():
             assert batch_metric(metric, kind, true, pred, weights) == pytest.approx(expected), metric
             assert batch_metric(metric, kind, true, batch) == pytest.approx(
                 [regression_metrics(true, p, kind)[metric] for p in batch]), metric
+
+
+def test_runs_from_before_an_added_stage_key_share_a_row_with_runs_at_its_neutral_value(tmp_path):
+    from omegaconf import OmegaConf
+
+    cv_grid(tmp_path, {"eform": 0.2})
+    for folder in tmp_path.glob("eform-s2-f*"):  # seed 2 ran before `ema_epochs` existed
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        del cfg.stage_defaults.ema_epochs, cfg.stage_overrides.ema_epochs
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    (row,) = summarize(find_runs([tmp_path]))
+    assert row["seeds"] == [1, 2]
+    for folder in tmp_path.glob("eform-s1-f*"):  # a real change of the key: another row
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        cfg.stage_overrides.ema_epochs = 5
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    assert len(summarize(find_runs([tmp_path]))) == 2

@@ -126,12 +126,15 @@ def test_relaunch_into_another_runs_folder_is_refused_without_damage(smoke_run):
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_epochs", [0, 2])
+def test_a_run_killed_mid_stage_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, ema_epochs):
     """A crash right after the checkpoint of epoch 3 (what SIGKILL leaves: atomic files, no results.json); the same
-    command into the same folder continues at epoch 4 and finishes, and then drops the resume checkpoint."""
+    command into the same folder continues at epoch 4 and finishes, and then drops the resume checkpoint. With
+    weight averaging the checkpoint holds the average and the raw weights, and both resume."""
     from paraisite import fit
 
-    cfg = compose_cfg("finetune=dft", "stage_overrides.epochs=8", "resume_every_s=0", "stage_cache=false")
+    cfg = compose_cfg("finetune=dft", "stage_overrides.epochs=8", "resume_every_s=0", "stage_cache=false",
+                      f"stage_overrides.ema_epochs={ema_epochs}")
     save = fit.LatestCheckpoint.on_validation_end
 
     def crash_after_epoch_3(self, trainer, module):
@@ -156,3 +159,64 @@ def test_paper_protocol_run(tmp_path):
     results = chain.run(compose_cfg("finetune=dft", "protocol=paper"), tmp_path)
     (stage,) = results["stages"]
     assert results["config"]["protocol"] == "paper" and stage["n_val"] == results["test"]["dataset1"]["n"]
+
+
+def test_weight_averaging_follows_the_exponential_moving_average_of_the_steps(tmp_path):
+    """EpochEMA with a time constant of 1 epoch of 4 steps: decay 0.75 per step, started from the first step's
+    weights; the module ends with the average."""
+    import lightning as L
+
+    from paraisite.fit import EpochEMA
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+
+    class Toy(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.seen = torch.nn.Linear(3, 1), []
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.mse_loss(self.linear(batch[0]), batch[1])
+
+        def on_train_batch_end(self, *_):
+            self.seen.append(self.linear.weight.detach().clone())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    toy = Toy()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    L.Trainer(max_epochs=2, callbacks=[EpochEMA(1.0)], logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path).fit(toy, loader)
+    expected = toy.seen[0]
+    for weights in toy.seen[1:]:
+        expected = 0.75 * expected + 0.25 * weights
+    assert len(toy.seen) == 8 and torch.allclose(toy.linear.weight, expected, atol=1e-6)
+    assert not torch.allclose(toy.linear.weight, toy.seen[-1])
+
+
+@pytest.mark.slow
+def test_a_stage_with_weight_averaging_keeps_and_ends_with_the_averaged_weights(tmp_path):
+    results = chain.run(compose_cfg("finetune=dft", "stage_overrides.epochs=4", "stage_overrides.ema_epochs=2",
+                                    "stage_cache=false"), tmp_path)
+    best = torch.load(tmp_path / "checkpoints" / "dft" / "best.ckpt", weights_only=True)
+    final = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    head = [k for k in best["state_dict"] if k.startswith("head.") and k.endswith("weight")]
+    assert head and all(torch.equal(final[k], best["state_dict"][k]) for k in head)  # the average, kept ...
+    assert not all(torch.equal(best["current_model_state"][k], best["state_dict"][k]) for k in head)  # ... not the raw
+    assert results["status"] == "ok"
+
+
+def test_an_added_stage_key_at_its_neutral_value_leaves_a_runs_identity_unchanged():
+    from omegaconf import OmegaConf
+
+    from paraisite.recipe import run_identity
+
+    now = OmegaConf.to_container(compose_cfg(), resolve=True)
+    before = json.loads(json.dumps(now))  # a config recorded before `ema_epochs` existed
+    del before["stage_defaults"]["ema_epochs"], before["stage_overrides"]["ema_epochs"]
+    assert run_identity(now) == run_identity(before)
+    now["stage_overrides"]["ema_epochs"] = 3
+    assert run_identity(now) != run_identity(before)
+    assert chain.config_change({"config": before}, run_identity(now)) == " (stage_overrides.ema_epochs: (unset) → 3)"
