@@ -29,6 +29,7 @@ import numpy as np
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
 from paraisite.recipe import RUNTIME_KEYS, backbone_class, flatten, run_identity, run_label
+from paraisite.settings import DATA_KEYS
 from paraisite.stats import (
     HIGHER_IS_BETTER,
     N_BOOTSTRAP,
@@ -83,15 +84,19 @@ def _config_from_hydra(folder: Path) -> dict:
 
 
 def settings_of(run: dict) -> dict | None:
-    """The run's resolved config, flattened (`stage_overrides.lr`), without seed and runtime keys: the one its
-    `run_key.json` recorded at the first launch, else (runs of older versions) its `.hydra/config.yaml`; None when
-    its folder has neither. Cached in the run dict."""
+    """The run's resolved config, flattened (`stage_overrides.lr`), without seed and runtime keys and without the
+    `stage_by_data` recipes of datasets its chain does not train on: the one its `run_key.json` recorded at the first
+    launch, else (runs of older versions) its `.hydra/config.yaml`; None when its folder has neither. Cached in the
+    run dict."""
     if "settings" not in run:
         run["settings"] = None
         tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
         if tree is not None:
             ignored = NOT_SETTINGS | RUNTIME_KEYS | ({"source_training"} if not trains_source(tree) else set())
-            settings = {k: v for k, v in flatten(run_identity(tree)).items() if k.split(".")[0] not in ignored}
+            stages = (tree.get("finetune") or {}).get("stages") or {}
+            trained_on = {s.get(key) for s in stages.values() if isinstance(s, dict) for key in DATA_KEYS}
+            settings = {k: v for k, v in flatten(run_identity(tree)).items() if k.split(".")[0] not in ignored
+                        and not (k.startswith("stage_by_data.") and k.split(".")[1] not in trained_on)}
             if tree.get("protocol") == "cv":  # runs from before the key validated on the `leading` slice
                 settings.setdefault("datamodule.cv_val_slice", "leading")
             else:  # the key does not change what other protocols compute

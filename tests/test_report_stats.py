@@ -359,3 +359,20 @@ def test_runs_from_before_an_added_stage_key_share_a_row_with_runs_at_its_neutra
         cfg.stage_overrides.ema_epochs = 5
         OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     assert len(summarize(find_runs([tmp_path]))) == 2
+
+
+def test_the_recipe_of_a_dataset_the_chain_does_not_train_on_does_not_split_a_row(tmp_path):
+    from omegaconf import OmegaConf
+
+    cv_grid(tmp_path, {"eform": 0.2})  # finetune=dft on dataset1: the AGL recipe is not used
+    for folder in tmp_path.glob("eform-s2-f*"):
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        cfg.stage_by_data.agl.epochs = 30
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    (row,) = summarize(find_runs([tmp_path]))
+    assert row["seeds"] == [1, 2]
+    for folder in tmp_path.glob("eform-s2-f*"):  # a recipe of the dataset it trains on: another row
+        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        cfg.stage_by_data.dataset1 = {"epochs": 30}
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    assert len(summarize(find_runs([tmp_path]))) == 2
