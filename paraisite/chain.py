@@ -277,7 +277,8 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
         data = [[content_hash(source_path(s, cfg.data_dir, featurizer.by_composition)) for s in sources_of(name)]
                 for name in stage.datasets]
         previous = stage_key({
-            "start": start if previous is None else previous, "stage": without_added_keys(asdict(stage)), "seed": cfg.seed + i,
+            "start": start if previous is None else previous, "stage": without_added_keys(asdict(stage)),
+            "seed": cfg.seed + i,
             "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
             "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
             "target": resolved["data"].get("target"), "trainer": resolved["trainer"], "version": __version__})

@@ -114,9 +114,9 @@ def typed(cls, values: Mapping, where: str):
 class Stage:
     """One stage of a chain: what it trains on and how. Adam, the lr warmed up linearly over `warmup_steps`, then
     cosine decay to `final_lr_fraction` over `decay_steps` (0: over the rest of the stage); early stopping after
-    `patience` epochs without a better validation score (null: off). With `ema_epochs` > 0 an exponential moving average
-of the weights (time constant: that many epochs) is what validation scores, the best checkpoint keeps and the stage
-ends with; 0: the raw weights.
+    `patience` epochs without a better validation score (null: off). With `ema_epochs` > 0 an exponential moving
+    average of the weights (time constant: that many epochs) is what validation scores, the best checkpoint keeps and
+    the stage ends with; 0: the raw weights.
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
     `regressor` (last stage only).
     With `low_fidelity` (a dataset) the stage is multi-fidelity: that set's training split trains along with `data`'s,
