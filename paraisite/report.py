@@ -28,7 +28,7 @@ import numpy as np
 
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
-from paraisite.recipe import RUNTIME_KEYS, backbone_class, flatten, run_identity, run_label
+from paraisite.recipe import backbone_class, flatten, run_identity, run_label
 from paraisite.settings import DATA_KEYS
 from paraisite.stats import (
     HIGHER_IS_BETTER,
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 ROW_KEYS = ("backbone", "pretrain", "finetune", "data", "protocol")
 TEST_SETS = ("dataset1", "dataset2", "mix", "agl")
-NOT_SETTINGS = {"seed", "fold", "hydra"}  # with recipe.RUNTIME_KEYS: what may differ between the runs of one row
+NOT_SETTINGS = {"seed", "fold", "hydra"}  # with the runtime keys (recipe.run_identity drops them): what may differ
+# between the runs of one row
 SHORT_VARIANT = 3  # differing keys shown in the table's variant column (all of them in row_configs.md)
 
 
@@ -92,7 +93,7 @@ def settings_of(run: dict) -> dict | None:
         run["settings"] = None
         tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
         if tree is not None:
-            ignored = NOT_SETTINGS | RUNTIME_KEYS | ({"source_training"} if not trains_source(tree) else set())
+            ignored = NOT_SETTINGS | ({"source_training"} if not trains_source(tree) else set())
             stages = (tree.get("finetune") or {}).get("stages") or {}
             trained_on = {s.get(key) for s in stages.values() if isinstance(s, dict) for key in DATA_KEYS}
             settings = {k: v for k, v in flatten(run_identity(tree)).items() if k.split(".")[0] not in ignored
