@@ -1,7 +1,8 @@
 """Elemental fractions (ElemNet's 86 elements, in ElemNet's order) of formulas or of structures' compositions.
 
-A `CompositionSet` keeps a dataset as one (N, 86) float32 matrix; it offers the same interface as `GraphSet`
-(ids, formulas, flags, target, collate), and `CompositionFeaturizer` the same as `GraphFeaturizer`.
+A `CompositionSet` keeps a dataset as one (N, F) float32 matrix (also the vectors of the Magpie and Debye–Grüneisen
+backbones); it offers the same interface as `GraphSet` (ids, formulas, flags, target, collate), and
+`CompositionFeaturizer` the same as `GraphFeaturizer`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class CompositionSet:
     formulas: list[str]
     flags: list[str]  # "" when usable, else why not
     target: torch.Tensor  # (N,) float64, NaN where unknown
-    x: torch.Tensor  # (N, 86) float32
+    x: torch.Tensor  # (N, F) float32: elemental fractions (86), Magpie statistics, Debye–Grüneisen quantities
 
     def __len__(self) -> int:
         return len(self.ids)

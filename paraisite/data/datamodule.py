@@ -14,14 +14,14 @@ from torch.utils.data import DataLoader
 from paraisite.contracts import HIGH_FIDELITY, LOW_FIDELITY, Batch, FeatureSet, Featurizer
 from paraisite.data.datasets import featurized, sources_of
 from paraisite.data.graphs import NO_NEIGHBORS
-from paraisite.data.records import ELEMENT_NOT_IN_MODEL
+from paraisite.data.records import ELEMENT_NOT_IN_MODEL, NO_EQUILIBRIUM
 from paraisite.data.splits import split_indices
 from paraisite.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-MODEL_LIMITS = (NO_NEIGHBORS, ELEMENT_NOT_IN_MODEL)
+MODEL_LIMITS = (NO_NEIGHBORS, ELEMENT_NOT_IN_MODEL, NO_EQUILIBRIUM)
 
 
 def not_lowest_of_formula(formulas: list[str], target: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ MIN_DISTANCE = 0.5  # Å; closer atoms are overlapping (a broken structure)
 MAX_LATTICE = 1000.0  # Å; a longer lattice vector is not a crystal (and the neighbour search would run out of memory)
 MAX_VOLUME_PER_ATOM = 1e4  # Å³ per atom (a cube of 21.5 Å per atom; crystals hold 5-100): mostly vacuum
 ELEMENT_NOT_IN_MODEL = "element_not_in_model"  # a flag: valid data the backbone cannot represent (dropped, listed)
+NO_EQUILIBRIUM = "no_equilibrium"  # a flag: the quasi-harmonic backbone found no energy minimum (dropped, listed)
 
 
 @dataclass

@@ -43,6 +43,24 @@ def weights_file(version: str) -> Path:
     return found[0]
 
 
+def chgnet_model(model_args: dict, state_dict: dict | None = None):
+    """A CHGNet of `model_args`'s shape; with `state_dict`'s weights (strict: every key matches) or random ones."""
+    from chgnet.model import CHGNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its parameter count
+        model = CHGNet(**model_args)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model
+
+
+def load_chgnet(version: str = WEIGHTS):
+    """The whole CHGNet model (readout included) of a weight set shipped in the chgnet package, read without
+    unpickling."""
+    checkpoint = safe_load(weights_file(version), "CHGNet checkpoint")["model"]
+    return chgnet_model(checkpoint["model_args"], checkpoint["state_dict"])
+
+
 @dataclass
 class CrystalGraphBatch:
     graphs: list  # chgnet CrystalGraphs
@@ -145,7 +163,6 @@ class CHGNetBackbone(Backbone):
 
     def __init__(self, weights: str | None = WEIGHTS, architecture: str = WEIGHTS, spec: dict | None = None):
         super().__init__()
-        from chgnet.model import CHGNet
         from chgnet.model.layers import GraphPooling
 
         checkpoint = None
@@ -153,10 +170,7 @@ class CHGNetBackbone(Backbone):
             checkpoint = safe_load(weights_file(weights or architecture), "CHGNet checkpoint")["model"]
             spec = {"model_args": checkpoint["model_args"]}
         self.spec = spec
-        with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its parameter count
-            self.model = CHGNet(**spec["model_args"])
-        if weights:
-            self.model.load_state_dict(checkpoint["state_dict"])  # strict: every key matches
+        self.model = chgnet_model(spec["model_args"], checkpoint["state_dict"] if weights else None)
         self.model.mlp = self.model.site_wise = self.model.composition_model = None  # the readout is cut
         self.pooling = GraphPooling(average=True)
         self.name = f"CHGNet {weights}" if weights else f"CHGNet {architecture} (random init)"
