@@ -6,7 +6,7 @@ it are fitted with the Birch–Murnaghan equation of state (pymatgen) → equili
 pressure derivative B'. Then, as AGL does (Toher et al., Phys. Rev. B 90, 174107, 2014; Poisson ratio 0.25):
 Debye temperature θ_D = (ħ/k_B) (6π² V0^½ n)^⅓ f(σ) √(B/M), acoustic Debye temperature θ_a = θ_D n^-⅓, Grüneisen
 parameter γ = B'/2 − 1/6 (Slater; B' clipped to [1, 10], physical values are 3–6) and Slack's κ at 300 K.
-Internal coordinates are not relaxed at each volume (exact for rocksalt, zincblende, wurtzite at fixed c/a,
+All of it on the primitive cell (θ_a counts its atoms). Internal coordinates are not relaxed at each volume (exact for rocksalt, zincblende, wurtzite at fixed c/a,
 half-Heusler cells; an approximation elsewhere). Checked against AGL's own 300 K values on 100 random AGL structures:
 Spearman 0.65, Slack's κ a factor ~1.7 below AGL's (median; docs/benchmarks.md).
 
@@ -132,6 +132,8 @@ class QuasiHarmonicFeaturizer(Featurizer):
         return np.array([float(p["e"]) for p in predictions]) * np.array([len(s) for s in structures])
 
     def describe(self, model, structure) -> DebyeGruneisen:
+        """The quantities of `structure`'s primitive cell (θ_a and Slack's κ count the atoms of the primitive cell)."""
+        structure = structure.get_primitive_structure()
         coarse = self.energies(model, scaled(structure, COARSE))
         best = COARSE[int(np.argmin(coarse))]
         cells = scaled(structure, [best * f for f in FINE])
