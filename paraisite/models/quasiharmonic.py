@@ -1,14 +1,16 @@
 """Debye–Grüneisen descriptors from CHGNet energies: a physics backbone for κ (the quasi-harmonic model of AFLOW's AGL).
 
 For each structure, CHGNet's energy (the weights the pinned chgnet wheel ships, read without unpickling) on the cell
-scaled isotropically: a coarse scan over volume factors 0.80–1.25 finds the lowest energy, 9 volumes within ±8 % of
-it are fitted with the Birch–Murnaghan equation of state (pymatgen) → equilibrium volume V0, bulk modulus B and its
+scaled isotropically: a coarse scan over volume factors 0.80–1.25 finds the lowest energy, 13 volumes within ±12 %
+of it are fitted with the Birch–Murnaghan equation of state (pymatgen) → equilibrium volume V0, bulk modulus B and its
 pressure derivative B'. Then, as AGL does (Toher et al., Phys. Rev. B 90, 174107, 2014; Poisson ratio 0.25):
 Debye temperature θ_D = (ħ/k_B) (6π² V0^½ n)^⅓ f(σ) √(B/M), acoustic Debye temperature θ_a = θ_D n^-⅓, Grüneisen
-parameter γ = B'/2 − 1/6 (Slater; B' clipped to [1, 10], physical values are 3–6) and Slack's κ at 300 K.
+parameter γ = B'/2 − 1/6 (Slater; B' clipped to [1, 10], physical values are 3–6) and Slack's κ at 300 K; also
+Slack's κ with γ = 2 for every material (CHGNet's B' is noisy: on AGL structures that κ follows AGL's own better).
 All of it on the primitive cell (θ_a counts its atoms). Internal coordinates are not relaxed at each volume (exact for rocksalt, zincblende, wurtzite at fixed c/a,
-half-Heusler cells; an approximation elsewhere). Checked against AGL's own 300 K values on 100 random AGL structures:
-Spearman 0.65, Slack's κ a factor ~1.7 below AGL's (median; docs/benchmarks.md).
+half-Heusler cells; an approximation elsewhere). Against AGL's own 300 K values over the AGL set
+(`scripts/quasiharmonic_agl.py`, docs/benchmarks.md): Spearman 0.67 (γ from B'), 0.74 (γ = 2) on 250 random
+structures, the range (±4/8/12 %) and γ = 2 chosen there — never on a DFT set.
 
 `QuasiHarmonicBackbone` has no trainable weights: its output is the `FEATURES` vector, meant for
 `finetune=features` (a scikit-learn regressor: ridge is a calibrated Slack model). A cell CHGNet cannot hold
@@ -34,12 +36,13 @@ from paraisite.data.records import ELEMENT_NOT_IN_MODEL, NO_EQUILIBRIUM, Record
 from paraisite.errors import ConfigError
 from paraisite.models.chgnet import MAX_Z, WEIGHTS, load_chgnet
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: 13 volumes within ±12 %, Slack's κ at γ = 2
 HBAR, K_B, AMU, EV_PER_A3 = 1.054571817e-34, 1.380649e-23, 1.66053906660e-27, 1.602176634e11  # SI; eV/Å³ in Pa
 COARSE = tuple(np.linspace(0.80, 1.25, 10))  # volume factors of the scan for the minimum ...
-FINE = tuple(np.linspace(0.92, 1.08, 9))  # ... and, times the best of them, of the fit
+FINE = tuple(np.linspace(0.88, 1.12, 13))  # ... and, times the best of them, of the fit
 POISSON_RATIO = 0.25
-FEATURES = ("ln kappa_slack_300K", "ln theta_debye", "ln theta_acoustic", "gamma", "ln bulk_modulus_GPa",
+FIXED_GAMMA = 2.0
+FEATURES = ("ln kappa_slack_300K", "ln kappa_slack_gamma2_300K", "ln theta_debye", "ln theta_acoustic", "gamma", "ln bulk_modulus_GPa",
             "bulk_modulus_derivative", "ln mean_atomic_mass", "ln volume_per_atom", "ln atoms_per_cell")
 
 
@@ -48,6 +51,7 @@ class DebyeGruneisen:
     """One structure's quasi-harmonic quantities (SI-free units named in the fields)."""
 
     kappa_slack_300K: float  # W/mK
+    kappa_slack_gamma2_300K: float  # W/mK, with γ = FIXED_GAMMA
     theta_debye: float  # K
     theta_acoustic: float  # K
     gamma: float
@@ -59,8 +63,8 @@ class DebyeGruneisen:
 
     def features(self) -> list[float]:
         """The `FEATURES` vector: logs of the positive quantities, γ and B' as they are."""
-        k, td, ta, g, b, bp, m, v, n = astuple(self)
-        return [math.log(k), math.log(td), math.log(ta), g, math.log(b), bp, math.log(m), math.log(v), math.log(n)]
+        k, k2, td, ta, g, b, bp, m, v, n = astuple(self)
+        return [math.log(k), math.log(k2), math.log(td), math.log(ta), g, math.log(b), bp, math.log(m), math.log(v), math.log(n)]
 
 
 def poisson_factor(sigma: float = POISSON_RATIO) -> float:
@@ -97,8 +101,8 @@ def debye_gruneisen(volumes: np.ndarray, energies: np.ndarray, masses: list[floa
     theta = HBAR / K_B * (6 * math.pi ** 2 * math.sqrt(fit.v0 * 1e-30) * n) ** (1 / 3) * poisson_factor() \
         * math.sqrt(bulk / mass)
     theta_a, gamma = theta * n ** (-1 / 3), derivative / 2 - 1 / 6
-    kappa = slack_kappa(theta_a, gamma, mass / n, fit.v0 * 1e-30 / n)
-    return DebyeGruneisen(kappa, theta, theta_a, gamma, bulk / 1e9, derivative, sum(masses) / n, fit.v0 / n, n)
+    kappa, kappa_fixed = (slack_kappa(theta_a, g, mass / n, fit.v0 * 1e-30 / n) for g in (gamma, FIXED_GAMMA))
+    return DebyeGruneisen(kappa, kappa_fixed, theta, theta_a, gamma, bulk / 1e9, derivative, sum(masses) / n, fit.v0 / n, n)
 
 
 def scaled(structure, factors) -> list:
@@ -113,7 +117,7 @@ def scaled(structure, factors) -> list:
 
 @dataclass
 class QuasiHarmonicFeaturizer(Featurizer):
-    """Structures → `FEATURES` (a `CompositionSet` of (N, 9) vectors) from the energies of CHGNet `weights`."""
+    """Structures → `FEATURES` (a `CompositionSet` of (N, 10) vectors) from the energies of CHGNet `weights`."""
 
     weights: str = WEIGHTS
     by_composition: ClassVar[bool] = False
@@ -167,7 +171,7 @@ class QuasiHarmonicFeaturizer(Featurizer):
 
 
 class QuasiHarmonicBackbone(Backbone):
-    """Structure → the 9 Debye–Grüneisen `FEATURES` (module docstring); no trainable weights. `energy_model`: the
+    """Structure → the 10 Debye–Grüneisen `FEATURES` (module docstring); no trainable weights. `energy_model`: the
     CHGNet weight set whose energies are used. `weights` must be None (nothing to pre-train)."""
 
     def __init__(self, energy_model: str = WEIGHTS, weights: str | None = None, spec: dict | None = None):
