@@ -165,7 +165,8 @@ def pretrained_weights(cfg: DictConfig) -> str | None:
 
 def build_backbone(node: DictConfig, weights: str | None) -> Backbone:
     backbone_class(node)
-    return build({k: v for k, v in node.items() if k not in BACKBONE_KEYS}, weights=weights)
+    resolved = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    return build({k: v for k, v in resolved.items() if k not in BACKBONE_KEYS}, weights=weights)
 
 
 def build(node, **kwargs):

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from pymatgen.core import Lattice, Structure
 
 from paraisite import chain
@@ -111,3 +112,54 @@ def test_features_run_and_predict_equal_the_regressor_on_the_features(tmp_path):
     x = QuasiHarmonicFeaturizer().build([Record("m", "MgO", None, rocksalt(4.21, "Mg", "O"))]).x
     expected = module.transform.decode(torch.as_tensor(regressor.predict(x.double().numpy()))).item()
     assert row["flag"] == "" and float(row["kappa_mean"]) == pytest.approx(expected, rel=1e-5)
+
+
+AUGMENTED = ["backbone=m3gnet_physics", "finetune=dft", "datamodule.limit=20", "evaluate_on=[dataset2]"]
+
+
+def test_augmented_backbone_joins_inner_and_standardised_physics_features(tmp_path):
+    from paraisite.models.augmented import AGL_MEAN, AGL_STD, AugmentedFeaturizer, PhysicsAugmented
+    from paraisite.models.io import model_file_bytes, read_model_file
+    from paraisite.predict import member_of
+
+    cfg = compose_cfg(*AUGMENTED)
+    module = build_model(cfg, "M3GNet-MP-2018.6.1-Eform")
+    backbone = module.backbone
+    assert isinstance(backbone, PhysicsAugmented) and backbone.out_dim == 64 + len(FEATURES)
+    assert backbone.source_layer() is None and set(backbone.spec) == {"inner", "energy_model"}
+    records = [Record("mgo", "MgO", 50.0, rocksalt(4.21, "Mg", "O")), Record("none", "NaCl", 6.5),
+               Record("nacl", "NaCl", 6.5, rocksalt(5.64))]
+    featurizer = backbone.featurizer()
+    assert isinstance(featurizer, AugmentedFeaturizer)
+    data = featurizer.build(records)
+    assert data.flags[0] == data.flags[2] == "" and data.flags[1].startswith("no_structure")
+    key = featurizer.key("abc")
+    assert key == f"{featurizer.inner.key('abc')}+{featurizer.physics.key('abc')}"
+    featurizer.save(data, tmp_path / f"my-set-{key}.pt")  # each part where its own backbone caches it
+    physics = featurizer.physics.load(tmp_path / f"my-set-{featurizer.physics.key('abc')}.pt")
+    assert featurizer.inner.load(tmp_path / f"my-set-{featurizer.inner.key('abc')}.pt").ids == data.ids
+    loaded = featurizer.load(tmp_path / f"my-set-{key}.pt")
+    assert loaded.ids == data.ids and torch.equal(loaded.physics.x, data.physics.x) and torch.equal(physics.x, data.physics.x)
+    batch = data.collate([0, 2])
+    assert torch.equal(batch.y, torch.tensor([50.0, 6.5]))
+    out = backbone(batch)
+    torch.testing.assert_close(out[:, :64], backbone.inner(batch.inner))
+    expected = (data.physics.x[[0, 2]] - torch.tensor(AGL_MEAN)) / torch.tensor(AGL_STD)
+    torch.testing.assert_close(out[:, 64:], expected)
+    # a saved model rebuilds from its stored spec alone (no weights file, no data folder) and predicts the same
+    (tmp_path / "model.pt").write_bytes(model_file_bytes(module, dict(OmegaConf.to_container(cfg, resolve=True))))
+    config, state = read_model_file(tmp_path / "model.pt")
+    member = member_of(config, state, "m", "model.pt")
+    torch.testing.assert_close(member.module(batch), module.eval()(batch))
+
+
+@pytest.mark.slow
+def test_augmented_smoke_run_trains_and_predicts(tmp_path):
+    results = chain.run(compose_cfg(*AUGMENTED), tmp_path / "run")
+    assert results["status"] == "ok" and results["config"]["backbone"] == "m3gnet_physics"
+    cif = tmp_path / "MgO.cif"
+    rocksalt(4.21, "Mg", "O").to(filename=str(cif))
+    assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv"),
+                "--quiet"]) == 0
+    (row,) = csv.DictReader(open(tmp_path / "p.csv"))
+    assert row["formula"] == "MgO" and row["flag"] == "" and float(row["kappa_mean"]) > 0
