@@ -20,9 +20,9 @@ from paraisite.data.composition import CompositionSet
 from paraisite.models.chgnet import WEIGHTS
 from paraisite.models.quasiharmonic import FEATURES, QuasiHarmonicFeaturizer
 
-# Mean and standard deviation of each of FEATURES over AGL's 3253 usable structures (scripts/quasiharmonic_agl.py).
-AGL_MEAN = (0.0,) * len(FEATURES)
-AGL_STD = (1.0,) * len(FEATURES)
+# Mean and standard deviation of each of FEATURES over AGL's 3254 usable structures (scripts/quasiharmonic_agl.py).
+AGL_MEAN = (0.7039, 1.0274, 5.834, 5.1416, 2.4464, 4.5215, 5.2262, 4.4171, 2.9407, 2.0771)
+AGL_STD = (1.3157, 1.0442, 0.398, 0.4363, 0.7317, 0.6652, 1.4633, 0.5377, 0.3263, 0.6995)
 
 
 @dataclass

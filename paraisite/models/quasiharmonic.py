@@ -9,8 +9,8 @@ parameter γ = B'/2 − 1/6 (Slater; B' clipped to [1, 10], physical values are 
 Slack's κ with γ = 2 for every material (CHGNet's B' is noisy: on AGL structures that κ follows AGL's own better).
 All of it on the primitive cell (θ_a counts its atoms). Internal coordinates are not relaxed at each volume (exact for rocksalt, zincblende, wurtzite at fixed c/a,
 half-Heusler cells; an approximation elsewhere). Against AGL's own 300 K values over the AGL set
-(`scripts/quasiharmonic_agl.py`, docs/benchmarks.md): Spearman 0.67 (γ from B'), 0.74 (γ = 2) on 250 random
-structures, the range (±4/8/12 %) and γ = 2 chosen there — never on a DFT set.
+(`scripts/quasiharmonic_agl.py`, docs/benchmarks.md): Spearman 0.67 (γ from B'), 0.74 (γ = 2) over 3254 structures;
+the fit range (±4/8/12 % on 250 of them) and γ = 2 were chosen there, never on a DFT set.
 
 `QuasiHarmonicBackbone` has no trainable weights: its output is the `FEATURES` vector, meant for
 `finetune=features` (a scikit-learn regressor: ridge is a calibrated Slack model). A cell CHGNet cannot hold
