@@ -165,7 +165,7 @@ def pretrained_weights(cfg: DictConfig) -> str | None:
 
 def build_backbone(node: DictConfig, weights: str | None) -> Backbone:
     backbone_class(node)
-    resolved = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    resolved = OmegaConf.to_container(node, resolve=True)  # nested nodes (an inner backbone) resolve too
     return build({k: v for k, v in resolved.items() if k not in BACKBONE_KEYS}, weights=weights)
 
 

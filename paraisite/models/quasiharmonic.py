@@ -7,8 +7,9 @@ pressure derivative B'. Then, as AGL does (Toher et al., Phys. Rev. B 90, 174107
 Debye temperature θ_D = (ħ/k_B) (6π² V0^½ n)^⅓ f(σ) √(B/M), acoustic Debye temperature θ_a = θ_D n^-⅓, Grüneisen
 parameter γ = B'/2 − 1/6 (Slater; B' clipped to [1, 10], physical values are 3–6) and Slack's κ at 300 K; also
 Slack's κ with γ = 2 for every material (CHGNet's B' is noisy: on AGL structures that κ follows AGL's own better).
-All of it on the primitive cell (θ_a counts its atoms). Internal coordinates are not relaxed at each volume (exact for rocksalt, zincblende, wurtzite at fixed c/a,
-half-Heusler cells; an approximation elsewhere). Against AGL's own 300 K values over the AGL set
+All of it on the primitive cell (θ_a counts its atoms). Internal coordinates are not relaxed at each volume (exact
+where symmetry fixes every position: rocksalt, zincblende, half-Heusler; an approximation elsewhere). Against AGL's
+own 300 K values over the AGL set
 (`scripts/quasiharmonic_agl.py`, docs/benchmarks.md): Spearman 0.67 (γ from B'), 0.74 (γ = 2) over 3254 structures;
 the fit range (±4/8/12 % on 250 of them) and γ = 2 were chosen there, never on a DFT set.
 
@@ -42,8 +43,9 @@ COARSE = tuple(np.linspace(0.80, 1.25, 10))  # volume factors of the scan for th
 FINE = tuple(np.linspace(0.88, 1.12, 13))  # ... and, times the best of them, of the fit
 POISSON_RATIO = 0.25
 FIXED_GAMMA = 2.0
-FEATURES = ("ln kappa_slack_300K", "ln kappa_slack_gamma2_300K", "ln theta_debye", "ln theta_acoustic", "gamma", "ln bulk_modulus_GPa",
-            "bulk_modulus_derivative", "ln mean_atomic_mass", "ln volume_per_atom", "ln atoms_per_cell")
+FEATURES = ("ln kappa_slack_300K", "ln kappa_slack_gamma2_300K", "ln theta_debye", "ln theta_acoustic", "gamma",
+            "ln bulk_modulus_GPa", "bulk_modulus_derivative", "ln mean_atomic_mass", "ln volume_per_atom",
+            "ln atoms_per_cell")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class DebyeGruneisen:
     def features(self) -> list[float]:
         """The `FEATURES` vector: logs of the positive quantities, γ and B' as they are."""
         k, k2, td, ta, g, b, bp, m, v, n = astuple(self)
-        return [math.log(k), math.log(k2), math.log(td), math.log(ta), g, math.log(b), bp, math.log(m), math.log(v), math.log(n)]
+        return [math.log(k), math.log(k2), math.log(td), math.log(ta), g, math.log(b), bp, math.log(m), math.log(v),
+                math.log(n)]
 
 
 def poisson_factor(sigma: float = POISSON_RATIO) -> float:
@@ -102,7 +105,8 @@ def debye_gruneisen(volumes: np.ndarray, energies: np.ndarray, masses: list[floa
         * math.sqrt(bulk / mass)
     theta_a, gamma = theta * n ** (-1 / 3), derivative / 2 - 1 / 6
     kappa, kappa_fixed = (slack_kappa(theta_a, g, mass / n, fit.v0 * 1e-30 / n) for g in (gamma, FIXED_GAMMA))
-    return DebyeGruneisen(kappa, kappa_fixed, theta, theta_a, gamma, bulk / 1e9, derivative, sum(masses) / n, fit.v0 / n, n)
+    return DebyeGruneisen(kappa, kappa_fixed, theta, theta_a, gamma, bulk / 1e9, derivative, sum(masses) / n,
+                          fit.v0 / n, n)
 
 
 def scaled(structure, factors) -> list:
@@ -126,7 +130,7 @@ class QuasiHarmonicFeaturizer(Featurizer):
         import chgnet
 
         text = (f"quasiharmonic|{CACHE_FORMAT}|{content_hash}|chgnet {chgnet.__version__} {self.weights}|"
-                f"{COARSE}|{FINE}|{POISSON_RATIO}|{extra}")
+                f"{COARSE}|{FINE}|{POISSON_RATIO}|{FIXED_GAMMA}|{extra}")
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def energies(self, model, structures: list) -> np.ndarray:
