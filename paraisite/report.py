@@ -29,6 +29,7 @@ import numpy as np
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
 from paraisite.recipe import backbone_class, flatten, run_identity, run_label
+from paraisite.runlock import is_running
 from paraisite.settings import DATA_KEYS
 from paraisite.stats import (
     HIGHER_IS_BETTER,
@@ -52,7 +53,8 @@ SHORT_VARIANT = 3  # differing keys shown in the table's variant column (all of 
 
 
 def find_runs(paths: list[str | Path]) -> list[dict]:
-    """Every run under `paths`: its results.json, or a `missing` entry for a run folder without one (crashed)."""
+    """Every run under `paths`: its results.json, or for a run folder without one a `running` entry (a live process
+    holds its lock) or a `missing` one (crashed, or not started)."""
     runs, seen = [], set()
     for root in map(Path, paths):
         if not root.exists():
@@ -65,8 +67,8 @@ def find_runs(paths: list[str | Path]) -> list[dict]:
             try:
                 result = json.loads(file.read_text())
             except (OSError, ValueError) as exc:
-                result = {"status": "missing", "error": f"{file}: {exc.__class__.__name__}",
-                          "config": _config_from_hydra(folder)}
+                result = {"status": "running" if is_running(folder) else "missing",
+                          "error": f"{file}: {exc.__class__.__name__}", "config": _config_from_hydra(folder)}
             result["dir"] = str(folder)
             runs.append(result)
     if not runs:
@@ -311,7 +313,8 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
         key, members = row["_key"], row["_members"]
         check_seeds(members)
         ok = [r for r in members if r.get("status") == "ok"]
-        row.update(n_runs=len(members), n_failed=len(members) - len(ok),
+        running = sum(r.get("status") == "running" for r in members)
+        row.update(n_runs=len(members), n_failed=len(members) - len(ok) - running, n_running=running,
                    seeds=sorted({r["config"].get("seed") for r in ok}, key=seed_order), folds="", incomplete="",
                    val_mean=validation_mean(ok))
         if row["protocol"] == "cv" and all(r.get("dir") for r in members):
@@ -397,6 +400,7 @@ def markdown(rows: list[dict], metric: str) -> str:
               "|" + "---|" * (len(keys) + len(tests) + 3)]
     for row in rows:
         failed = f"**{row['n_failed']} failed**" if row["n_failed"] else "0"
+        failed += f" ({row['n_running']} running)" if row["n_running"] else ""
         val = f"{row['val_mean']:.2f}" if np.isfinite(row.get("val_mean", np.nan)) else "—"
         lines.append("| " + " | ".join([*(row.get(k, "") for k in keys), *(cell(row, t) for t in tests),
                                         val, str(len(row["seeds"])), failed]) + " |")
@@ -711,10 +715,12 @@ def write_report(paths: list[str | Path], output: str | Path, metric: str = "map
     (output / "row_configs.md").write_text(row_configs(runs))
     heatmap(rows, metric, output / "heatmap.png")
     curves(runs, output / "curves.png")
-    failed = [r for r in runs if r.get("status") != "ok"]
+    failed = [r for r in runs if r.get("status") not in ("ok", "running")]
     if failed:
         (output / "failed.txt").write_text("".join(f"{r['dir']}: {r.get('status')}: {r.get('error', '')}\n"
                                                    for r in failed))
+    else:
+        (output / "failed.txt").unlink(missing_ok=True)  # of an earlier report of these runs
     if compared:
         (output / "comparisons.md").write_text(comparisons_markdown(compared, metric))
         write_csv(output / "comparisons.csv", compared)

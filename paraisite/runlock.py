@@ -20,6 +20,21 @@ class RunFolderBusy(ParaisiteError):
     """Another live process holds the run folder; nothing in it was touched."""
 
 
+def is_running(run_dir: str | os.PathLike) -> bool:
+    """Whether a live process holds `run_dir`'s lock (a run in progress); reads only, takes nothing."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        with open(path) as file:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    except OSError:  # no lock file: never started here, or a version without locks
+        return False
+    return False
+
+
 class RunLock:
     """`RunLock(run_dir)` takes the lock (or raises RunFolderBusy); `release()`, or the end of the process,
     gives it back."""

@@ -35,7 +35,7 @@ has_runs() {  # backbone chain data → true when the row has a complete repeat 
 
 sweeps=()
 for row in megnet/dft megnet/agl_dft megnet/multifidelity m3gnet/dft m3gnet/agl_dft chgnet/dft chgnet/agl_dft \
-           elemnet/dft elemnet/agl_dft quasiharmonic/features m3gnet_physics/dft; do
+           elemnet/dft elemnet/agl_dft quasiharmonic/features quasiharmonic/dft m3gnet_physics/dft; do
   for dir in $(folders "${row%/*}" "${row#*/}"); do sweeps+=("$dir"); done
 done
 compares=()

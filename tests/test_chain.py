@@ -1,6 +1,7 @@
 """Chains: stage composition, the AGL leakage filter, the report."""
 
 import json
+import shutil
 from functools import partial
 
 import pytest
@@ -94,6 +95,10 @@ def test_report_mean_std_and_failed_runs_marked(tmp_path):
     for name in ("table.csv", "table.md", "heatmap.png", "curves.png", "failed.txt"):
         assert (out / name).stat().st_size > 0
     assert "s2" in (out / "failed.txt").read_text()
+    shutil.rmtree(sweep / "s2")
+    fake_run(sweep / "s2", "scratch", 2, 0.5)  # rerun: it finished
+    write_report([sweep], out)
+    assert not (out / "failed.txt").exists()  # the earlier report's list is not left behind
 
 
 def test_report_cli_on_a_smoke_sweep(two_runs, tmp_path, capsys):
@@ -113,6 +118,25 @@ def test_a_crashed_agl_run_is_labelled_like_a_finished_one(tmp_path):
     OmegaConf.save(cfg_of("finetune=agl", "data=dataset1", "seed=4"), folder / "config.yaml")
     (run,) = find_runs([tmp_path])
     assert run["status"] == "missing" and run["config"]["data"] == "agl" and run["config"]["seed"] == 4
+
+
+def test_a_run_in_progress_is_reported_running_not_failed(tmp_path):
+    from omegaconf import OmegaConf
+
+    from paraisite.runlock import RunLock, is_running
+
+    run_dir = tmp_path / "sweep" / "0-run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg_of("finetune=dft", "data=dataset1", "seed=1"), run_dir / ".hydra" / "config.yaml")
+    with RunLock(run_dir):  # held as a live run holds it
+        assert is_running(run_dir)
+        (run,) = find_runs([tmp_path])
+        assert run["status"] == "running"
+        (row,) = summarize([run])
+        assert row["n_failed"] == 0 and row["n_running"] == 1
+        assert "| 0 (1 running) |" in markdown([row], "mape")
+    assert not is_running(run_dir)  # released: a folder without results.json is a crash again
+    assert find_runs([tmp_path])[0]["status"] == "missing"
 
 
 def test_report_rows_never_pool_other_settings(tmp_path):
