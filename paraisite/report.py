@@ -262,21 +262,26 @@ def cv_repeats(members: list[dict]) -> tuple[dict, dict, int]:
     """({seed: {test set: pooled Repeat}} of complete repeats, {seed: why incomplete}, k) of a cv row."""
     k = expected_folds(members)
     runs: dict = defaultdict(dict)
+    running: dict = defaultdict(list)
     for run in members:
         config = run.get("config", {})
         if config.get("seed") is not None:
             runs[config["seed"]]  # a seed whose every fold failed is still an (incomplete) repeat
             if run.get("status") == "ok" and config.get("fold") is not None:
                 runs[config["seed"]][int(config["fold"])] = run
+            if run.get("status") == "running" and config.get("fold") is not None:
+                running[config["seed"]].append(int(config["fold"]))
     complete, incomplete = {}, {}
     for seed in sorted(runs, key=seed_order):
         folds = runs[seed]
-        missing = [f for f in range(k) if f not in folds]
+        missing = [f for f in range(k) if f not in folds and f not in running[seed]]
         no_file = [f for f in sorted(folds) if read_predictions(folds[f]) is None]
-        if missing or no_file:
-            why = [f"fold {', '.join(map(str, missing))} failed or missing"] if missing else []
+        if missing or no_file or running[seed]:
+            why = [f"fold {', '.join(map(str, sorted(running[seed])))} running"] if running[seed] else []
+            why += [f"fold {', '.join(map(str, missing))} failed or missing"] if missing else []
             why += [f"fold {', '.join(map(str, no_file))} without test_predictions.csv"] if no_file else []
-            incomplete[seed] = f"{k - len(missing) - len(no_file)} of {k} folds ({'; '.join(why)})"
+            done = k - len(missing) - len(no_file) - len(running[seed])
+            incomplete[seed] = f"{done} of {k} folds ({'; '.join(why)})"
             continue
         tests = dict.fromkeys(t for f in range(k) for t in read_predictions(folds[f]))
         complete[seed] = {test: pool(seed, test, [(folds[f], read_predictions(folds[f])[test]) for f in range(k)

@@ -13,6 +13,7 @@ from paraisite.data.splits import split_indices
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
 from paraisite.report import committee, compare, find_runs, markdown, row_runs, summarize, validation_mean
+from paraisite.runlock import RunLock
 from paraisite.stats import batch_metric
 from tests.helpers import cfg_of
 
@@ -138,6 +139,9 @@ def test_an_incomplete_repeat_is_flagged_and_left_out(tmp_path):
     assert row["dataset1_n"] == 1 and row["n_failed"] == 1
     assert row["dataset1_mean"] == pytest.approx(regression_metrics(*made["eform", 1][1:])["mape"])
     assert row["incomplete"] == "seed 2: 2 of 3 folds (fold 1 failed or missing)"
+    with RunLock(tmp_path / "eform-s2-f1"):  # the same fold still in progress: running, not failed
+        (running,) = summarize(find_runs([tmp_path]))
+        assert running["incomplete"] == "seed 2: 2 of 3 folds (fold 1 running)" and running["n_failed"] == 0
     table = markdown([row], "mape")
     assert re.search(r"\| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(3×1, 1 incomplete\) \|", table)
     assert "**Incomplete repeats** (left out of the means):\n- megnet/eform/dft/dataset1 [cv]: seed 2: 2 of 3 folds" in table
