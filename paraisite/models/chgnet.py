@@ -43,6 +43,14 @@ def weights_file(version: str) -> Path:
     return found[0]
 
 
+def unusable(rec: Record) -> str:
+    """Why CHGNet cannot take `rec` (no structure, an element beyond Pu), or "" when it can."""
+    if rec.structure is None:
+        return NO_STRUCTURE
+    heavy = sorted({el.symbol for el in rec.structure.composition.elements if el.Z > MAX_Z})
+    return f"{ELEMENT_NOT_IN_MODEL}: {' '.join(heavy)}" if heavy else ""
+
+
 def chgnet_model(model_args: dict, state_dict: dict | None = None):
     """A CHGNet of `model_args`'s shape; with `state_dict`'s weights (strict: every key matches) or random ones."""
     from chgnet.model import CHGNet
@@ -117,10 +125,9 @@ class CHGNetFeaturizer(Featurizer):
                                           on_isolated_atoms="ignore")
         parts, counts, flags = {f: [] for f in FIELDS}, {f: [] for f in FIELDS}, []
         for rec in records:
-            heavy = sorted({el.symbol for el in rec.structure.composition.elements if el.Z > MAX_Z}) \
-                if rec.structure else []
-            if rec.structure is None or heavy:
-                flags.append(f"{ELEMENT_NOT_IN_MODEL}: {' '.join(heavy)}" if heavy else NO_STRUCTURE)
+            flag = unusable(rec)
+            if flag:
+                flags.append(flag)
                 for f in FIELDS:
                     counts[f].append(0)
                 continue

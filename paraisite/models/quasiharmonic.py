@@ -32,10 +32,9 @@ import torch
 
 from paraisite.contracts import Backbone, Featurizer
 from paraisite.data.composition import CompositionSet
-from paraisite.data.graphs import NO_STRUCTURE
-from paraisite.data.records import ELEMENT_NOT_IN_MODEL, NO_EQUILIBRIUM, Record
+from paraisite.data.records import NO_EQUILIBRIUM, Record
 from paraisite.errors import ConfigError
-from paraisite.models.chgnet import MAX_Z, WEIGHTS, load_chgnet
+from paraisite.models.chgnet import WEIGHTS, load_chgnet, unusable
 
 CACHE_FORMAT = 2  # 2: 13 volumes within ±12 %, Slack's κ at γ = 2
 HBAR, K_B, AMU, EV_PER_A3 = 1.054571817e-34, 1.380649e-23, 1.66053906660e-27, 1.602176634e11  # SI; eV/Å³ in Pa
@@ -152,10 +151,9 @@ class QuasiHarmonicFeaturizer(Featurizer):
         model = load_chgnet(self.weights).eval()
         x, flags = np.zeros((len(records), len(FEATURES))), []
         for i, rec in enumerate(records):
-            heavy = sorted({el.symbol for el in rec.structure.composition.elements if el.Z > MAX_Z}) \
-                if rec.structure else []
-            if rec.structure is None or heavy:
-                flags.append(f"{ELEMENT_NOT_IN_MODEL}: {' '.join(heavy)}" if heavy else NO_STRUCTURE)
+            flag = unusable(rec)
+            if flag:
+                flags.append(flag)
                 continue
             try:
                 row = self.describe(model, rec.structure).features()
