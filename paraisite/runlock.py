@@ -9,11 +9,13 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 
 from paraisite.errors import ParaisiteError
 
 LOCK_FILE = ".lock"
+PROBE_WAIT_S = 0.2  # longer than `is_running` holds its shared lock
 
 
 class RunFolderBusy(ParaisiteError):
@@ -21,7 +23,8 @@ class RunFolderBusy(ParaisiteError):
 
 
 def is_running(run_dir: str | os.PathLike) -> bool:
-    """Whether a live process holds `run_dir`'s lock (a run in progress); reads only, takes nothing."""
+    """Whether a live process holds `run_dir`'s lock (a run in progress). Writes nothing; holds a shared lock for an
+    instant, which `RunLock` waits out (it tries again once before refusing)."""
     path = Path(run_dir) / LOCK_FILE
     try:
         with open(path) as file:
@@ -43,7 +46,11 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self.file = open(self.path, "a+")
         try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a run holds it, or `is_running` probes it for an instant: ask once more
+                time.sleep(PROBE_WAIT_S)
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"

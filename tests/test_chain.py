@@ -139,6 +139,20 @@ def test_a_run_in_progress_is_reported_running_not_failed(tmp_path):
     assert find_runs([tmp_path])[0]["status"] == "missing"
 
 
+def test_a_run_starting_while_a_report_probes_its_lock_is_not_refused(tmp_path):
+    import fcntl
+    import threading
+
+    from paraisite.runlock import LOCK_FILE, RunLock
+
+    (tmp_path / LOCK_FILE).touch()
+    probe = open(tmp_path / LOCK_FILE)
+    fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)  # what is_running holds for an instant
+    threading.Timer(0.05, probe.close).start()
+    with RunLock(tmp_path):  # waits the probe out instead of calling the folder busy
+        pass
+
+
 def test_report_rows_never_pool_other_settings(tmp_path):
     sweep = tmp_path / "sweep"
     for seed, mape in ((1, 0.2), (2, 0.4)):
