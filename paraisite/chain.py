@@ -30,7 +30,8 @@ from paraisite import __version__
 from paraisite.data.datamodule import LTCDataModule, MultiFidelityDataModule, SplitData
 from paraisite.data.datasets import LTC_FILES, content_hash, source_path, sources_of
 from paraisite.errors import ParaisiteError
-from paraisite.evaluate import PREDICTION_COLUMNS, scored_test_split
+from paraisite.calibration import Calibration, fit_calibration
+from paraisite.evaluate import PREDICTION_COLUMNS, scored_split, test_metrics
 from paraisite.files import write_atomic, write_json
 from paraisite.predict import load_ensemble, predict
 from paraisite.fit import fit
@@ -313,6 +314,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker, key))
     if not is_main_process():
         return {}
+    calibration = validate_final_model(module, dm, cfg, run_dir)
     write_atomic(run_dir / "model.pt", model_file_bytes(module, OmegaConf.to_container(cfg, resolve=True)))
 
     test, rows = {}, []
@@ -324,7 +326,8 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
                   for name in dict.fromkeys([*evaluate_on, cfg.data.dataset])}
     for name, dm in scored.items():
         dm.setup()
-        test[name], predictions = scored_test_split(module, dm, name, cfg.fold, cfg.seed)
+        true, pred, predictions = scored_split(module, dm, "test", name, cfg.fold, cfg.seed)
+        test[name] = test_metrics(module, dm, true, pred)
         rows += predictions
     write_predictions(run_dir / "test_predictions.csv", rows)
     if predict_file:  # inputs without targets (e.g. a held-back test split): the final model's predictions
@@ -335,6 +338,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         "config": run_label(cfg),
         "target": target.to_json(),
         "stages": stage_results,
+        "calibration": calibration and calibration.to_json(),  # null: the predictions are not scaled
         "test": test,
         "test_file": test_file,  # the user's test file that scored the model (null: the protocol's test splits)
         "predict_file": predict_file,  # inputs without targets, predicted into predictions.csv (no test carved)
@@ -343,6 +347,24 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         "versions": {"paraisite": __version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
     }
+
+
+def validate_final_model(module: TransferRegressor, datamodule: SplitData, cfg: DictConfig,
+                         run_dir: Path) -> Calibration | None:
+    """Write the final model's predictions of its last stage's validation split (`val_predictions.csv`, not
+    calibrated); with `calibrate`, fit the calibration factor on them and set it in the model (None: not asked)."""
+    datamodule.setup()  # not yet when every stage was loaded (finished before, or from the stage store)
+    true, pred, rows = scored_split(module, datamodule, "val", cfg.data.name, cfg.fold, cfg.seed)
+    write_predictions(run_dir / "val_predictions.csv", rows)
+    if not cfg.get("calibrate"):  # check_config refused it for other targets and protocol=paper
+        return None
+    if not len(true):
+        raise ParaisiteError("calibrate=true: the final stage has no validation records to fit the factor on")
+    calibration = fit_calibration(true, pred)
+    module.output_scale = calibration.scale
+    log.info("calibration: predictions × %.3f (validation MAPE %.4f → %.4f on %d records)", calibration.scale,
+             calibration.val_mape_raw, calibration.val_mape, calibration.n_val)
+    return calibration
 
 
 def write_predictions(path: Path, rows: list[dict]) -> None:

@@ -25,16 +25,20 @@ def predict_split(module, datamodule, split: str = "test", batch_size: int = 64)
     return torch.cat(true).numpy(), torch.cat(pred).numpy()
 
 
-def test_metrics(module, datamodule) -> dict:
-    return scored_test_split(module, datamodule, "", None, 0)[0]
+def test_metrics(module, datamodule, true: np.ndarray | None = None, pred: np.ndarray | None = None) -> dict:
+    """Metrics of the model on the test split (of its given predictions `true`, `pred`), with the count of test
+    records dropped as bad."""
+    if true is None:
+        true, pred = predict_split(module, datamodule, "test")
+    return {**regression_metrics(true, pred, module.target.kind),
+            "dropped": sum(d["split"] == "test" for d in datamodule.dropped)}
 
 
-def scored_test_split(module, datamodule, test_set: str, fold: int | None, seed: int) -> tuple[dict, list[dict]]:
-    """(metrics, one row per test record: PREDICTION_COLUMNS) of the final model on the test split."""
-    true, pred = predict_split(module, datamodule, "test")
-    metrics = regression_metrics(true, pred, module.target.kind)
-    metrics["dropped"] = sum(d["split"] == "test" for d in datamodule.dropped)
-    index = datamodule.splits["test"]
+def scored_split(module, datamodule, split: str, test_set: str, fold: int | None,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(true, predicted, one row per record: PREDICTION_COLUMNS) of the model on a split of the data module."""
+    true, pred = predict_split(module, datamodule, split)
+    index = datamodule.splits[split]
     rows = [{"id": datamodule.data.ids[i], "formula": datamodule.data.formulas[i], "test_set": test_set, "fold": fold,
              "seed": seed, "target": float(t), "prediction": float(p)} for i, t, p in zip(index, true, pred)]
-    return metrics, rows
+    return true, pred, rows

@@ -74,7 +74,7 @@ def load_member(path: Path, name: str, device: str = "cpu", data_dir: str | None
 def member_of(config: dict, state: dict, name: str, path: str, device: str = "cpu",
               data_dir: str | None = None) -> Member:
     """A model from its stored config and weights: the architecture from the backbone `spec` (no data folder
-    needed), then the weights."""
+    needed), then the weights and the calibration factor."""
     cfg = OmegaConf.create(config)
     if data_dir is not None and "data_dir" in cfg.backbone:
         cfg.backbone.data_dir = data_dir
@@ -83,6 +83,7 @@ def member_of(config: dict, state: dict, name: str, path: str, device: str = "cp
         module.load_state_dict(state)
     except ParaisiteError as exc:  # e.g. a feature regressor holding types safe loading refuses
         raise ParaisiteError(f"{path}: {exc}") from None
+    module.output_scale = float(config.get("output_scale", 1.0))  # files written before calibration: none
     module.eval().to(device)
     return Member(name, module, module.backbone.featurizer(), property_of(config), path)
 

@@ -34,7 +34,8 @@ RUNTIME_KEYS = {"progress_bar", "progress_every_s", "threads", "trainer", "logge
 OBJECTIVES = ("run", "cv")  # what a job returns to a sweeper: its validation score | the mean over its cv folds
 BACKBONE_KEYS = ("name", "stage", "weights_by_pretrain")  # a backbone YAML's keys that are not constructor arguments
 TOP_LEVEL = {"seed": (int, {"low": 0, "high": 2**31}), "threads": (int, {"low": 1}),
-             "resume_every_s": (float, {"low": 0}), "progress_every_s": (float, {"low": 0})}
+             "resume_every_s": (float, {"low": 0}), "progress_every_s": (float, {"low": 0}),
+             "calibrate": (bool, {})}
 
 
 def plain(node) -> dict:
@@ -94,7 +95,7 @@ def source_training(cfg: DictConfig) -> SourceTraining:
 
 def check_run_keys(cfg: DictConfig) -> None:
     """The run-level keys: seed, protocol, fold (protocol=cv only), objective, threads, resume_every_s,
-    progress_every_s."""
+    progress_every_s, calibrate."""
     for key, (kind, meta) in TOP_LEVEL.items():
         check_value(key, cfg.get(key), kind, meta, key != "seed", "config")
     check_value("protocol", cfg.protocol, str, {"choices": PROTOCOLS}, False, "config")
@@ -138,6 +139,13 @@ def check_config(cfg: DictConfig) -> list[Stage]:
     if searched and cfg.protocol == "paper":
         raise ConfigError(f"stage {searched[0]!r}: a regressor search selects on the validation split, which "
                           "protocol=paper makes the test split; use protocol=holdout")
+    if cfg.get("calibrate"):
+        if not target.is_kappa:
+            raise ConfigError(f"calibrate=true scales κ predictions to minimise their MAPE; data={cfg.data.name} "
+                              f"predicts {target.name} (set calibrate=false)")
+        if cfg.protocol == "paper":
+            raise ConfigError("calibrate=true fits its factor on the validation split, which protocol=paper makes "
+                              "the test split; use protocol=holdout or cv")
     return stages
 
 

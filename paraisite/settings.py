@@ -148,15 +148,15 @@ class Stage:
         return (self.data, self.low_fidelity) if self.low_fidelity else (self.data,)
 
 
-# Stage keys added after runs existed, at the value that computes what those runs computed: at that value (or null)
-# a key is no part of a run's identity (its folder key, its stored stages, its report row), so older runs stay the
-# same runs and resume.
-ADDED_STAGE_KEYS = {"ema_epochs": 0}
+# Keys added after runs existed (of a stage, or of the run: `calibrate`), at the value that computes what those runs
+# computed: at that value (or null) a key is no part of a run's identity (its folder key, its stored stages, its
+# report row), so older runs stay the same runs and resume.
+ADDED_KEYS = {"ema_epochs": 0, "calibrate": False}
 
 
 def without_added_keys(layer: Mapping) -> dict:
-    """A stage layer (or a `Stage` as a dict) without the `ADDED_STAGE_KEYS` set to their neutral value or null."""
-    return {k: v for k, v in layer.items() if not (k in ADDED_STAGE_KEYS and v in (ADDED_STAGE_KEYS[k], None))}
+    """A config layer (or a `Stage` as a dict) without the `ADDED_KEYS` set to their neutral value or null."""
+    return {k: v for k, v in layer.items() if not (k in ADDED_KEYS and v in (ADDED_KEYS[k], None))}
 
 
 DATA_KEYS = ("data", "low_fidelity")  # what a stage trains on: set by the stage's own keys only

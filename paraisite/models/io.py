@@ -84,9 +84,9 @@ def check_checkpoint_format(checkpoint, source="checkpoint") -> None:
 
 def model_file_bytes(module: nn.Module, config: dict) -> bytes:
     """Final weights plus the config that rebuilds the model (with the backbone's `spec`, so no data folder is
-    needed to load it); tensors and plain data only."""
+    needed to load it, and the calibration factor `output_scale`); tensors and plain data only."""
     config = {**config, "backbone": {**config["backbone"], "spec": module.backbone.spec},
-              "head": module.head.stored_config() or config["head"]}
+              "head": module.head.stored_config() or config["head"], "output_scale": module.output_scale}
     return tensor_file_bytes({"format": MODEL_FORMAT, "config": config, "state_dict": module.state_dict()})
 
 

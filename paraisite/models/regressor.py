@@ -34,6 +34,7 @@ class TransferRegressor(L.LightningModule):
         self.transform = target.transform()
         self.monitor = target.monitor
         self.settings: Stage | None = None
+        self.output_scale = 1.0  # the κ predictions' calibration factor (`paraisite.calibration`; 1: none)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._best_val = float("inf")
 
@@ -55,8 +56,8 @@ class TransferRegressor(L.LightningModule):
         return self.head(self.backbone(batch))
 
     def predict_target(self, batch) -> torch.Tensor:
-        """Prediction in the target's units (κ in W/mK)."""
-        return self.transform.decode(self(batch))
+        """Prediction in the target's units (κ in W/mK), times the calibration factor."""
+        return self.transform.decode(self(batch)) * self.output_scale
 
     def loss(self, z: torch.Tensor, target: torch.Tensor, fidelity: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the records' loss terms; low-fidelity records' terms × the stage's `low_fidelity_weight`."""
