@@ -3,7 +3,8 @@ per stage), test the final model on every test set.
 
 Each stage trains on its own dataset, selects its best checkpoint on its own validation split, and hands those
 weights to the next stage. The run folder receives per-stage checkpoints and CSV logs, stage markers
-(`stages/<stage>.json`), the final weights (`model.pt`) and `results.json`.
+(`stages/<stage>.json`), the final weights (`model.pt`), the final model's test and validation predictions and
+`results.json`.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker, key))
     if not is_main_process():
         return {}
-    calibration = validate_final_model(module, dm, cfg, run_dir)
+    calibration = validate_final_model(module, dm, stages[-1].data, cfg, run_dir)
     write_atomic(run_dir / "model.pt", model_file_bytes(module, OmegaConf.to_container(cfg, resolve=True)))
 
     test, rows = {}, []
@@ -349,12 +350,13 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     }
 
 
-def validate_final_model(module: TransferRegressor, datamodule: SplitData, cfg: DictConfig,
+def validate_final_model(module: TransferRegressor, datamodule: SplitData, dataset: str, cfg: DictConfig,
                          run_dir: Path) -> Calibration | None:
-    """Write the final model's predictions of its last stage's validation split (`val_predictions.csv`, not
-    calibrated); with `calibrate`, fit the calibration factor on them and set it in the model (None: not asked)."""
+    """Write the final model's predictions of its last stage's validation split (of `dataset`; `val_predictions.csv`,
+    not calibrated); with `calibrate`, fit the calibration factor on them and set it in the model (None: not
+    asked)."""
     datamodule.setup()  # not yet when every stage was loaded (finished before, or from the stage store)
-    true, pred, rows = scored_split(module, datamodule, "val", cfg.data.name, cfg.fold, cfg.seed)
+    true, pred, rows = scored_split(module, datamodule, "val", dataset, cfg.fold, cfg.seed)
     write_predictions(run_dir / "val_predictions.csv", rows)
     if not cfg.get("calibrate"):  # check_config refused it for other targets and protocol=paper
         return None
