@@ -186,3 +186,17 @@ def test_objective_cv_trains_every_fold_and_returns_their_mean_validation_score(
     (row,) = summarize(runs)
     assert (row["folds"], row["incomplete"], row["dataset1_n"]) == (2, "", 1)
     assert row["val_mean"] == pytest.approx(sum(scores) / 2)
+
+
+def test_gpu_bench_runs_compose_and_rate_is_records_per_second():
+    """bench/gpu.py's runs are valid grid points (a typo would waste a lent GPU session), and its rate is the stage's
+    training records × epochs over its wall time."""
+    from bench import gpu
+
+    for backbone, batch, device in itertools.product(("megnet", "m3gnet"), (8, 128), ("cuda", "cpu")):
+        cfg = compose_run(gpu.throughput_overrides(backbone, batch, device))
+        assert cfg.stage_overrides.batch_size == batch and cfg.trainer.accelerator == ("gpu" if device == "cuda"
+                                                                                      else "cpu")
+    stage = {"n_train": 544, "epochs_run": 3, "wall_time_s": 6.0}
+    assert gpu.stage_rate({"stages": [stage]}) == pytest.approx(272.0)
+    assert gpu.stage_rate({"status": "no results.json"}) is None
