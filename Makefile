@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)/SHA256SUMS),)
 export PARAISITE_DATA_DIR ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: setup run test test-fast data-check screen bench bench-predict bench-train bench-peer bench-crossprop clean
+.PHONY: setup run test test-fast data-check screen bench bench-predict bench-train bench-peer bench-gpu bench-crossprop clean
 setup: $(VENV)/.installed
 	@if [ ! -e data ] && [ -d $(SHARED_DATA) ]; then ln -s $(SHARED_DATA) data; echo "linked data -> $(SHARED_DATA)"; fi
 
@@ -53,6 +53,11 @@ bench-train: setup
 # ours vs matgl's own training loop and predict_structure loop, one process, 1 thread → docs/results/bench.json
 bench-peer: setup
 	$(BIN)/python bench/peer.py
+
+# On a GPU machine: CUDA smoke + predict parity with the CPU, training rates and job packing vs CPU cores
+# → docs/results/gpu/ (docs/benchmarks.md, "On a GPU")
+bench-gpu: setup
+	$(BIN)/python bench/gpu.py --out docs/results/gpu
 
 # Cross-property transfer on the CPU: seven of the paper's small sets × 3 seeds × the five modes on a carved test
 # slice (budget and source recipe: sweeps/crossprop.sh); all 41 sets and the blind files: PART=blind|carved, no DATASETS.

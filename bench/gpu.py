@@ -1,14 +1,14 @@
 """One GPU session in one command: does the project run on CUDA, does it predict what the CPU predicts, and how fast
 does it train and predict there against the same machine's CPU cores.
 
-    python bench/gpu.py --out DIR [--work RUNS] [--deadline-s 480]
+    python bench/gpu.py --out DIR [--work RUNS] [--deadline-s 480] [--only SECTION ...] [--packing-backbone m3gnet]
 
 1. smoke: `train.py experiment=smoke trainer=gpu` for MEGNet and M3GNet, then `paraisite predict` of that run on CUDA.
 2. parity: the shipped `kappa` model over the mirror's Materials Project structures on CUDA and on the CPU (largest
    |log10 ratio| of the two predictions; wall time of each, graph building included).
 3. training throughput: one AGL stage (`datamodule.limit` AGL records, 3 epochs; the stage's wall time, first-epoch
    warm-up included) per backbone × batch size × device, one process.
-4. packing: K identical MEGNet runs at batch 8 side by side on the one GPU (1 CPU thread each) against K on the CPU
+4. packing: K identical runs (MEGNet unless `--packing-backbone`) at batch 8 side by side on the one GPU (1 CPU thread each) against K on the CPU
    cores: the aggregate rate says how many jobs of a sweep to give one GPU.
 Sections past `--deadline-s` are skipped (and say so). Writes DIR/gpu.json and DIR/gpu.md; the runs and their logs go
 to RUNS (default: a temporary folder).
@@ -138,18 +138,18 @@ def throughput(work: Path, report: dict, deadline: float) -> None:
     report["throughput"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
-def packing(work: Path, report: dict, deadline: float) -> None:
+def packing(work: Path, report: dict, deadline: float, backbone: str) -> None:
     rows = []
     for device, k in (("cuda", 4), ("cuda", 8), ("cuda", 16), ("cpu", 16)):
         if time.perf_counter() > deadline:
             rows.append({"device": device, "jobs": k, "skipped": "deadline"})
             continue
-        runs = [(f"pack_{device}_{k}_{i}", [*throughput_overrides("megnet", 8, device), f"seed={i + 1}"])
+        runs = [(f"pack_{device}_{k}_{i}", [*throughput_overrides(backbone, 8, device), f"seed={i + 1}"])
                 for i in range(k)]
         results, wall = run_all(runs, work)
         rates = [stage_rate(r) for r in results]
         done = [r for r in rates if r is not None]
-        rows.append({"device": device, "jobs": k, "ok": len(done), "wall_s": round(wall, 1),
+        rows.append({"backbone": backbone, "device": device, "jobs": k, "ok": len(done), "wall_s": round(wall, 1),
                      "aggregate_records_per_s": round(sum(done), 1),
                      "per_job_records_per_s": round(sum(done) / max(1, len(done)), 1)})
     report["packing"] = rows
@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--deadline-s", type=float, default=480.0)
     parser.add_argument("--work", type=Path, default=None, help="folder of the runs (default: a temporary one)")
+    parser.add_argument("--packing-backbone", default="megnet")
     parser.add_argument("--only", nargs="*", default=["smoke", "parity", "throughput", "packing"])
     args = parser.parse_args()
     import torch
@@ -185,16 +186,16 @@ def main() -> None:
     report = {"machine": f"{gpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}"}
     sections = {"smoke": lambda: smoke(work, report), "parity": lambda: parity(work, report),
                 "throughput": lambda: throughput(work, report, deadline),
-                "packing": lambda: packing(work, report, deadline)}
+                "packing": lambda: packing(work, report, deadline, args.packing_backbone)}
     for name in args.only:
-        start = time.perf_counter()
+        began = time.perf_counter()
         try:
             sections[name]()
         except Exception as err:  # noqa: BLE001 — a broken section is a finding: record it, go on with the next
             report[f"{name}_error"] = f"{type(err).__name__}: {err}"
-        report.setdefault("section_s", {})[name] = round(time.perf_counter() - start, 1)
+        report.setdefault("section_s", {})[name] = round(time.perf_counter() - began, 1)
         (args.out / "gpu.json").write_text(json.dumps(report, indent=1))
-        print(f"[{name}] {time.perf_counter() - start:.0f}s", flush=True)
+        print(f"[{name}] {time.perf_counter() - began:.0f}s", flush=True)
     (args.out / "gpu.md").write_text(markdown(report))
     print(markdown(report))
 
