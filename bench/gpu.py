@@ -57,6 +57,12 @@ def throughput_overrides(backbone: str, batch: int, device: str) -> list[str]:
             f"datamodule.limit={STAGE_RECORDS}", "threads=1", f"trainer={'gpu' if device == 'cuda' else 'cpu'}"]
 
 
+def predict(arguments: list[str], log: Path) -> int:
+    """`paraisite predict ARGUMENTS` in a subprocess, its output into `log`; the exit code."""
+    return subprocess.call([sys.executable, "-m", "paraisite.cli", "predict", *arguments], cwd=ROOT,
+                           stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
 def start(runs: list[tuple[str, list[str]]], work: Path) -> list[tuple[str, Path, subprocess.Popen]]:
     return [(name, work / name, train(work / name, ov, work / "logs" / f"{name}.log")) for name, ov in runs]
 
@@ -88,9 +94,8 @@ def smoke(work: Path, report: dict) -> None:
         predicted = None
         if res.get("status") == "ok":
             out = work / f"{name}_predict.csv"
-            code = subprocess.call([sys.executable, "-m", "paraisite.cli", "predict", str(cif), "--run",
-                                    str(work / name), "--device", "cuda", "--output", str(out)], cwd=ROOT,
-                                   stdout=(work / "logs" / f"{name}_predict.log").open("w"), stderr=subprocess.STDOUT)
+            code = predict([str(cif), "--run", str(work / name), "--device", "cuda", "--output", str(out)],
+                           work / "logs" / f"{name}_predict.log")
             predicted = code == 0 and out.exists()
         rows.append({"backbone": backbone, "train": res.get("status"), "predict_cuda": predicted,
                      "wall_s": round(wall, 1), "test_mape": res.get("test", {}).get("dataset1", {}).get("mape")})
@@ -107,10 +112,10 @@ def parity(work: Path, report: dict) -> None:
     for device in ("cuda", "cpu"):
         out = work / f"kappa_{device}.csv"
         begin = time.perf_counter()
-        subprocess.check_call([sys.executable, "-m", "paraisite.cli", "predict",
-                               str(data_dir() / "screening" / "mp_scan.json.gz"), "--model", "kappa", "--device",
-                               device, "--output", str(out)], cwd=ROOT,
-                              stdout=(work / "logs" / f"kappa_{device}.log").open("w"), stderr=subprocess.STDOUT)
+        log = work / "logs" / f"kappa_{device}.log"
+        if predict([str(data_dir() / "screening" / "mp_scan.json.gz"), "--model", "kappa", "--device", device,
+                    "--output", str(out)], log):
+            raise RuntimeError(f"paraisite predict --device {device} failed: see {log}")
         timed[device] = (time.perf_counter() - begin, pd.read_csv(out))
     (t_gpu, gpu), (t_cpu, cpu) = timed["cuda"], timed["cpu"]
     columns = [c for c in gpu.columns if c.startswith("kappa_") and c != "kappa_std"]  # the mean and each member
