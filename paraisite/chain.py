@@ -54,6 +54,7 @@ from paraisite.recipe import (
 from paraisite.runlock import RunLock
 from paraisite.settings import Stage, without_added_keys
 from paraisite.stage_store import StageStore, stage_key
+from paraisite.target import Target
 from paraisite.tracking import CSVTracker
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
             "seed": cfg.seed + i,
             "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
             "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
-            "target": resolved["data"].get("target"), "trainer": resolved["trainer"], "version": __version__})
+            "target": Target.from_data_config(cfg.data).to_json(), "trainer": resolved["trainer"], "version": __version__})
         keys.append(previous)
     return keys
 

@@ -1,7 +1,8 @@
 """`Target`: what a run predicts, decided once from the `data` config and stored in results.json and model.pt.
 
-κ (`kappa`): positive and log-distributed: log10(κ+1) standardised, MAPE loss on the κ scale, MAPE selects
-checkpoints, scored on every LTC test set. Any other property (`generic`): standardised, L1 loss, MAE selects.
+κ (`kappa`): positive and log-distributed: log10(κ + `log_offset`) standardised (offset 1 as published; 0: a plain
+log), MAPE loss on the κ scale, MAPE selects checkpoints, scored on every LTC test set. Any other property
+(`generic`): standardised, L1 loss, MAE selects.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ class Target:
     kind: str = "kappa"
     name: str = "kappa"  # the property (the data set's name for generic targets)
     unit: str = "W/mK"  # of MAE / RMSE
+    log_offset: float = 1.0  # κ: the network learns standardised log10(κ + log_offset)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ConfigError(f"data.target={self.kind!r} is not allowed (one of {', '.join(KINDS)})")
+        if not (isinstance(self.log_offset, (int, float)) and 0 <= self.log_offset < float("inf")):
+            raise ConfigError(f"data.log_offset={self.log_offset!r}: needs a number ≥ 0 (κ is learnt as "
+                              "log10(κ + log_offset))")
 
     @classmethod
     def from_data_config(cls, data) -> Target:
-        """From a `data` config node: `target` (kappa | generic), `name`, `unit`."""
+        """From a `data` config node: `target` (kappa | generic), `name`, `unit`, `log_offset` (κ)."""
         kind = data.get("target", "kappa")
         if kind == "kappa":
-            return cls("kappa", "kappa", data.get("unit") or "W/mK")
+            return cls("kappa", "kappa", data.get("unit") or "W/mK", data.get("log_offset", 1.0))
         return cls(kind, str(data.get("name", "")), str(data.get("unit") or ""))
 
     @classmethod
@@ -62,7 +67,7 @@ class Target:
         return "mape" if self.is_kappa else "l1"
 
     def transform(self) -> Standardizer:
-        return LogStandardizer() if self.is_kappa else Standardizer()
+        return LogStandardizer(offset=self.log_offset) if self.is_kappa else Standardizer()
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -14,8 +14,9 @@ from paraisite.data.mirror import check, mirror_file
 from paraisite.data.records import read_records
 from paraisite.data.splits import split_indices
 from paraisite.data.transforms import LogStandardizer, Standardizer
-from paraisite.errors import DataError
+from paraisite.errors import ConfigError, DataError
 from paraisite.paths import data_dir
+from paraisite.target import Target
 from tests.conftest import write_records
 
 EFORM_GRAPHS = GraphFeaturizer(4.0, __import__("matgl.config").config.DEFAULT_ELEMENTS)
@@ -169,6 +170,18 @@ def test_transform_round_trip_and_fit_on_train_only():
     assert torch.allclose(t.decode(t.encode(kappa)), kappa, rtol=1e-12)
     y = torch.log10(kappa[:3] + 1)
     assert float(t.mean) == pytest.approx(float(y.mean())) and float(t.std) == pytest.approx(float(y.std()))
+
+
+def test_log_offset_is_the_learnt_scale_and_results_without_it_mean_one():
+    kappa = torch.tensor([0.5, 2.0, 30.0, 1500.0], dtype=torch.float64)
+    plain = Target.from_data_config({"target": "kappa", "log_offset": 0}).transform().fit(kappa[:3])
+    assert float(plain.mean) == pytest.approx(float(torch.log10(kappa[:3]).mean()))
+    assert torch.allclose(plain.decode(plain.encode(kappa)), kappa, rtol=1e-12)
+    assert float(plain.decode_raw(torch.tensor([-50.0]))) > 0  # a plain log never decodes below κ = 0
+    assert Target.from_data_config({"target": "kappa"}).transform().offset == 1.0
+    assert Target.of_results({"target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}}).log_offset == 1.0
+    with pytest.raises(ConfigError, match="data.log_offset=-1"):
+        Target.from_data_config({"target": "kappa", "log_offset": -1})
 
 
 def test_kappa_decodes_to_zero_or_more_and_the_loss_keeps_a_gradient_below_zero():

@@ -10,12 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from paraisite import chain
 from paraisite.cli import main as cli
 from paraisite.data.datamodule import LTCDataModule
 from paraisite.errors import ParaisiteError
 from paraisite.evaluate import predict_split
 from paraisite.predict import load_ensemble, predict
 from tests.conftest import write_records
+from tests.helpers import compose_cfg
 
 
 @pytest.fixture
@@ -308,3 +310,18 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     (row,) = read_rows(tmp_path / "p.csv").values()
     assert float(row["kappa_mean"]) > 0 and float(row["kappa_std"]) >= 0 and row["flag"] == ""
     assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members)
+
+
+@pytest.mark.slow
+def test_a_plain_log_run_predicts_its_own_test_predictions(tmp_path, mirror_records):
+    results = chain.run(compose_cfg("finetune=dft", "data=dataset1", "data.log_offset=0"), tmp_path / "run")
+    assert results["target"]["log_offset"] == 0
+    (member,) = load_ensemble([tmp_path / "run"])
+    assert member.module.transform.offset == 0.0  # rebuilt from the stored config
+    with open(tmp_path / "run" / "test_predictions.csv") as f:
+        tested = {r["id"]: float(r["prediction"]) for r in csv.DictReader(f) if r["test_set"] == "dataset1"}
+    records = write_records(tmp_path / "in.json", [r for r in mirror_records if r["id"] in tested])
+    predict([records], [member], tmp_path / "p.csv")
+    predicted = {Path(r["id"]).name: float(r["kappa_mean"]) for r in read_rows(tmp_path / "p.csv").values()}
+    assert predicted.keys() == tested.keys()
+    np.testing.assert_allclose([predicted[i] for i in tested], list(tested.values()), rtol=1e-5)

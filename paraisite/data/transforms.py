@@ -1,8 +1,9 @@
-"""Target transforms, fitted on training targets only. κ: y = (log10(κ + 1) − mean) / std; any other property:
-y = (t − mean) / std. Buffers `mean`/`std` travel with the model, so predictions are always in the target's units.
+"""Target transforms, fitted on training targets only. κ: y = (log10(κ + c) − mean) / std with the offset c
+(`data.log_offset`: 1 as published, 0 for a plain log); any other property: y = (t − mean) / std. Buffers
+`mean`/`std` travel with the model (the offset with its config), so predictions are always in the target's units.
 
 `decode` is what every prediction goes through (validation and test metrics, `paraisite predict`): for κ it is
-floored at 0 (the inverse 10**y − 1 alone reaches −1 W/mK). The training loss uses `decode_raw` instead, so a
+floored at 0 (the inverse 10**y − c alone reaches −c W/mK). The training loss uses `decode_raw` instead, so a
 prediction below 0 still gets a gradient towards the target (a clamp there would make it exactly flat).
 
 Buffers `train_min`/`train_max` hold the range of the training targets (in the target's units): `paraisite predict`
@@ -85,13 +86,17 @@ class Standardizer(nn.Module):
 
 
 class LogStandardizer(Standardizer):
-    """Standardised log10(κ + 1); predictions floored at κ = 0."""
+    """Standardised log10(κ + offset); predictions floored at κ = 0. The offset is the run's `Target.log_offset`
+    (its data config), not a buffer: a model is rebuilt from its config before its weights load."""
 
     floor = 0.0
 
+    def __init__(self, mean: float = 0.0, std: float = 1.0, offset: float = 1.0):
+        super().__init__(mean, std)
+        self.offset = float(offset)
+
     def forward_map(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.log10(t + 1)
+        return torch.log10(t + self.offset)
 
     def inverse_map(self, y: torch.Tensor) -> torch.Tensor:
-        return 10**y - 1
-
+        return 10**y - self.offset
