@@ -284,7 +284,8 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
             "seed": cfg.seed + i,
             "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
             "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
-            "target": Target.from_data_config(cfg.data).to_json(), "trainer": resolved["trainer"], "version": __version__})
+            "target": Target.from_data_config(cfg.data).to_json(), "trainer": resolved["trainer"],
+            "version": __version__})
         keys.append(previous)
     return keys
 

@@ -25,7 +25,8 @@ class Target:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ConfigError(f"data.target={self.kind!r} is not allowed (one of {', '.join(KINDS)})")
-        if not (isinstance(self.log_offset, (int, float)) and 0 <= self.log_offset < float("inf")):
+        number = isinstance(self.log_offset, (int, float)) and not isinstance(self.log_offset, bool)
+        if not (number and 0 <= self.log_offset < float("inf")):
             raise ConfigError(f"data.log_offset={self.log_offset!r}: needs a number ≥ 0 (κ is learnt as "
                               "log10(κ + log_offset))")
 
