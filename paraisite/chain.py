@@ -261,7 +261,7 @@ def run_in_folder(cfg: DictConfig, stages: list[Stage], run_dir: Path, started: 
 
 
 def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featurizer,
-               excluded: list[tuple[frozenset[str], ...]], test_mode: str) -> list[str | None]:
+               excluded: list[tuple[frozenset[str], ...]], test_mode: str, target: Target) -> list[str | None]:
     """The stage store's key of every stage (None: not shared — `stage_cache=false`, several devices, or a
     feature-extraction stage). A first stage's key covers the model it starts from; a later one the key before it."""
     single_process = cfg.trainer.get("devices", 1) == 1 and cfg.trainer.get("num_nodes", 1) == 1
@@ -284,8 +284,7 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
             "seed": cfg.seed + i,
             "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
             "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
-            "target": Target.from_data_config(cfg.data).to_json(), "trainer": resolved["trainer"],
-            "version": __version__})
+            "target": target.to_json(), "trainer": resolved["trainer"], "version": __version__})
         keys.append(previous)
     return keys
 
@@ -309,7 +308,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     else:
         excluded = [(frozenset(),) * len(stage.datasets) for stage in stages]
     scored = {}
-    keys = stage_keys(cfg, stages, weights, featurizer, excluded, test_mode)
+    keys = stage_keys(cfg, stages, weights, featurizer, excluded, test_mode, target)
     stage_results = []
     for i, (stage, exclude, key) in enumerate(zip(stages, excluded, keys)):
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)

@@ -35,7 +35,7 @@ class Target:
         """From a `data` config node: `target` (kappa | generic), `name`, `unit`, `log_offset` (κ)."""
         kind = data.get("target", "kappa")
         if kind == "kappa":
-            return cls("kappa", "kappa", data.get("unit") or "W/mK", data.get("log_offset", 1.0))
+            return cls("kappa", "kappa", data.get("unit") or "W/mK", data.get("log_offset", cls.log_offset))
         return cls(kind, str(data.get("name", "")), str(data.get("unit") or ""))
 
     @classmethod
