@@ -34,7 +34,8 @@ def data_fetch(args) -> int:
 def report(args) -> int:
     from paraisite.report import markdown, write_report
 
-    rows = write_report(args.runs, args.output, args.metric, args.compare or (), args.committee or ())
+    rows = write_report(args.runs, args.output, args.metric, args.compare or (), args.committee or (),
+                        args.experts or ())
     print(markdown(rows, args.metric))
     extra = [name for name, given in (("comparisons", args.compare), ("committees", args.committee)) if given]
     for name in extra:
@@ -170,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="score the ensemble of two or more rows (e.g. other backbones on one data set: per "
                           "material, the mean of the rows' own out-of-fold ensembles) with its interval, paired with "
                           "each row alone (repeatable; rows named as for --compare)")
+    rep.add_argument("--experts", nargs="+", action="append", metavar="ROW",
+                     help="add a row of per-source experts: rows trained on disjoint sets (e.g. Dataset1 and Dataset2), "
+                          "each material predicted out of fold by the row of its own set — on MIX, to pair with the "
+                          "row trained on the union (repeatable; rows named as for --compare; --compare and "
+                          "--committee may name the new row)")
     rep.set_defaults(func=report)
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
     pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders; "

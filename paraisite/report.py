@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paraisite.data.datasets import LTC_DATASETS
 from paraisite.errors import ParaisiteError
 from paraisite.paths import run_folders
 from paraisite.recipe import backbone_class, flatten, run_identity, run_label
@@ -325,20 +326,9 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
         if row["protocol"] == "cv" and all(r.get("dir") for r in members):
             complete, incomplete, row["folds"] = cv_repeats(members)
             row["_repeats"], row["incomplete"] = complete, "; ".join(f"seed {s}: {w}" for s, w in incomplete.items())
-            row["_n_incomplete"], kind = len(incomplete), kind_of(members)
+            row["_n_incomplete"] = len(incomplete)
             row["_tests"] = {t for r in members for t in r.get("test", {})}
-            for test in test_sets:
-                repeats = [c[test] for c in complete.values() if test in c]
-                result = bootstrap(repeats, metric, kind, rng_for(*key, test, metric), n_boot)
-                values = np.array(result["per_repeat"], dtype=float)
-                row[f"{test}_mean"] = result["estimate"]
-                row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-                row[f"{test}_n"] = len(values) if np.isfinite(result["estimate"]) else 0
-                row[f"{test}_lo"], row[f"{test}_hi"] = result["lo"], result["hi"]
-                joint = bootstrap([ensemble(repeats)] if repeats else [], metric, kind,
-                                  rng_for(*key, test, metric, "ensemble"), n_boot)
-                row[f"{test}_ensemble"] = joint["estimate"]
-                row[f"{test}_ensemble_lo"], row[f"{test}_ensemble_hi"] = joint["lo"], joint["hi"]
+            score_pooled(row, test_sets, metric, n_boot)
             continue
         for test in test_sets:
             values = np.array([r["test"][test][metric] for r in ok if metric in r.get("test", {}).get(test, {})], dtype=float)
@@ -347,6 +337,23 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
             row[f"{test}_n"] = len(values)
             row[f"{test}_lo"] = row[f"{test}_hi"] = float("nan")
     return rows
+
+
+def score_pooled(row: dict, test_sets: list[str], metric: str, n_boot: int) -> None:
+    """Per test set, a cv row's metric over its complete repeats (`_repeats`) with its interval, and its ensemble's."""
+    kind = kind_of(row["_members"])
+    for test in test_sets:
+        repeats = [c[test] for c in row["_repeats"].values() if test in c]
+        result = bootstrap(repeats, metric, kind, rng_for(*row["_key"], test, metric), n_boot)
+        values = np.array(result["per_repeat"], dtype=float)
+        row[f"{test}_mean"] = result["estimate"]
+        row[f"{test}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        row[f"{test}_n"] = len(values) if np.isfinite(result["estimate"]) else 0
+        row[f"{test}_lo"], row[f"{test}_hi"] = result["lo"], result["hi"]
+        joint = bootstrap([ensemble(repeats)] if repeats else [], metric, kind,
+                          rng_for(*row["_key"], test, metric, "ensemble"), n_boot)
+        row[f"{test}_ensemble"] = joint["estimate"]
+        row[f"{test}_ensemble_lo"], row[f"{test}_ensemble_hi"] = joint["lo"], joint["hi"]
 
 
 def validation_mean(runs: list[dict]) -> float:
@@ -661,6 +668,58 @@ def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_B
     return out
 
 
+def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP) -> dict:
+    """Per-source experts: a cv row made of rows trained on disjoint data sets (Dataset1, Dataset2) that predicts each
+    material with the row trained on the material's own source — on MIX (split per source) each material's
+    out-of-fold prediction by its own set's row, whose fold models never saw it. Scored like a cv row on the seeds
+    that every row has complete, and named in `--compare`/`--committee` like one (its label ends in
+    "(per-source experts)")."""
+    if len(names) < 2:
+        raise ParaisiteError(f"--experts {' '.join(names)}: experts need two rows or more")
+    members = [find_row(rows, name, "--experts") for name in names]
+    labels = [label(r) for r in members]
+    not_cv = [text for row, text in zip(members, labels) if not is_pooled(row)]
+    if not_cv:
+        raise ParaisiteError(f"--experts: {', '.join(not_cv)}: not a cv row (experts pool out-of-fold predictions)")
+    kinds = {kind_of(r["_members"]) for r in members}
+    if len(kinds) > 1:
+        raise ParaisiteError(f"--experts: the rows predict different targets ({', '.join(sorted(kinds))})")
+    by_source: dict[str, tuple[dict, str]] = {}
+    for row, text in zip(members, labels):
+        for source in LTC_DATASETS.get(row["data"], [row["data"]]):
+            if source in by_source:
+                raise ParaisiteError(f"--experts: {by_source[source][1]} and {text} both train on {source}; each "
+                                     "source needs one expert")
+            by_source[source] = row, text
+    seeds = sorted(set.intersection(*(set(r["_repeats"]) for r in members)), key=seed_order)
+    complete: dict = {}
+    for seed in seeds:  # a test set whose every source has its expert: mix, though no expert was tested on it
+        for test in dict.fromkeys([*test_sets_of(rows), *(t for r in members for t in r["_repeats"][seed])]):
+            sources = LTC_DATASETS.get(test, [test])
+            if all(s in by_source and s in by_source[s][0]["_repeats"][seed] for s in sources):
+                parts = [by_source[s][0]["_repeats"][seed][s] for s in sources]
+                complete.setdefault(seed, {})[test] = Repeat(seed, *(np.concatenate([getattr(p, field) for p in parts])
+                                                                     for field in ("ids", "true", "pred")))
+    if not complete:
+        raise ParaisiteError(f"--experts {' '.join(labels)}: no seed in which every row has complete out-of-fold "
+                             "predictions on its own set")
+    runs = [run for r in members for run in r["_members"]]
+    row = {key: "+".join(dict.fromkeys(str(r[key]) for r in members)) for key in ("backbone", "pretrain", "finetune")}
+    row.update(data="|".join(r["data"] for r in members), protocol="cv",
+               variant="; ".join(dict.fromkeys(["per-source experts", *(r["variant"] for r in members if r["variant"])])),
+               _key=("experts", *labels), _members=runs, _repeats=complete, _n_incomplete=0,
+               _tests={t for c in complete.values() for t in c},
+               n_runs=len(runs), n_failed=sum(r["n_failed"] for r in members),
+               n_running=sum(r["n_running"] for r in members), seeds=list(complete),
+               folds="/".join(dict.fromkeys(str(r["folds"]) for r in members)), val_mean=validation_mean(
+                   [run for run in runs if run.get("status") == "ok"]),
+               incomplete="; ".join(f"seed {s}: not complete in every expert" for s in
+                                    sorted(set().union(*(r["_repeats"] for r in members)) - set(complete),
+                                           key=seed_order)))
+    score_pooled(row, test_sets_of(rows), metric, n_boot)
+    return row
+
+
 def committees_markdown(results: list[dict], metric: str) -> str:
     better = "higher" if metric in HIGHER_IS_BETTER else "lower"
     lines = [f"# Committees: {metric.upper()} of the ensemble of several rows", "",
@@ -705,12 +764,15 @@ def write_csv(path: Path, records: list[dict]) -> None:
 
 
 def write_report(paths: list[str | Path], output: str | Path, metric: str = "mape",
-                 pairs: list[tuple[str, str]] = (), committees: list[list[str]] = ()) -> list[dict]:
+                 pairs: list[tuple[str, str]] = (), committees: list[list[str]] = (),
+                 expert_sets: list[list[str]] = ()) -> list[dict]:
     """Write table.csv/.md, row_configs.md, heatmap.png, curves.png (failed.txt); for `pairs` of row names
-    (`find_row`) comparisons.md/.csv, for `committees` (lists of row names) committees.md/.csv; returns the rows."""
+    (`find_row`) comparisons.md/.csv, for `committees` (lists of row names) committees.md/.csv; `expert_sets` (lists
+    of row names) add per-source experts rows (`experts`), which pairs and committees may name; returns the rows."""
     output = Path(output)
     runs = find_runs(paths)
     rows = summarize(runs, metric)
+    rows += [experts(rows, list(names), metric) for names in expert_sets]
     compared = [c for a, b in pairs for c in compare(rows, a, b, metric)]  # a bad row name stops before any file
     joint = [c for names in committees for c in committee(rows, list(names), metric)]
     output.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,17 @@ import pytest
 from paraisite.data.splits import split_indices
 from paraisite.errors import ParaisiteError
 from paraisite.metrics import regression_metrics
-from paraisite.report import committee, compare, find_runs, markdown, row_runs, summarize, validation_mean
+from paraisite.report import (
+    committee,
+    compare,
+    experts,
+    find_runs,
+    label,
+    markdown,
+    row_runs,
+    summarize,
+    validation_mean,
+)
 from paraisite.runlock import RunLock
 from paraisite.stats import batch_metric
 from tests.helpers import cfg_of
@@ -230,6 +240,81 @@ def test_a_committee_averages_the_rows_own_ensembles_out_of_fold(tmp_path):
         committee(rows, ["eform", "megnet/eform/dft/dataset1 [cv]"], "mape")
     with pytest.raises(ParaisiteError, match=r"--committee 'elemnet': no row is labelled so"):
         committee(rows, ["eform", "elemnet"], "mape")
+
+
+def source_grid(root, error: dict[str, float]) -> dict:
+    """cv runs trained on dataset1 (30 records), dataset2 (40) and mix (both, split per source as the data module
+    does): each predicts its fold's test records of every set it covers, κ with a relative error `error[data]`.
+    Returns {(data, seed): {source: (ids, true, pred)}}."""
+    from omegaconf import OmegaConf
+
+    sets = {"dataset1": materials(30, seed=1), "dataset2": materials(40, seed=2)}
+    sets = {name: (np.char.add(f"{name}:", ids), true) for name, (ids, true) in sets.items()}
+    made = {}
+    for data, sources in (("dataset1", ["dataset1"]), ("dataset2", ["dataset2"]), ("mix", ["dataset1", "dataset2"])):
+        for seed in SEEDS:
+            made[data, seed] = {s: (*sets[s], predictions(sets[s][1], error[data], seed)) for s in sources}
+            for fold in range(FOLDS):
+                folder = root / f"{data}-s{seed}-f{fold}"
+                (folder / ".hydra").mkdir(parents=True)
+                OmegaConf.save(cfg_of("finetune=dft", f"data={data}", "protocol=cv", f"datamodule.folds={FOLDS}",
+                                      f"fold={fold}", f"seed={seed}"), folder / ".hydra" / "config.yaml")
+                rows = []
+                for source in sources:
+                    ids, true, pred = made[data, seed][source]
+                    test = split_indices(len(ids), seed, "cv", folds=FOLDS, fold=fold)["test"]
+                    tests = [source] + (["mix"] if data == "mix" else [])
+                    rows += [(ids[i], "X", t, fold, seed, true[i], pred[i]) for t in tests for i in test]
+                (folder / "results.json").write_text(json.dumps({
+                    "status": "ok", "config": {"backbone": "megnet", "pretrain": "eform", "finetune": "dft",
+                                               "data": data, "seed": seed, "protocol": "cv", "fold": fold},
+                    "test": {}, "target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}, "stages": []}))
+                with open(folder / "test_predictions.csv", "w", newline="") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(["id", "formula", "test_set", "fold", "seed", "target", "prediction"])
+                    writer.writerows(rows)
+    return made
+
+
+def test_per_source_experts_predict_each_material_of_the_union_with_its_own_sets_row(tmp_path):
+    made = source_grid(tmp_path, {"dataset1": 0.1, "dataset2": 0.2, "mix": 0.4})
+    rows = summarize(find_runs([tmp_path]))
+    row = experts(rows, ["dft/dataset1", "dft/dataset2"], "mape")
+    assert label(row) == "megnet/eform/dft/dataset1|dataset2 [cv] (per-source experts)"
+    expected = {}
+    for seed in SEEDS:  # on mix: dataset1's records by the dataset1 row, dataset2's by the dataset2 row
+        true, pred = (np.concatenate([made[data, seed][data][k] for data in ("dataset1", "dataset2")]) for k in (1, 2))
+        expected[seed] = regression_metrics(true, pred)["mape"]
+    assert row["mix_mean"] == pytest.approx(np.mean(list(expected.values())))
+    assert row["dataset1_mean"] == pytest.approx(row_of_data(rows, "dataset1")["dataset1_mean"])
+    assert np.isnan(row["agl_mean"]) and row["seeds"] == [1, 2] and row["mix_lo"] < row["mix_mean"] < row["mix_hi"]
+    (mix,) = [c for c in compare(rows + [row], "per-source experts", "dft/mix", "mape") if c["test_set"] == "mix"]
+    assert mix["n_materials"] == 70 and mix["diff"] < 0 and mix["ci_hi"] < 0  # the union's row errs 0.4, experts ≤ 0.2
+    assert "| megnet/eform/dft/dataset1|dataset2 [cv] (per-source experts) |" in markdown(rows + [row], "mape")
+    with pytest.raises(ParaisiteError, match="experts need two rows or more"):
+        experts(rows, ["dft/dataset1"], "mape")
+    with pytest.raises(ParaisiteError, match=r"dft/dataset1 \[cv\] and megnet/eform/dft/mix \[cv\] both train on dataset1"):
+        experts(rows, ["dft/dataset1", "dft/mix"], "mape")
+
+
+def test_the_cli_adds_experts_rows_that_comparisons_and_committees_name(tmp_path, capsys):
+    from paraisite.cli import main as cli
+
+    source_grid(tmp_path / "sweep", {"dataset1": 0.1, "dataset2": 0.2, "mix": 0.4})
+    assert cli(["report", str(tmp_path / "sweep"), "--output", str(tmp_path / "r"),
+                "--experts", "dft/dataset1", "dft/dataset2", "--compare", "per-source experts", "dft/mix",
+                "--committee", "per-source experts", "dft/mix"]) == 0
+    table = {r["data"]: r for r in csv.DictReader(open(tmp_path / "r" / "table.csv"))}
+    assert float(table["dataset1|dataset2"]["mix_mean"]) < float(table["mix"]["mix_mean"])
+    compared = [r for r in csv.DictReader(open(tmp_path / "r" / "comparisons.csv")) if r["test_set"] == "mix"]
+    assert compared[0]["a"].endswith("(per-source experts)") and float(compared[0]["diff"]) < 0
+    assert {r["test_set"] for r in csv.DictReader(open(tmp_path / "r" / "committees.csv"))} == {"dataset1", "dataset2",
+                                                                                              "mix"}
+
+
+def row_of_data(rows, data):
+    (row,) = [r for r in rows if r["data"] == data]
+    return row
 
 
 def test_source_training_settings_split_rows_only_of_backbones_that_train_a_source(tmp_path):
