@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--committee", nargs="+", action="append", metavar="ROW",
                      help="score the ensemble of two or more rows (e.g. other backbones on one data set: per "
                           "material, the mean of the rows' own out-of-fold ensembles) with its interval, paired with "
-                          "each row alone (repeatable; rows named as for --compare)")
+                          "each row alone (repeatable; rows named as for --compare). --compare names a committee "
+                          "by its label, 'committee: A + B …', or its start")
     rep.add_argument("--experts", nargs="+", action="append", metavar="ROW",
                      help="add a row of per-source experts: rows trained on disjoint sets (e.g. Dataset1 and Dataset2), "
                           "each material predicted out of fold by the row of its own set — on MIX, to pair with the "

@@ -430,7 +430,13 @@ def markdown(rows: list[dict], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_committee(row: dict) -> bool:
+    return row["_key"][0] == "committee"
+
+
 def label(row: dict) -> str:
+    if "_label" in row:
+        return row["_label"]
     return f"{row['backbone']}/{row['pretrain']}/{row['finetune']}/{row['data']}" + (
         "" if row["protocol"] == "holdout" else f" [{row['protocol']}]") + (
         f" ({row['variant']})" if row.get("variant") else "")
@@ -536,10 +542,12 @@ def curves(runs: list[dict], path: Path) -> None:
 
 
 def find_row(rows: list[dict], name: str, option: str = "--compare") -> dict:
-    """The row whose label (`label`) is `name`, else the one row whose label contains it."""
+    """The row whose label (`label`) is `name`, else the one row whose label contains it (a committee's: starts
+    with it, so that a member's name does not name its committees too)."""
     labels = [label(r) for r in rows]
     exact = [r for r, text in zip(rows, labels) if text == name]
-    found = exact or [r for r, text in zip(rows, labels) if name in text]
+    found = exact or [r for r, text in zip(rows, labels)  # a committee by its label's start ("committee: …")
+                      if (text.startswith(name) if text.startswith(COMMITTEE) else name in text)]
     if len(found) == 1:
         return found[0]
     if not found:
@@ -555,8 +563,14 @@ def row_runs(paths: list[str | Path], name: str) -> tuple[str, list[str]]:
     return label(row), [r["dir"] for r in row["_members"] if r.get("status") == "ok"]
 
 
-def repeats_of(row: dict) -> dict:
-    """{seed: {test set: Repeat}}: a cv row's complete repeats, else each finished run's test predictions."""
+def repeats_of(row: dict, as_ensemble: bool = False) -> dict:
+    """{seed: {test set: Repeat}}: a cv row's complete repeats, else each finished run's test predictions;
+    `as_ensemble`: {"committee": {test set: the ensemble of the repeats}}, what a committee is paired with."""
+    if as_ensemble and not is_committee(row):
+        repeats = repeats_of(row)
+        tests = dict.fromkeys(t for rep in repeats.values() for t in rep)
+        return {"committee": {t: ensemble([repeats[s][t] for s in sorted(repeats, key=seed_order) if t in repeats[s]])
+                              for t in tests}}
     if is_pooled(row):
         return row["_repeats"]
     out = {}
@@ -599,7 +613,8 @@ def compare_rows(row_a: dict, row_b: dict, metric: str, n_boot: int = N_BOOTSTRA
     kinds = kind_of(row_a["_members"]), kind_of(row_b["_members"])
     if kinds[0] != kinds[1]:
         raise ParaisiteError(f"{names[0]} ({kinds[0]}) and {names[1]} ({kinds[1]}) predict different targets")
-    reps_a, reps_b = repeats_of(row_a), repeats_of(row_b)
+    either = is_committee(row_a) or is_committee(row_b)  # a committee is paired with the other row's ensemble
+    reps_a, reps_b = repeats_of(row_a, either), repeats_of(row_b, either)
     seeds = sorted(set(reps_a) & set(reps_b), key=seed_order)
     out = []
     for test in dict.fromkeys(t for s in seeds for t in reps_a[s] if t in reps_b[s]):
@@ -621,13 +636,14 @@ def compare_rows(row_a: dict, row_b: dict, metric: str, n_boot: int = N_BOOTSTRA
     return out
 
 
-def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP,
-              n_perm: int = N_PERMUTATIONS) -> list[dict]:
-    """The committee of the rows `names` (two or more: other backbones, chains…): on each test set every row
+COMMITTEE = "committee: "  # the start of a committee's label
+
+
+def committee_row(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP) -> dict:
+    """The committee of the rows `names` (two or more: other backbones, chains…) as a row: on each test set every row
     predicts, per material (those all rows predict), the mean of the rows' own ensembles (`stats.ensemble` of each
     row's repeats: of cv rows, out-of-fold predictions by models that never saw the material), each row weighted
-    alike. One dict per (test set, member row): the committee's metric with its 95 % bootstrap interval, and the
-    paired difference committee − that row's ensemble on the same materials (`stats.paired`)."""
+    alike; scored with its interval. Labelled "committee: A + B …", so `--compare` may name it."""
     if len(names) < 2:
         raise ParaisiteError(f"--committee {' '.join(names)}: a committee needs two rows or more")
     members = [find_row(rows, name, "--committee") for name in names]
@@ -638,11 +654,11 @@ def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_B
     if len(set(kinds.values())) > 1:
         raise ParaisiteError("--committee: the rows predict different targets (" +
                              ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")")
-    kind, name = kinds[labels[0]], " + ".join(labels)
+    name = " + ".join(labels)
     repeats = [repeats_of(r) for r in members]
     tests = [t for t in dict.fromkeys(t for rep in repeats for s in rep for t in rep[s])
              if all(any(t in rep[s] for s in rep) for rep in repeats)]
-    out = []
+    joint = {}
     for test in tests:
         own = [ensemble([rep[s][test] for s in sorted(rep, key=seed_order) if test in rep[s]]) for rep in repeats]
         common = own[0].ids
@@ -653,19 +669,35 @@ def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_B
         own = [o.subset(np.isin(o.ids, common)) for o in own]  # ensemble ids are sorted: the same order in all
         for i, other in enumerate(own[1:], 1):
             match(own[0], other, (labels[0], labels[i]), test)  # refuses other targets for one id
-        joint = Repeat("committee", common, own[0].true, np.mean([o.pred for o in own], axis=0))
-        scored = bootstrap([joint], metric, kind, rng_for("committee", name, test, metric), n_boot)
-        for row_label, alone in zip(labels, own):
-            result = paired([joint], [alone], metric, kind, rng_for("committee", name, row_label, test, metric),
-                            n_boot, n_perm)
-            out.append({"committee": name, "test_set": test, "metric": metric, "committee_value": scored["estimate"],
-                        "committee_lo": scored["lo"], "committee_hi": scored["hi"], "member": row_label,
-                        "member_value": result["b"], "diff": result["diff"], "ci_lo": result["lo"],
-                        "ci_hi": result["hi"], "p": result["p"], "n_materials": len(common),
-                        "member_repeats": len(alone.seed)})
-    if not out:
+        joint[test] = Repeat("committee", common, own[0].true, np.mean([o.pred for o in own], axis=0))
+    if not joint:
         raise ParaisiteError(f"--committee {name}: the rows predict no material of a test set in common")
-    return out
+    runs = [run for r in members for run in r["_members"]]
+    row = {key: "+".join(dict.fromkeys(str(r[key]) for r in members)) for key in ROW_KEYS}
+    row.update(variant="", _label=COMMITTEE + name, _key=("committee", name), _members=runs, _rows=members,
+               _repeats={"committee": joint}, _n_incomplete=0, _tests=set(joint), n_runs=len(runs),
+               n_failed=sum(r.get("n_failed", 0) for r in members), n_running=sum(r.get("n_running", 0) for r in members),
+               seeds=["committee"], folds="", incomplete="", val_mean=validation_mean(
+                   [run for run in runs if run.get("status") == "ok"]))
+    score_pooled(row, test_sets_of(rows), metric, n_boot)
+    return row
+
+
+def committee(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP,
+              n_perm: int = N_PERMUTATIONS) -> tuple[dict, list[dict]]:
+    """The committee's row (`committee_row`) and one dict per (test set, member row): the committee's metric with
+    its 95 % bootstrap interval, and the paired difference committee − that row's ensemble on the same materials."""
+    row = committee_row(rows, names, metric, n_boot)
+    out = []
+    for member in row["_rows"]:
+        for c in compare_rows(row, member, metric, n_boot, n_perm):
+            test = c["test_set"]
+            out.append({"committee": label(row)[len(COMMITTEE):], "test_set": test, "metric": metric,
+                        "committee_value": row[f"{test}_mean"], "committee_lo": row[f"{test}_lo"],
+                        "committee_hi": row[f"{test}_hi"], "member": label(member), "member_value": c["b_mean"],
+                        "diff": c["diff"], "ci_lo": c["ci_lo"], "ci_hi": c["ci_hi"], "p": c["p"],
+                        "n_materials": c["n_materials"], "member_repeats": len(repeats_of(member))})
+    return row, out
 
 
 def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP) -> dict:
@@ -773,8 +805,9 @@ def write_report(paths: list[str | Path], output: str | Path, metric: str = "map
     runs = find_runs(paths)
     rows = summarize(runs, metric)
     rows += [experts(rows, list(names), metric) for names in expert_sets]
-    compared = [c for a, b in pairs for c in compare(rows, a, b, metric)]  # a bad row name stops before any file
-    joint = [c for names in committees for c in committee(rows, list(names), metric)]
+    made = [committee(rows, list(names), metric) for names in committees]  # a bad row name stops before any file
+    joint = [c for _, results in made for c in results]
+    compared = [c for a, b in pairs for c in compare(rows + [row for row, _ in made], a, b, metric)]
     output.mkdir(parents=True, exist_ok=True)
     write_csv(output / "table.csv", [{k: v for k, v in r.items() if not k.startswith("_")} |
                                      {"seeds": " ".join(map(str, r["seeds"]))} for r in rows])

@@ -16,6 +16,7 @@ from paraisite.report import (
     committee,
     compare,
     experts,
+    find_row,
     find_runs,
     label,
     markdown,
@@ -220,7 +221,7 @@ def test_compare_refuses_unknown_or_ambiguous_rows(tmp_path):
 def test_a_committee_averages_the_rows_own_ensembles_out_of_fold(tmp_path):
     made = cv_grid(tmp_path, {"eform": 0.1, "scratch": 0.5, "gap": 0.3}, skip={("gap", 2, 1)})
     rows = summarize(find_runs([tmp_path]))
-    results = committee(rows, ["eform", "scratch", "gap"], "mape")
+    row, results = committee(rows, ["eform", "scratch", "gap"], "mape")
     _, true, _ = made["eform", 1]
     own = {p: np.mean([made[p, s][2] for s in SEEDS], axis=0) for p in ("eform", "scratch")}
     own["gap"] = made["gap", 1][2]  # seed 2 is incomplete: the row's ensemble is seed 1 alone
@@ -234,6 +235,15 @@ def test_a_committee_averages_the_rows_own_ensembles_out_of_fold(tmp_path):
     assert by_member["eform"]["diff"] > 0  # and worse than its best: averaging is no free lunch
     assert [by_member[p]["member_repeats"] for p in ("eform", "scratch", "gap")] == [2, 2, 1]
     assert {(r["n_materials"], r["test_set"]) for r in results} == {(40, "dataset1")}
+    assert row["dataset1_mean"] == results[0]["committee_value"]
+    assert label(row) == "committee: " + " + ".join(f"megnet/{p}/dft/dataset1 [cv]" for p in ("eform", "scratch", "gap"))
+    (alone,) = compare(rows + [row], "committee: megnet/eform", "megnet/scratch/dft/dataset1 [cv]", "mape")
+    assert alone["diff"] == pytest.approx(by_member["scratch"]["diff"])  # a committee is paired with ensembles
+    other, _ = committee(rows, ["eform", "scratch"], "mape")
+    (pair,) = compare(rows + [row, other], "committee: megnet/eform/dft/dataset1 [cv] + megnet/scratch/dft/dataset1 [cv] +",
+                      "committee: megnet/eform/dft/dataset1 [cv] + megnet/scratch/dft/dataset1 [cv]", "mape")
+    assert pair["diff"] == pytest.approx(row["dataset1_mean"] - other["dataset1_mean"]) and pair["n_materials"] == 40
+    assert find_row(rows + [row], "scratch") is row_of(rows, "scratch")  # a member's name does not name its committee
     with pytest.raises(ParaisiteError, match="a committee needs two rows or more"):
         committee(rows, ["eform"], "mape")
     with pytest.raises(ParaisiteError, match="names one row twice"):
