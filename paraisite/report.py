@@ -672,14 +672,22 @@ def committee_row(rows: list[dict], names: list[str], metric: str, n_boot: int =
         joint[test] = Repeat("committee", common, own[0].true, np.mean([o.pred for o in own], axis=0))
     if not joint:
         raise ParaisiteError(f"--committee {name}: the rows predict no material of a test set in common")
-    runs = [run for r in members for run in r["_members"]]
-    row = {key: "+".join(dict.fromkeys(str(r[key]) for r in members)) for key in ROW_KEYS}
-    row.update(variant="", _label=COMMITTEE + name, _key=("committee", name), _members=runs, _rows=members,
-               _repeats={"committee": joint}, _n_incomplete=0, _tests=set(joint), n_runs=len(runs),
-               n_failed=sum(r.get("n_failed", 0) for r in members), n_running=sum(r.get("n_running", 0) for r in members),
-               seeds=["committee"], folds="", incomplete="", val_mean=validation_mean(
-                   [run for run in runs if run.get("status") == "ok"]))
+    row = joined_row(members, ("committee", name), {"committee": joint}, variant="", _label=COMMITTEE + name,
+                     folds="", incomplete="")
     score_pooled(row, test_sets_of(rows), metric, n_boot)
+    return row
+
+
+def joined_row(members: list[dict], key: tuple, repeats: dict, **fields) -> dict:
+    """A row built from other rows (a committee, experts): their runs, `repeats` ({seed: {test set: Repeat}}) and
+    `fields`; the grid label's parts are the members' distinct values joined by "+"."""
+    runs = [run for r in members for run in r["_members"]]
+    row = {k: "+".join(dict.fromkeys(str(r[k]) for r in members)) for k in ROW_KEYS}
+    row.update(_key=key, _members=runs, _rows=members, _repeats=repeats, _n_incomplete=0,
+               _tests={t for c in repeats.values() for t in c}, n_runs=len(runs),
+               n_failed=sum(r.get("n_failed", 0) for r in members), n_running=sum(r.get("n_running", 0) for r in members),
+               seeds=list(repeats), val_mean=validation_mean([run for run in runs if run.get("status") == "ok"]))
+    row.update(fields)
     return row
 
 
@@ -735,19 +743,12 @@ def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOO
     if not complete:
         raise ParaisiteError(f"--experts {' '.join(labels)}: no seed in which every row has complete out-of-fold "
                              "predictions on its own set")
-    runs = [run for r in members for run in r["_members"]]
-    row = {key: "+".join(dict.fromkeys(str(r[key]) for r in members)) for key in ("backbone", "pretrain", "finetune")}
-    row.update(data="|".join(r["data"] for r in members), protocol="cv",
-               variant="; ".join(dict.fromkeys(["per-source experts", *(r["variant"] for r in members if r["variant"])])),
-               _key=("experts", *labels), _members=runs, _repeats=complete, _n_incomplete=0,
-               _tests={t for c in complete.values() for t in c},
-               n_runs=len(runs), n_failed=sum(r["n_failed"] for r in members),
-               n_running=sum(r["n_running"] for r in members), seeds=list(complete),
-               folds="/".join(dict.fromkeys(str(r["folds"]) for r in members)), val_mean=validation_mean(
-                   [run for run in runs if run.get("status") == "ok"]),
-               incomplete="; ".join(f"seed {s}: not complete in every expert" for s in
-                                    sorted(set().union(*(r["_repeats"] for r in members)) - set(complete),
-                                           key=seed_order)))
+    left_out = sorted(set().union(*(r["_repeats"] for r in members)) - set(complete), key=seed_order)
+    row = joined_row(members, ("experts", *labels), complete, data="|".join(r["data"] for r in members),
+                     variant="; ".join(dict.fromkeys(["per-source experts", *(r["variant"] for r in members
+                                                                               if r["variant"])])),
+                     folds="/".join(dict.fromkeys(str(r["folds"]) for r in members)),
+                     incomplete="; ".join(f"seed {s}: not complete in every expert" for s in left_out))
     score_pooled(row, test_sets_of(rows), metric, n_boot)
     return row
 
