@@ -307,7 +307,7 @@ def test_per_source_experts_predict_each_material_of_the_union_with_its_own_sets
         experts(rows, ["dft/dataset1", "dft/mix"], "mape")
 
 
-def test_the_cli_adds_experts_rows_that_comparisons_and_committees_name(tmp_path, capsys):
+def test_the_cli_adds_experts_rows_that_comparisons_and_committees_name(tmp_path):
     from paraisite.cli import main as cli
 
     source_grid(tmp_path / "sweep", {"dataset1": 0.1, "dataset2": 0.2, "mix": 0.4})
