@@ -39,6 +39,7 @@ args+=(--committee "${graph_mix[@]}" --committee "${graph_experts[@]}"
        --committee "${graph_mix[@]}" "$elemnet_mix" --committee "${graph_experts[@]}" "$elemnet_experts"
        --compare "$(committee "${graph_experts[@]}")" "$(committee "${graph_mix[@]}")"
        --compare "$(committee "${graph_experts[@]}" "$elemnet_experts")" "$(committee "${graph_mix[@]}" "$elemnet_mix")"
-       --compare "$(committee "${graph_experts[@]}" "$elemnet_experts")" "$(committee "${graph_experts[@]}")")
+       --compare "$(committee "${graph_experts[@]}" "$elemnet_experts")" "$(committee "${graph_experts[@]}")"
+       --compare "$(committee "${graph_experts[@]}")" "${graph_mix[1]}")  # − the shipped model's recipe (Step III on MIX)
 # shellcheck disable=SC2086
-$PY -m paraisite.cli report "$RUNS" $MEGNET_DFT $MEGNET_STEP3 --output "$OUTPUT" "${args[@]}"
+$PY -m paraisite.cli report $RUNS $MEGNET_DFT $MEGNET_STEP3 --output "$OUTPUT" "${args[@]}"
