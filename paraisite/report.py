@@ -639,28 +639,39 @@ def compare_rows(row_a: dict, row_b: dict, metric: str, n_boot: int = N_BOOTSTRA
 COMMITTEE = "committee: "  # the start of a committee's label
 
 
+def named_rows(rows: list[dict], names: list[str], option: str, need: str) -> tuple[list[dict], list[str]]:
+    """The rows `names` name (`find_row`) and their labels, for an option that combines rows: two or more, each
+    once, all predicting the same target."""
+    if len(names) < 2:
+        raise ParaisiteError(f"{option} {' '.join(names)}: {need} two rows or more")
+    members = [find_row(rows, name, option) for name in names]
+    labels = [label(r) for r in members]
+    if len(set(labels)) < len(labels):
+        raise ParaisiteError(f"{option} names one row twice ({', '.join(labels)})")
+    kinds = {text: kind_of(r["_members"]) for r, text in zip(members, labels)}
+    if len(set(kinds.values())) > 1:
+        raise ParaisiteError(f"{option}: the rows predict different targets (" +
+                             ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")")
+    return members, labels
+
+
+def sources_in(name: str) -> list[str]:
+    """The sources of a data or test set name (mix: dataset1 and dataset2); any other name is its own source."""
+    return LTC_DATASETS.get(name, [name])
+
+
 def committee_row(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP) -> dict:
     """The committee of the rows `names` (two or more: other backbones, chains…) as a row: on each test set every row
     predicts, per material (those all rows predict), the mean of the rows' own ensembles (`stats.ensemble` of each
     row's repeats: of cv rows, out-of-fold predictions by models that never saw the material), each row weighted
     alike; scored with its interval. Labelled "committee: A + B …", so `--compare` may name it."""
-    if len(names) < 2:
-        raise ParaisiteError(f"--committee {' '.join(names)}: a committee needs two rows or more")
-    members = [find_row(rows, name, "--committee") for name in names]
-    labels = [label(r) for r in members]
-    if len(set(labels)) < len(labels):
-        raise ParaisiteError(f"--committee names one row twice ({', '.join(labels)})")
-    kinds = {label(r): kind_of(r["_members"]) for r in members}
-    if len(set(kinds.values())) > 1:
-        raise ParaisiteError("--committee: the rows predict different targets (" +
-                             ", ".join(f"{k}: {v}" for k, v in kinds.items()) + ")")
+    members, labels = named_rows(rows, names, "--committee", "a committee needs")
     name = " + ".join(labels)
-    repeats = [repeats_of(r) for r in members]
-    tests = [t for t in dict.fromkeys(t for rep in repeats for s in rep for t in rep[s])
-             if all(any(t in rep[s] for s in rep) for rep in repeats)]
+    ensembles = [repeats_of(r, as_ensemble=True)["committee"] for r in members]
+    tests = [t for t in dict.fromkeys(t for e in ensembles for t in e) if all(t in e for e in ensembles)]
     joint = {}
     for test in tests:
-        own = [ensemble([rep[s][test] for s in sorted(rep, key=seed_order) if test in rep[s]]) for rep in repeats]
+        own = [e[test] for e in ensembles]
         common = own[0].ids
         for other in own[1:]:
             common = np.intersect1d(common, other.ids)
@@ -714,19 +725,13 @@ def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOO
     out-of-fold prediction by its own set's row, whose fold models never saw it. Scored like a cv row on the seeds
     that every row has complete, and named in `--compare`/`--committee` like one (its label ends in
     "(per-source experts)")."""
-    if len(names) < 2:
-        raise ParaisiteError(f"--experts {' '.join(names)}: experts need two rows or more")
-    members = [find_row(rows, name, "--experts") for name in names]
-    labels = [label(r) for r in members]
+    members, labels = named_rows(rows, names, "--experts", "experts need")
     not_cv = [text for row, text in zip(members, labels) if not is_pooled(row)]
     if not_cv:
         raise ParaisiteError(f"--experts: {', '.join(not_cv)}: not a cv row (experts pool out-of-fold predictions)")
-    kinds = {kind_of(r["_members"]) for r in members}
-    if len(kinds) > 1:
-        raise ParaisiteError(f"--experts: the rows predict different targets ({', '.join(sorted(kinds))})")
     by_source: dict[str, tuple[dict, str]] = {}
     for row, text in zip(members, labels):
-        for source in LTC_DATASETS.get(row["data"], [row["data"]]):
+        for source in sources_in(row["data"]):
             if source in by_source:
                 raise ParaisiteError(f"--experts: {by_source[source][1]} and {text} both train on {source}; each "
                                      "source needs one expert")
@@ -735,7 +740,7 @@ def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOO
     complete: dict = {}
     for seed in seeds:  # a test set whose every source has its expert: mix, though no expert was tested on it
         for test in dict.fromkeys([*test_sets_of(rows), *(t for r in members for t in r["_repeats"][seed])]):
-            sources = LTC_DATASETS.get(test, [test])
+            sources = sources_in(test)
             if all(s in by_source and s in by_source[s][0]["_repeats"][seed] for s in sources):
                 parts = [by_source[s][0]["_repeats"][seed][s] for s in sources]
                 complete.setdefault(seed, {})[test] = Repeat(seed, *(np.concatenate([getattr(p, field) for p in parts])
