@@ -1,5 +1,6 @@
 """`fit`: the one training loop. Trains a `TransferRegressor` for one `Stage` on a data module, selects the best
-epoch on the validation split and loads those weights. Every stage of a chain and source pre-training use it."""
+epoch on the validation split (from the stage's `select_from_epoch` on) and loads those weights. Every stage of a
+chain and source pre-training use it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,23 @@ class LatestCheckpoint(Callback):
             self.saved_at = time.monotonic()
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` of the best validation score that considers only epochs ≥ `from_epoch` (a burn-in). Both
+    hooks it may save from (which one depends on the validation schedule) skip the earlier epochs."""
+
+    def __init__(self, from_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.from_epoch = from_epoch
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.current_epoch >= self.from_epoch:
+            super().on_train_epoch_end(trainer, module)
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.current_epoch >= self.from_epoch:
+            super().on_validation_end(trainer, module)
+
+
 class EpochEMA(WeightAveraging):
     """Exponential moving average of the weights, updated every optimizer step with a time constant of `epochs`
     epochs (decay 1 − 1/(epochs × steps per epoch)), started from the stage's initial weights. Lightning's
@@ -73,8 +91,8 @@ def fit(module: TransferRegressor, stage: Stage, datamodule, checkpoint_dir: Pat
     monitor = f"val/{module.monitor}"
     # fixed names (no -v1 copies), so a relaunch finds exactly these two files. With weight averaging the best
     # checkpoint is a full one: only then does Lightning let the callback put the average in it.
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min",
-                           enable_version_counter=False, save_weights_only=not stage.ema_epochs)
+    best = BestCheckpoint(stage.select_from_epoch, dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="min",
+                          enable_version_counter=False, save_weights_only=not stage.ema_epochs)
     latest = checkpoint_dir / "latest.ckpt"
     callbacks: list[Callback] = [best, *([EpochEMA(stage.ema_epochs)] if stage.ema_epochs else [])]
     if resume_every_s is not None:

@@ -81,7 +81,6 @@ class EpochProgress(Callback):
         self.stage, self.every_s, self.index = stage, every_s, index
         self.emit = emit or log.info
         self.name = f"stage {stage}" + (f" ({index[0]}/{index[1]})" if index else "")
-        self.best: float | None = None
         self.started = self.printed_at = self.pending = None
         self.first_epoch = 0
 
@@ -118,10 +117,7 @@ class EpochProgress(Callback):
         metrics = trainer.callback_metrics
         monitor = module.monitor
         value = _number(metrics.get(f"val/{monitor}"))
-        if value is not None:
-            self.best = value if self.best is None else min(self.best, value)
-        best = _number(metrics.get(f"val/best_{monitor}"))  # the module's own (survives a resume)
-        best = self.best if best is None else best if self.best is None else min(best, self.best)
+        best = _number(metrics.get(f"val/best_{monitor}"))  # the module's own: survives a resume, skips a burn-in
         self.pending = (epoch, total, now, monitor, _number(metrics.get("train/loss")), value, best)
         first, last = epoch == self.first_epoch + 1, epoch >= total or trainer.should_stop
         if first or last or now - self.printed_at >= self.every_s:
@@ -181,6 +177,8 @@ def log_plan(cfg, stages: list[Stage], run_dir: str | Path | None = None) -> str
                 what += f", early stopping after {s.patience}"
             if s.ema_epochs:
                 what += f", weights averaged over ~{s.ema_epochs:g} epochs"
+            if s.select_from_epoch:
+                what += f", best epoch chosen from epoch {s.select_from_epoch} on"
         low = f" + {s.low_fidelity} (low fidelity, loss × {s.low_fidelity_weight:g})" if s.low_fidelity else ""
         parts.append(f"{i}. {s.name} on {s.data}{low} ({what})")
     trainer = cfg.trainer

@@ -61,7 +61,11 @@ def stages_of(cfg: DictConfig) -> list[Stage]:
             raise ConfigError(f"{where}: no 'data' (the dataset this stage trains on)")
         merged = {"name": name, "low_fidelity": None, **layers[0][1], **by_data.get(own["data"], {}), **layers[1][1],
                   **own, **overrides}
-        stages.append(typed(Stage, merged, f"stage {name!r}"))
+        stage = typed(Stage, merged, f"stage {name!r}")
+        if stage.select_from_epoch >= stage.epochs:
+            raise ConfigError(f"stage {name!r}: select_from_epoch={stage.select_from_epoch} leaves no epoch to choose "
+                              f"from (epochs={stage.epochs}; epochs are counted from 0)")
+        stages.append(stage)
     if not stages:
         raise ConfigError(f"finetune={cfg.finetune.name}: the chain has no stages")
     if any(s.policy == "features" for s in stages[:-1]):

@@ -116,7 +116,8 @@ class Stage:
     cosine decay to `final_lr_fraction` over `decay_steps` (0: over the rest of the stage); early stopping after
     `patience` epochs without a better validation score (null: off). With `ema_epochs` > 0 an exponential moving
     average of the weights (time constant: that many epochs) is what validation scores, the best checkpoint keeps and
-    the stage ends with; 0: the raw weights.
+    the stage ends with; 0: the raw weights. The best checkpoint is chosen among epochs ≥ `select_from_epoch`
+    (0-based; earlier epochs are validated, never kept).
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
     `regressor` (last stage only).
     With `low_fidelity` (a dataset) the stage is multi-fidelity: that set's training split trains along with `data`'s,
@@ -141,6 +142,7 @@ class Stage:
     features_layer: int = rule(nonzero=True)
     low_fidelity_weight: float = rule(low=0)
     ema_epochs: float = rule(low=0)
+    select_from_epoch: int = rule(low=0)
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -151,7 +153,7 @@ class Stage:
 # Keys added after runs existed (of a stage, or of the run: `calibrate`), at the value that computes what those runs
 # computed: at that value (or null) a key is no part of a run's identity (its folder key, its stored stages, its
 # report row), so older runs stay the same runs and resume.
-ADDED_KEYS = {"ema_epochs": 0, "calibrate": False}
+ADDED_KEYS = {"ema_epochs": 0, "select_from_epoch": 0, "calibrate": False}
 
 
 def without_added_keys(layer: Mapping) -> dict:

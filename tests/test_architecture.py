@@ -57,6 +57,13 @@ def test_a_mistyped_key_in_a_config_file_is_refused_with_the_stage_named():
         stages_of(cfg_of("backbone=elemnet", "+backbone.stage.learning_rate=1"))
 
 
+def test_a_burn_in_as_long_as_the_stage_is_refused():
+    with pytest.raises(ConfigError, match=r"stage 'dft': select_from_epoch=5 leaves no epoch to choose from \(epochs=5"):
+        stages_of(cfg_of("finetune=dft", "stage_overrides.epochs=5", "++finetune.stages.dft.select_from_epoch=5"))
+    (stage,) = stages_of(cfg_of("finetune=dft", "stage_overrides.epochs=5", "stage_overrides.select_from_epoch=4"))
+    assert stage.select_from_epoch == 4
+
+
 def test_every_stage_key_is_declared_so_no_plus_is_needed():
     stages = stages_of(compose_cfg("finetune=agl_dft", "stage_overrides.lr=5e-4", "stage_overrides.patience=7"))
     assert [(s.lr, s.patience) for s in stages] == [(5e-4, 7), (5e-4, 7)]

@@ -220,3 +220,37 @@ def test_an_added_stage_key_at_its_neutral_value_leaves_a_runs_identity_unchange
     now["stage_overrides"]["ema_epochs"] = 3
     assert run_identity(now) != run_identity(before)
     assert chain.config_change({"config": before}, run_identity(now)) == " (stage_overrides.ema_epochs: (unset) → 3)"
+
+
+def test_the_best_checkpoint_is_chosen_after_the_burn_in(tmp_path):
+    """With `select_from_epoch` = 2 the best validation epoch is chosen among epochs 2.. even though epoch 0 scored
+    lower; without it, epoch 0 is kept."""
+    import lightning as L
+
+    from paraisite.fit import BestCheckpoint
+
+    scores = [0.1, 0.5, 0.4, 0.3, 0.35]
+
+    class Toy(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, _):
+            return self.linear(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/mape", scores[self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)), batch_size=4)
+    for from_epoch, expected in [(0, 0), (2, 3)]:
+        best = BestCheckpoint(from_epoch, dirpath=tmp_path / str(from_epoch), filename="best", monitor="val/mape",
+                              mode="min")
+        L.Trainer(max_epochs=len(scores), callbacks=[best], logger=False, num_sanity_val_steps=0,
+                  enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path).fit(
+            Toy(), loader, loader)
+        assert torch.load(best.best_model_path, weights_only=True)["epoch"] == expected
+        assert best.best_model_score.item() == pytest.approx(scores[expected])

@@ -89,7 +89,8 @@ class TransferRegressor(L.LightningModule):
         for key in self.target.metrics:
             value = metrics.get(key, float("nan"))
             self.log(f"val/{key}", float(value) if np.isfinite(value) else float("inf"), prog_bar=key == self.monitor)
-        if np.isfinite(metrics.get(self.monitor, np.nan)):
+        selectable = self.current_epoch >= self.settings.select_from_epoch  # the burn-in: see `fit.BestCheckpoint`
+        if selectable and np.isfinite(metrics.get(self.monitor, np.nan)):
             self._best_val = min(self._best_val, metrics[self.monitor])
         self.log(f"val/best_{self.monitor}", self._best_val)  # monotone: what early termination watches
 
