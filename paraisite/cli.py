@@ -97,18 +97,28 @@ def predict_progress(inputs, every_s: float):
 def bundle(args) -> int:
     import json
 
-    from paraisite.models.bundle import write_bundle
+    from paraisite.models.bundle import RouteModels, parse_stoichiometry, write_bundle
     from paraisite.predict import find_models, load_ensemble
 
     try:
         card = json.loads(open(args.card).read()) if args.card else {}
     except (OSError, ValueError) as exc:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
-    members = load_ensemble(args.runs, data_dir=args.data_dir)  # every member loads; one property
-    models = find_models(args.runs)
-    manifest, domain = write_bundle(models, args.output, card, members[0].featurizer.by_composition, args.data_dir)
-    print(f"{len(models)} member(s) → {manifest.parent} (model.json, weights.safetensors); training domain: "
-          f"{len(domain.elements)} elements, cells up to {domain.max_atoms or '—'} atoms")
+    routed = [(name, parse_stoichiometry(stoichiometry), [run]) for name, stoichiometry, run in args.route or []]
+    routes = [RouteModels(name, amounts, tuple(find_models(runs)))
+              for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]]
+    # every member loads, and all predict one property
+    members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed)], data_dir=args.data_dir)
+    manifest, written = write_bundle(routes, args.output, card, members[0].featurizer.by_composition, args.data_dir,
+                                     half=args.half)
+    for route in written:
+        takes = "every other structure" if len(written) > 1 else "every structure"
+        if route.stoichiometry:
+            takes = ":".join(map(str, route.stoichiometry)) + " compounds" + (
+                f" in space group(s) {', '.join(map(str, route.space_groups))}" if route.space_groups else "")
+        print(f"route {route.name} ({takes}): {len(route.members)} member(s); training domain "
+              f"{len(route.domain.elements)} elements, cells up to {route.domain.max_atoms or '—'} atoms")
+    print(f"→ {manifest.parent} (model.json, weights.safetensors{', float16' if args.half else ''})")
     return 0
 
 
@@ -204,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     pred.set_defaults(func=predict)
     bun = commands.add_parser("bundle", help="an ensemble of finished runs as one portable model folder (safetensors "
                                              "+ JSON) for `paraisite predict --model DIR`")
-    bun.add_argument("runs", nargs="+", help="run or sweep folders (every model.pt under them is a member)")
+    bun.add_argument("runs", nargs="+", help="run or sweep folders (every model.pt under them is a member); with "
+                                              "--route, the members of every structure no route takes")
+    bun.add_argument("--route", nargs=3, action="append", metavar=("NAME", "STOICHIOMETRY", "RUNS"),
+                     help="the models under RUNS predict the compounds of this stoichiometry, e.g. --route binaries 1:1 "
+                          "outputs/final_dataset1 (repeatable; the output gets a route column)")
+    bun.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; predictions "
+                                                         "within ~1e-3 relative)")
     bun.add_argument("--output", required=True, type=Path, help="the bundle folder")
     bun.add_argument("--card", default=None, help="a JSON file of model-card facts stored with the bundle (card)")
     bun.add_argument("--data-dir", default=None)

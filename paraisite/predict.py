@@ -33,7 +33,7 @@ from paraisite.data.records import (
     structure_from_file,
 )
 from paraisite.errors import ParaisiteError
-from paraisite.models.bundle import Domain, read_bundle
+from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
 from paraisite.recipe import build_model
 
@@ -44,7 +44,7 @@ INPUT_LISTS = (".json.gz", ".jsonl", ".jsonl.gz")
 # structures per inference batch: M3GNet's triplet tensors outgrow the CPU caches beyond ~32 (batch 128: +35 % time);
 # MEGNet is within 3 % from 32 to 128 (docs/benchmarks.md)
 PREDICT_BATCH = 32
-TEXT_COLUMNS = ("id", "formula", "flag", "extrapolation")  # of the output; n_atoms is an integer, the rest floats
+TEXT_COLUMNS = ("id", "formula", "route", "flag", "extrapolation")  # of the output; n_atoms an integer, the rest floats
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Member:
     property: tuple = ()  # what it predicts (see `property_of`); members of one ensemble must agree
     path: str = ""
     domain: Domain | None = None  # a bundle's training domain (inputs beyond it are noted)
+    route: Route | None = None  # of a bundle with routes: it predicts only the structures its route takes
 
 
 def property_of(config: dict) -> tuple[str, str, str]:
@@ -102,13 +103,19 @@ def find_models(runs: list[str | Path]) -> list[Path]:
 
 def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | None = None,
                   bundles: list[str | Path] = ()) -> list[Member]:
-    """The members of every run under `runs` and of every model bundle (a folder, or a shipped name: `kappa`)."""
+    """The members of every run under `runs` and of every model bundle (a folder, or a shipped name: `kappa`). A
+    bundle with routes predicts alone."""
     members, names = [], set()
     for bundle in bundles:
-        bundled, _, domain = read_bundle(bundle)
+        bundled, _, routes = read_bundle(bundle)
+        if len(routes) > 1 and (runs or len(bundles) > 1):
+            raise ParaisiteError(f"--model {bundle} routes structures to its members ({', '.join(r.name for r in routes)})"
+                                 ": it predicts alone; give it without other --model or --run")
+        route_of = {name: r for r in routes for name in r.members}
         for m in bundled:
             member = member_of(m.config, m.state_dict, m.name, f"{bundle}:{m.name}", device, data_dir)
-            members.append(replace(member, domain=domain))
+            route = route_of[m.name]
+            members.append(replace(member, domain=route.domain, route=route if len(routes) > 1 else None))
             names.add(m.name)
     for path in find_models(runs):
         name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
@@ -229,34 +236,43 @@ def featurize(records: list[Record], featurizers: dict[str, object]) -> dict[str
     return {key: f.build(records) for key, f in featurizers.items()}
 
 
-def prepare_chunk(items: list[RawItem], featurizers: dict[str, object]) -> tuple[list[tuple], dict[str, object]]:
-    """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag)], features of
-    the parsed records, in order). Only tensors and strings travel back, never structures."""
+def prepare_chunk(items: list[RawItem], featurizers: dict[str, object],
+                  routes: tuple[Route, ...] = ()) -> tuple[list[tuple], dict[str, object]]:
+    """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag, route)], features
+    of the parsed records, in order; route: the name of the route that takes the record, "" without routes). Only
+    tensors and strings travel back, never structures."""
     parsed = [parse(item) for item in items]
     records = [rec for _, rec, _ in parsed if rec is not None]
-    meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag)
+    meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
+             route_for(routes, rec.formula, rec.structure).name if rec and routes else "")
             for rid, rec, flag in parsed]
     return meta, featurize(records, featurizers) if records else {}
 
 
 @torch.inference_mode()
-def infer(members: list[Member], features: dict[str, object], n: int,
-          batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, list[str]]:
-    """(prediction per record × member, NaN where unusable; flag per record) from featurized records."""
+def infer(members: list[Member], features: dict[str, object], n: int, batch_size: int = PREDICT_BATCH,
+          takes: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """(prediction per record × member, NaN where unusable or not asked; flag per record) from featurized records.
+    `takes` (records × members, bool): which members predict which records (None: all of them)."""
     predictions = np.full((n, len(members)), np.nan)
     flags = [""] * n
+    takes = np.ones((n, len(members)), dtype=bool) if takes is None else takes
     for key, data in features.items():
-        member_ids = [j for j, m in enumerate(members) if repr(m.featurizer) == key]
-        usable = [i for i, f in enumerate(data.flags) if not f]
         for i, flag in enumerate(data.flags):
             flags[i] = flags[i] or flag
-        for start in range(0, len(usable), batch_size):
-            idx = usable[start:start + batch_size]
-            batch = data.collate(idx)
-            for j in member_ids:
-                module = members[j].module
-                on_device = module.transfer_batch_to_device(batch, module.device, 0)
-                predictions[idx, j] = module.predict_target(on_device).double().cpu().numpy()
+        groups: dict[tuple, list[int]] = {}  # the records a group of members predicts → those members
+        for j, m in enumerate(members):
+            if repr(m.featurizer) == key:
+                groups.setdefault(tuple(int(i) for i in np.flatnonzero(takes[:, j])), []).append(j)
+        for records, member_ids in groups.items():
+            usable = [i for i in records if not data.flags[i]]
+            for start in range(0, len(usable), batch_size):
+                idx = usable[start:start + batch_size]
+                batch = data.collate(idx)
+                for j in member_ids:
+                    module = members[j].module
+                    on_device = module.transfer_batch_to_device(batch, module.device, 0)
+                    predictions[idx, j] = module.predict_target(on_device).double().cpu().numpy()
     return predictions, flags
 
 
@@ -273,9 +289,10 @@ def _worker_init() -> None:
     warnings.filterwarnings("ignore", module=r"pymatgen\.")
 
 
-def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int, workers: int) -> Iterator:
+def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int, workers: int,
+                    routes: tuple[Route, ...] = ()) -> Iterator:
     """prepare_chunk over the input, in order; with workers, at most 2 chunks per worker are in flight."""
-    work = partial(prepare_chunk, featurizers=featurizers)
+    work = partial(prepare_chunk, featurizers=featurizers, routes=routes)
     if workers <= 0:
         yield from map(work, chunks(items, chunk_size))
         return
@@ -383,41 +400,46 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
     top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one
     runs inference; `progress(n)` is called with the number of items done after each chunk. Columns: id, formula,
-    n_atoms, <name>_mean (κ) or prediction, its std, one per member, flag, extrapolation (members predicting far
-    outside their training range; the prediction is kept). The output is written to a temporary file renamed at the
-    end; an output that is one of the inputs is refused."""
+    n_atoms, <name>_mean (κ) or prediction, its std, one per member, with routes the route that took the structure
+    (only its members predict it), flag, extrapolation (inputs beyond the training domain, members predicting far
+    outside their training range; the prediction is kept). The output is written to a temporary file renamed at
+    the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
-    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members), "flag",
-               "extrapolation"]
+    routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
+    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members),
+               *(["route"] if routes else []), "flag", "extrapolation"]
     reach = np.array([m.module.transform.reach() for m in members])  # (members, 2): low, high
-    domains = list(dict.fromkeys(m.domain for m in members if m.domain is not None))
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0}
     best: list[tuple] = []
     try:
-        for meta, features in prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers):
-            parsed = [k for k, (_, _, _, flag) in enumerate(meta) if not flag]
-            predictions, flags = infer(members, features, len(parsed), batch_size)
+        chunks_in = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes)
+        for meta, features in chunks_in:
+            parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
+            takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],
+                             dtype=bool).reshape(len(parsed), len(members))
+            predictions, flags = infer(members, features, len(parsed), batch_size, takes)
             position = {k: g for g, k in enumerate(parsed)}
             rows = []
-            for k, (rid, formula, n_atoms, flag) in enumerate(meta):
+            for k, (rid, formula, n_atoms, flag, route) in enumerate(meta):
                 values, mean, std, note = [None] * len(members), None, None, ""
                 if k in position:
                     flag = flags[position[k]]
                     if not flag:
-                        row = predictions[position[k]]
-                        values = row.tolist()
-                        mean = float(np.mean(values))
-                        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-                        far = ~((reach[:, 0] <= row) & (row <= reach[:, 1]))
+                        row, asked = predictions[position[k]], np.flatnonzero(takes[position[k]])
+                        values = [float(row[j]) if j in asked else None for j in range(len(members))]
+                        mean = float(np.mean(row[asked]))
+                        std = float(np.std(row[asked], ddof=1)) if len(asked) > 1 else 0.0
+                        domains = dict.fromkeys(members[j].domain for j in asked if members[j].domain is not None)
+                        far = [j for j in asked if not reach[j, 0] <= row[j] <= reach[j, 1]]
                         note = "; ".join([*filter(None, (d.outside(formula, n_atoms) for d in domains)),
                                           *(f"{members[j].name}: {name} {members[j].module.transform.extrapolation(row[j])}"
-                                            for j in np.flatnonzero(far))])
+                                            for j in far)])
                 counts["flagged" if mean is None else "predicted"] += 1
                 counts["extrapolated"] += bool(note)
-                rows.append([rid, formula, n_atoms, mean, std, *values, flag, note])
+                rows.append([rid, formula, n_atoms, mean, std, *values, *([route] if routes else []), flag, note])
                 if mean is not None and mean < below and top:
                     item = (-mean, rid, formula, mean, std, note)
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)

@@ -261,7 +261,9 @@ def test_a_bundle_predicts_what_its_runs_predict_without_runs_or_data(two_runs, 
     assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "b"), "--card", str(card)]) == 0
     manifest = json.loads((tmp_path / "b" / "model.json").read_text())
     assert len(manifest["members"]) == 2 and manifest["card"] == {"training_data": "dataset2 (smoke)"}
-    assert {"Al", "As"} <= set(manifest["domain"]["elements"]) and manifest["domain"]["max_atoms"] > 1
+    (route,) = manifest["routes"]
+    assert route["stoichiometry"] is None and route["members"] == [m["name"] for m in manifest["members"]]
+    assert {"Al", "As"} <= set(route["domain"]["elements"]) and route["domain"]["max_atoms"] > 1
     assert {p.name for p in (tmp_path / "b").iterdir()} == {"model.json", "weights.safetensors"}
     predict([structure_folder], load_ensemble([two_runs]), tmp_path / "runs.csv")
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
@@ -271,6 +273,47 @@ def test_a_bundle_predicts_what_its_runs_predict_without_runs_or_data(two_runs, 
     assert runs.keys() == bundled.keys()
     for key, row in runs.items():
         assert row["kappa_mean"] == bundled[key]["kappa_mean"] and row["flag"] == bundled[key]["flag"]
+
+
+def test_a_routed_bundle_predicts_each_structure_with_the_members_of_its_route(two_runs, tmp_path, capsys):
+    """Seed 1 (trained on half-Heuslers) takes the 1:1:1 compounds of its training set's space group (F-43m),
+    seed 2 the rest; in float16 each prediction is its run's within 1e-3."""
+    half_heusler = Structure.from_spacegroup("F-43m", Lattice.cubic(5.9), ["Ti", "Ni", "Sn"],
+                                             [[0, 0, 0], [.25, .25, .25], [.5, .5, .5]]).get_primitive_structure()
+    other_abc = Structure(Lattice.cubic(3.0), ["Ti", "Ni", "Sn"], [[0, 0, 0], [.5, .5, 0], [.5, 0, .5]])
+    ab = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, structure in [("hh", half_heusler), ("abc", other_abc), ("ab", ab)]:
+        structure.to(filename=str(folder / f"{name}.cif"))
+    assert cli(["bundle", str(two_runs / "s2"), "--route", "half-heuslers", "1:1:1", str(two_runs / "s1"), "--half",
+                "--output", str(tmp_path / "b")]) == 0
+    assert "route half-heuslers (1:1:1 compounds in space group(s) 216): 1 member(s)" in capsys.readouterr().out
+    predict([folder], load_ensemble([two_runs / "s1"]), tmp_path / "s1.csv")
+    predict([folder], load_ensemble([two_runs / "s2"]), tmp_path / "s2.csv")
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--output", str(tmp_path / "b.csv"),
+                "--quiet"]) == 0
+    s1, s2, routed = (read_rows(tmp_path / f"{n}.csv") for n in ("s1", "s2", "b"))
+    for name, route in [("hh.cif", "half-heuslers"), ("abc.cif", "other"), ("ab.cif", "other")]:
+        row, own = routed[name], ("m0-s1" if route == "half-heuslers" else "m1-s2")
+        expected = (s1 if route == "half-heuslers" else s2)[name]
+        assert row["route"] == route and row["flag"] == "" and float(row["kappa_std"]) == 0.0
+        assert float(row["kappa_mean"]) == pytest.approx(float(expected["kappa_mean"]), rel=1e-3)
+        assert [k for k, v in row.items() if k.startswith("kappa_m") and k != "kappa_mean" and v] == [f"kappa_{own}"]
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--run", str(two_runs), "--output",
+                str(tmp_path / "x.csv")]) == 2
+    assert "routes structures to its members (half-heuslers, other): it predicts alone" in capsys.readouterr().err
+
+
+def test_bad_routes_are_refused(two_runs, tmp_path, capsys):
+    assert cli(["bundle", str(two_runs), "--route", "x", "1:one", str(two_runs), "--output", str(tmp_path / "b")]) == 2
+    assert "stoichiometry '1:one': give whole element amounts" in capsys.readouterr().err
+    assert cli(["bundle", str(two_runs), "--route", "x", "1:1", str(two_runs / "s1"), "--output", str(tmp_path / "b")]) == 2
+    assert "stoichiometry 1:1: the route's training data (dataset2) hold no such compound" in capsys.readouterr().err
+    assert cli(["bundle", str(two_runs), "--route", "x", "1:1:1", str(two_runs / "s1"), "--route", "y", "1:1:1",
+                str(two_runs / "s2"), "--output", str(tmp_path / "b")]) == 2
+    assert "two routes share a stoichiometry" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_bad_bundles_and_no_model_are_named(two_runs, tmp_path, capsys):
@@ -300,8 +343,8 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     from paraisite.models.bundle import read_bundle
 
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
-    members, card, domain = read_bundle("kappa")
-    assert len(members) >= 5 and card["name"] == "kappa" and {"Na", "Cl"} <= domain.elements
+    members, card, routes = read_bundle("kappa")
+    assert len(members) >= 5 and card["name"] == "kappa" and all({"Na", "Cl"} <= r.domain.elements for r in routes)
     nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
                      [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
     nacl.to(filename=str(tmp_path / "NaCl.cif"))

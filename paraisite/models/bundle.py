@@ -1,10 +1,12 @@
 """Model bundles: an ensemble of finished runs in one portable folder, no pickle anywhere.
 
-`weights.safetensors` holds every member's tensors (keys `<member>/<parameter>`); `model.json` holds the format, each
-member's name and config (with the backbone `spec`, so neither the data folder nor the runs are needed) and the model
-card's facts (`card`: training data, recipe, metrics, domain). `paraisite bundle RUN... --output DIR` writes one;
-`paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package
-(`paraisite/bundles/<NAME>/`, e.g. `kappa`).
+`weights.safetensors` holds every member's tensors (keys `<member>/<parameter>`; float32, or float16 when written
+with `half`); `model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the
+data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
+metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
+stoichiometry and space group) predict it, each route with its own training domain. `paraisite bundle RUN... [--route NAME STOICH
+RUN]... --output DIR` writes one; `paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped
+inside the package (`paraisite/bundles/<NAME>/`, e.g. `kappa`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.files import write_atomic
 from paraisite.models.io import read_model_file
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: routes (format 1, still read: one route of every member, the domain at the top level)
 SHIPPED = Path(__file__).resolve().parent.parent / "bundles"
 WEIGHTS, MANIFEST = "weights.safetensors", "model.json"
 
@@ -66,6 +68,98 @@ def training_domain(configs: list[dict], by_composition: bool, data_dir: str | N
     return Domain(frozenset(elements), max(sizes) if sizes else None)
 
 
+def stoichiometry_of(formula: str) -> tuple[float, ...]:
+    """The reduced formula's element amounts, sorted: (1, 1) for NaCl, (1, 1, 1) for TiNiSn, (2, 3) for Bi2Te3."""
+    from pymatgen.core import Composition
+
+    return tuple(sorted(Composition(formula).reduced_composition.values()))
+
+
+def parse_stoichiometry(text: str) -> tuple[int, ...]:
+    """'1:1:1' → (1, 1, 1) (sorted); a clear error otherwise."""
+    try:
+        amounts = tuple(sorted(int(part) for part in text.split(":")))
+    except ValueError:
+        amounts = ()
+    if len(amounts) < 1 or min(amounts) < 1:
+        raise ParaisiteError(f"stoichiometry {text!r}: give whole element amounts ≥ 1 separated by ':' (e.g. 1:1 for "
+                             "AB compounds, 1:1:1 for ABC)")
+    return amounts
+
+
+SYMPREC = 0.1  # Å: the tolerance of the space groups that routes read (loose: relaxed cells, rounded CIFs)
+
+
+def space_group_of(structure) -> int | None:
+    """The structure's space group number (None when spglib finds none)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Route:
+    """Members that predict the compounds of one stoichiometry whose space group their training set holds
+    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest."""
+
+    name: str
+    stoichiometry: tuple[int, ...] | None
+    space_groups: tuple[int, ...] | None
+    members: tuple[str, ...]
+    domain: Domain
+
+    def takes(self, formula: str, structure) -> bool:
+        if self.stoichiometry is None or stoichiometry_of(formula) != self.stoichiometry:
+            return False
+        return self.space_groups is None or (structure is not None and space_group_of(structure) in self.space_groups)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "stoichiometry": list(self.stoichiometry) if self.stoichiometry else None,
+                "space_groups": list(self.space_groups) if self.space_groups else None,
+                "members": list(self.members), "domain": self.domain.to_json()}
+
+
+def route_for(routes: list[Route], formula: str, structure) -> Route:
+    """The first route that takes the compound, else the route without a stoichiometry."""
+    return next((r for r in routes if r.takes(formula, structure)), None) or next(
+        r for r in routes if r.stoichiometry is None)
+
+
+def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], by_composition: bool,
+                          data_dir: str | None = None) -> tuple[int, ...] | None:
+    """The space groups of the compounds of `stoichiometry` in the data sets the members' last stages trained on
+    (None for composition data); a clear error when those sets hold no such compound."""
+    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.records import read_records
+
+    if by_composition:
+        return None
+    read = {(source, c["datamodule"]["limit"]) for c in configs
+            for source in sources_of(list(c["finetune"]["stages"].values())[-1]["data"])}
+    groups = set()
+    for source, limit in sorted(read, key=str):
+        for record in read_records(source_path(source, data_dir, by_composition), on_bad="skip", limit=limit):
+            if stoichiometry_of(record.formula) == stoichiometry:
+                groups.add(space_group_of(record.structure))
+    groups.discard(None)
+    if not groups:
+        raise ParaisiteError(f"stoichiometry {':'.join(map(str, stoichiometry))}: the route's training data "
+                             f"({', '.join(sorted(s for s, _ in read))}) hold no such compound")
+    return tuple(sorted(groups))
+
+
+@dataclass(frozen=True)
+class RouteModels:
+    """What `write_bundle` puts in one route: the final models (`model.pt` files) of finished runs."""
+
+    name: str
+    stoichiometry: tuple[int, ...] | None
+    models: tuple[Path, ...]
+
+
 @dataclass(frozen=True)
 class BundleMember:
     name: str
@@ -86,32 +180,47 @@ def bundle_folder(model: str | Path) -> Path:
                          f"({', '.join(names) or 'none shipped'})")
 
 
-def write_bundle(models: list[Path], folder: Path, card: dict, by_composition: bool,
-                 data_dir: str | None = None) -> tuple[Path, Domain]:
-    """Bundle the final models (`model.pt` files) of finished runs into `folder`, with the model card's facts and
-    the training domain; returns the manifest's path and the domain."""
+def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composition: bool,
+                 data_dir: str | None = None, half: bool = False) -> tuple[Path, list[Route]]:
+    """Bundle the routes' models into `folder`, with the model card's facts and each route's training domain
+    (`half`: floating-point weights stored as float16, half the size); returns the manifest's path and the routes.
+    Exactly one route has no stoichiometry (it takes what the others do not); no two share one."""
     from safetensors.torch import save
 
-    tensors, members = {}, []
-    for i, path in enumerate(models):
-        config, state = read_model_file(path)
-        name = f"m{i}-{path.parent.name}"
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor):
-                raise ParaisiteError(f"{path}: state entry {key!r} is not a tensor ({type(value).__name__}); only "
-                                     "network members can be bundled")
-            tensors[f"{name}/{key}"] = value.detach().cpu().contiguous().clone()
-        members.append({"name": name, "config": config})
-    domain = training_domain([m["config"] for m in members], by_composition, data_dir)
+    if [r.stoichiometry for r in routes].count(None) != 1:
+        raise ParaisiteError("a bundle needs exactly one route without a stoichiometry (for every other structure)")
+    stoichiometries = [r.stoichiometry for r in routes if r.stoichiometry]
+    if len(set(stoichiometries)) < len(stoichiometries):
+        raise ParaisiteError(f"two routes share a stoichiometry ({stoichiometries})")
+    tensors, members, written = {}, [], []
+    for route in routes:
+        names = []
+        for path in route.models:
+            config, state = read_model_file(path)
+            name = f"m{len(members)}-{path.parent.name}"
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor):
+                    raise ParaisiteError(f"{path}: state entry {key!r} is not a tensor ({type(value).__name__}); "
+                                         "only network members can be bundled")
+                value = value.detach().cpu().contiguous().clone()
+                tensors[f"{name}/{key}"] = value.half() if half and value.is_floating_point() else value
+            members.append({"name": name, "config": config})
+            names.append(name)
+        configs = [m["config"] for m in members[-len(names):]]
+        space_groups = (training_space_groups(configs, route.stoichiometry, by_composition, data_dir)
+                        if route.stoichiometry else None)
+        domain = training_domain(configs, by_composition, data_dir)
+        written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
-    manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card, "domain": domain.to_json()}
+    manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card,
+                "routes": [r.to_json() for r in written]}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-    return folder / MANIFEST, domain
+    return folder / MANIFEST, written
 
 
-def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, Domain]:
-    """(members, card, training domain) of a bundle folder or shipped bundle name."""
+def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route]]:
+    """(members, card, routes) of a bundle folder or shipped bundle name."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -121,15 +230,24 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, Domain]:
         tensors = load_file(folder / WEIGHTS)
     except (OSError, ValueError, SafetensorError) as exc:
         raise ParaisiteError(f"{folder}: unreadable model bundle ({exc})") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
+    if manifest.get("format") not in (1, BUNDLE_FORMAT):
         raise ParaisiteError(f"{folder / MANIFEST}: bundle format {manifest.get('format')!r}, this paraisite reads "
-                             f"format {BUNDLE_FORMAT}")
+                             f"formats 1 to {BUNDLE_FORMAT}")
     members = []
     for m in manifest["members"]:
         prefix = f"{m['name']}/"
-        state = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k.removeprefix(prefix): v.float() if v.dtype == torch.float16 else v  # `half` bundles: back to float32
+                 for k, v in tensors.items() if k.startswith(prefix)}
         if not state:
             raise ParaisiteError(f"{folder / WEIGHTS}: no weights for member {m['name']}")
         members.append(BundleMember(m["name"], m["config"], state))
-    domain = Domain(frozenset(manifest["domain"]["elements"]), manifest["domain"]["max_atoms"])
-    return members, manifest["card"], domain
+    if manifest["format"] == 1:
+        domain = manifest["domain"]
+        routes = [{"name": "all", "stoichiometry": None, "space_groups": None, "members": [m.name for m in members],
+                   "domain": domain}]
+    else:
+        routes = manifest["routes"]
+    return members, manifest["card"], [
+        Route(r["name"], tuple(r["stoichiometry"]) if r["stoichiometry"] else None,
+              tuple(r["space_groups"]) if r["space_groups"] else None, tuple(r["members"]),
+              Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"])) for r in routes]
