@@ -112,11 +112,7 @@ def bundle(args) -> int:
     manifest, written = write_bundle(routes, args.output, card, members[0].featurizer.by_composition, args.data_dir,
                                      half=args.half)
     for route in written:
-        takes = "every other structure" if len(written) > 1 else "every structure"
-        if route.stoichiometry:
-            takes = ":".join(map(str, route.stoichiometry)) + " compounds" + (
-                f" in space group(s) {', '.join(map(str, route.space_groups))}" if route.space_groups else "")
-        print(f"route {route.name} ({takes}): {len(route.members)} member(s); training domain "
+        print(f"route {route.name} ({route.describe()}): {len(route.members)} member(s); training domain "
               f"{len(route.domain.elements)} elements, cells up to {route.domain.max_atoms or '—'} atoms")
     print(f"→ {manifest.parent} (model.json, weights.safetensors{', float16' if args.half else ''})")
     return 0

@@ -41,7 +41,7 @@ def scores(row: dict) -> dict:
 def cv_metrics(cv: list[Path], row_of: dict[str, str]) -> dict:
     """{metric: {"routed" | data set: {test set: {mean, lo, hi}}}}: each route's recipe on its own set (`row_of`:
     data set → row label) and the routed model (the per-source experts of Dataset1 and Dataset2) on MIX and its
-    parts; "routed − mix": {test set: {diff, lo, hi, p}}, the routed model against the MIX row paired on the same
+    parts; "routed_minus_mix": {test set: {diff, lo, hi, p}}, the routed model against the MIX row paired on the same
     materials; plus the shape (folds × repeats)."""
     runs = find_runs(cv)
     out: dict = {}
@@ -51,7 +51,7 @@ def cv_metrics(cv: list[Path], row_of: dict[str, str]) -> dict:
         routed = experts(rows, [row_of["dataset1"], row_of["dataset2"]], metric)
         out[metric] = {"routed": scores(routed), **{data: scores(row) for data, row in by_data.items()}}
         if metric == "mape":
-            out["routed − mix"] = {c["test_set"]: {k: c[k] for k in ("diff", "ci_lo", "ci_hi", "p")}
+            out["routed_minus_mix"] = {c["test_set"]: {k: c[k] for k in ("diff", "ci_lo", "ci_hi", "p")}
                                    for c in compare_rows(routed, by_data["mix"], metric) if c["test_set"] in TESTS}
         out["folds"], out["repeats"] = routed["folds"], len(routed["_repeats"])
     return out
@@ -102,19 +102,11 @@ def expected_error(cv: dict) -> list[str]:
         "(the model shipped before routes):", "",
         "| test set | MAPE, routed | MAPE, one MIX model | routed − MIX model (paired; p) | MAE (W/mK), routed | "
         "log10 MAE, routed | Spearman ρ, routed |", "|---|---|---|---|---|---|---|",
-        *(f"| {t} | {fmt(mape['routed'][t])} | {fmt(mape['mix'][t])} | {paired(cv['routed − mix'][t])} | "
+        *(f"| {t} | {fmt(mape['routed'][t])} | {fmt(mape['mix'][t])} | {paired(cv['routed_minus_mix'][t])} | "
           + " | ".join(fmt(cv[m]["routed"][t]) for m in METRICS[1:]) + " |" for t in mape["routed"]), "",
         "The routes were chosen after the per-source experts were measured on these folds (every recipe measured "
         "erred less with them: `docs/benchmarks.md`, per-source experts); the numbers above are those same "
         "measurements, so read them as the estimate of a model chosen on them, not as a held-out test."]
-
-
-def takes(route) -> str:
-    """What a route takes, in words."""
-    if not route.stoichiometry:
-        return "every other structure"
-    return (f"{':'.join(map(str, route.stoichiometry))} compounds in space group(s) "
-            f"{', '.join(map(str, route.space_groups))}")
 
 
 def page(card: dict, routes: list, members: int) -> str:
@@ -132,7 +124,7 @@ def page(card: dict, routes: list, members: int) -> str:
         "the route's members; the `route` column names the route:", "",
         "| route | takes | trained on (DFT set) | members (seeds) | its recipe's CV MAPE on its own set |",
         "|---|---|---|---|---|",
-        *(f"| {r.name} | {takes(r)} | {c['data']} | {len(c['seeds'])} ({', '.join(map(str, c['seeds']))}) | "
+        *(f"| {r.name} | {r.describe()} | {c['data']} | {len(c['seeds'])} ({', '.join(map(str, c['seeds']))}) | "
           f"{fmt(cv['mape'][c['data']][c['data']])} |" for r, c in zip(routes, card["routes"])), "",
         "Stored as `paraisite/bundles/kappa/` (safetensors, weights in float16, + JSON; loaded without unpickling, "
         "no data folder needed).", "",

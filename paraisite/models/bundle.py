@@ -4,9 +4,9 @@
 with `half`); `model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the
 data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
-stoichiometry and space group) predict it, each route with its own training domain. `paraisite bundle RUN... [--route NAME STOICH
-RUN]... --output DIR` writes one; `paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped
-inside the package (`paraisite/bundles/<NAME>/`, e.g. `kappa`).
+stoichiometry and space group) predict it, each route with its own training domain. `paraisite bundle RUN...
+[--route NAME STOICH RUN]... --output DIR` writes one; `paraisite predict ... --model DIR|NAME` reads one, NAME being
+a bundle shipped inside the package (`paraisite/bundles/<NAME>/`, e.g. `kappa`).
 """
 
 from __future__ import annotations
@@ -115,6 +115,13 @@ class Route:
         if self.stoichiometry is None or stoichiometry_of(formula) != self.stoichiometry:
             return False
         return self.space_groups is None or (structure is not None and space_group_of(structure) in self.space_groups)
+
+    def describe(self) -> str:
+        """What the route takes, in words."""
+        if not self.stoichiometry:
+            return "every structure no other route takes"
+        groups = f" in space group(s) {', '.join(map(str, self.space_groups))}" if self.space_groups else ""
+        return f"{':'.join(map(str, self.stoichiometry))} compounds{groups}"
 
     def to_json(self) -> dict:
         return {"name": self.name, "stoichiometry": list(self.stoichiometry) if self.stoichiometry else None,
