@@ -13,38 +13,30 @@ OUTPUT=${OUTPUT:-docs/results/burnin_cv}
 PY=${PY:-.venv/bin/python}
 KEY=finetune.stages.dft.select_from_epoch
 
-# row label with DATA in place of the data set, and the variant keys it shares with its burn-in twin
-rows=("megnet/eform/dft/DATA [cv]|data.log_offset=1.0, " "megnet/eform/agl_dft/DATA [cv]|" "m3gnet/eform/dft/DATA [cv]|"
-      "chgnet/mptrj/dft/DATA [cv]|" "elemnet/eform/agl_dft/DATA [cv]|")
-name() {  # row data burn-in(25|—) → its label
-  local base=${1%|*} shared=${1#*|}
-  echo "${base/DATA/$2} (${shared}$KEY=$3)"
-}
-experts() {  # row burn-in → the label of its experts row
-  local base=${1%|*} shared=${1#*|}
-  echo "${base/DATA/dataset1|dataset2} (per-source experts; ${shared}$KEY=$2)"
-}
-committee() {  # rows → the committee's label
-  local text="committee: $1"
-  shift
-  for row in "$@"; do text+=" + $row"; done
-  echo "$text"
+# shellcheck source=scripts/row_labels.sh
+source scripts/row_labels.sh
+shared=("megnet/eform/dft/DATA [cv]|data.log_offset=1.0, " "megnet/eform/agl_dft/DATA [cv]|" "m3gnet/eform/dft/DATA [cv]|"
+        "chgnet/mptrj/dft/DATA [cv]|" "elemnet/eform/agl_dft/DATA [cv]|")  # + the burn-in's key below
+spec() {  # row burn-in(25|—) → its spec
+  echo "${1}$KEY=$2"
 }
 args=()
 for burn in 25 —; do
-  for row in "${rows[@]}"; do args+=(--experts "$(name "$row" dataset1 $burn)" "$(name "$row" dataset2 $burn)"); done
+  for row in "${shared[@]}"; do
+    args+=(--experts "$(name "$(spec "$row" $burn)" dataset1)" "$(name "$(spec "$row" $burn)" dataset2)")
+  done
 done
 for data in dataset1 dataset2; do
-  for row in "${rows[@]}"; do args+=(--compare "$(name "$row" $data 25)" "$(name "$row" $data —)"); done
+  for row in "${shared[@]}"; do args+=(--compare "$(name "$(spec "$row" 25)" $data)" "$(name "$(spec "$row" —)" $data)"); done
 done
 for data in dataset1 dataset2 experts; do
   graph=() plain=()
-  for row in "${rows[@]:0:4}"; do
-    if [[ $data == experts ]]; then graph+=("$(experts "$row" 25)") plain+=("$(experts "$row" —)")
-    else graph+=("$(name "$row" $data 25)") plain+=("$(name "$row" $data —)"); fi
+  for row in "${shared[@]:0:4}"; do
+    if [[ $data == experts ]]; then graph+=("$(experts "$(spec "$row" 25)")") plain+=("$(experts "$(spec "$row" —)")")
+    else graph+=("$(name "$(spec "$row" 25)" $data)") plain+=("$(name "$(spec "$row" —)" $data)"); fi
   done
   args+=(--committee "${graph[@]}" --committee "${plain[@]}" --compare "$(committee "${graph[@]}")" "$(committee "${plain[@]}")")
 done
 # shellcheck disable=SC2086
 $PY -m paraisite.cli report $BASE $BURNIN --output "$OUTPUT" "${args[@]}"
-rm -f "$OUTPUT"/*.png
+rm -f "$OUTPUT"/*.png  # tables only

@@ -12,23 +12,10 @@ MEGNET_STEP3=${MEGNET_STEP3:-outputs/aglcosine_cv/cut}  # MEGNet agl_dft at the 
 OUTPUT=${OUTPUT:-docs/results/experts_cv}
 PY=${PY:-.venv/bin/python}
 
-# row label with DATA in place of the data set, and the variant of its labels (after the data set)
+# shellcheck source=scripts/row_labels.sh
+source scripts/row_labels.sh
 rows=("megnet/eform/dft/DATA [cv]|data.log_offset=1.0" "megnet/eform/agl_dft/DATA [cv]|" "m3gnet/eform/dft/DATA [cv]|"
       "chgnet/mptrj/dft/DATA [cv]|" "elemnet/eform/agl_dft/DATA [cv]|")
-name() {  # row data → its label
-  local base=${1%|*} variant=${1#*|}
-  echo "${base/DATA/$2}${variant:+ ($variant)}"
-}
-experts() {  # row → the label of its experts row
-  local base=${1%|*} variant=${1#*|}
-  echo "${base/DATA/dataset1|dataset2} (per-source experts${variant:+; $variant})"
-}
-committee() {  # rows → the committee's label
-  local text="committee: $1"
-  shift
-  for row in "$@"; do text+=" + $row"; done
-  echo "$text"
-}
 args=() graph_mix=() graph_experts=()
 for row in "${rows[@]}"; do
   args+=(--experts "$(name "$row" dataset1)" "$(name "$row" dataset2)" --compare "$(experts "$row")" "$(name "$row" mix)")
@@ -43,3 +30,4 @@ args+=(--committee "${graph_mix[@]}" --committee "${graph_experts[@]}"
        --compare "$(committee "${graph_experts[@]}")" "${graph_mix[1]}")  # − the shipped model's recipe (Step III on MIX)
 # shellcheck disable=SC2086
 $PY -m paraisite.cli report $RUNS $MEGNET_DFT $MEGNET_STEP3 --output "$OUTPUT" "${args[@]}"
+rm -f "$OUTPUT"/*.png  # tables only
