@@ -69,6 +69,8 @@ def predict(args) -> int:
     far = f" ({counts['extrapolated']} far outside a member's training range: column extrapolation)" \
         if counts["extrapolated"] else ""
     of_row = f" (row {row})" if row else ""
+    routes = list(dict.fromkeys(m.route.name for m in members if m.route is not None))
+    of_row += f" in {len(routes)} routes ({', '.join(routes)}: column route)" if routes else ""
     print(f"{len(members)} model(s){of_row}; {counts['predicted']} predicted{far}, {counts['flagged']} flagged → "
           f"{args.output}")
     if args.top:
