@@ -305,6 +305,20 @@ def test_a_routed_bundle_predicts_each_structure_with_the_members_of_its_route(t
     assert "routes structures to its members (half-heuslers, other): it predicts alone" in capsys.readouterr().err
 
 
+def test_a_format_1_bundle_still_reads_as_one_route(two_runs, tmp_path):
+    from paraisite.models.bundle import read_bundle
+
+    assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "b")]) == 0
+    manifest = json.loads((tmp_path / "b" / "model.json").read_text())
+    (route,) = manifest.pop("routes")
+    manifest.update(format=1, domain=route["domain"])  # what bundles held before routes
+    (tmp_path / "b" / "model.json").write_text(json.dumps(manifest))
+    members, _, (read,) = read_bundle(tmp_path / "b")
+    assert read.name == "all" and read.stoichiometry is None and read.members == tuple(m.name for m in members)
+    assert read.domain.elements == frozenset(route["domain"]["elements"])
+    assert all(m.route is None for m in load_ensemble([], bundles=[tmp_path / "b"]))
+
+
 def test_bad_routes_are_refused(two_runs, tmp_path, capsys):
     assert cli(["bundle", str(two_runs), "--route", "x", "1:one", str(two_runs), "--output", str(tmp_path / "b")]) == 2
     assert "stoichiometry '1:one': give whole element amounts" in capsys.readouterr().err
