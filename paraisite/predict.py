@@ -415,8 +415,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0}
     best: list[tuple] = []
     try:
-        chunks_in = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes)
-        for meta, features in chunks_in:
+        prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes)
+        for meta, features in prepared:
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],
                              dtype=bool).reshape(len(parsed), len(members))

@@ -1,7 +1,8 @@
 """Build the shipped κ model: bundle the final runs of the chosen recipe into `paraisite/bundles/kappa/` with its
-model card, and write the card's page `docs/models.md`. The bundle routes by stoichiometry: 1:1 compounds to the
-recipe trained on Dataset1 (binaries), 1:1:1 compounds to the recipe trained on Dataset2 (half-Heuslers), every
-other structure to the recipe trained on MIX (both) — the per-source experts of docs/benchmarks.md.
+model card, and write the card's page `docs/models.md`. The bundle routes by stoichiometry and space group: 1:1
+compounds of Dataset1's space groups to the recipe trained on Dataset1 (binaries), 1:1:1 compounds of Dataset2's to
+the recipe trained on Dataset2 (half-Heuslers), every other structure to the recipe trained on MIX (both) — the
+per-source experts of docs/benchmarks.md.
 
     python scripts/ship_kappa.py outputs/kappa_final/mix --route binaries 1:1 outputs/kappa_final/dataset1 \\
         --route half-heuslers 1:1:1 outputs/kappa_final/dataset2 --cv outputs/aglcosine_cv/cut outputs/routed_cv/megnet_s34
