@@ -10,8 +10,7 @@ import argparse
 
 import numpy as np
 
-from paraisite.report import find_runs, is_pooled, label, summarize
-from paraisite.stats import ensemble
+from paraisite.report import find_runs, is_pooled, label, repeats_of, summarize
 
 
 def main() -> None:
@@ -24,9 +23,7 @@ def main() -> None:
     for row in summarize(find_runs(args.runs), n_boot=1):
         if not is_pooled(row) or args.row not in label(row) or not row["_repeats"]:
             continue
-        tests = dict.fromkeys(t for rep in row["_repeats"].values() for t in rep)
-        for test in tests:
-            joint = ensemble([rep[test] for rep in row["_repeats"].values() if test in rep])
+        for test, joint in repeats_of(row, as_ensemble=True)["committee"].items():
             true, pred = joint.true, np.maximum(joint.pred, 1e-3)
             slope = np.polyfit(np.log10(true), np.log10(pred), 1)[0]
             ape = np.abs(pred - true) / true

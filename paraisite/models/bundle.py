@@ -111,8 +111,9 @@ class Route:
     members: tuple[str, ...]
     domain: Domain
 
-    def takes(self, formula: str, structure) -> bool:
-        if self.stoichiometry is None or stoichiometry_of(formula) != self.stoichiometry:
+    def takes(self, amounts: tuple[float, ...], structure) -> bool:
+        """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure."""
+        if self.stoichiometry is None or amounts != self.stoichiometry:
             return False
         return self.space_groups is None or (structure is not None and space_group_of(structure) in self.space_groups)
 
@@ -131,7 +132,8 @@ class Route:
 
 def route_for(routes: list[Route], formula: str, structure) -> Route:
     """The first route that takes the compound, else the route without a stoichiometry."""
-    return next((r for r in routes if r.takes(formula, structure)), None) or next(
+    amounts = stoichiometry_of(formula)
+    return next((r for r in routes if r.takes(amounts, structure)), None) or next(
         r for r in routes if r.stoichiometry is None)
 
 
