@@ -17,7 +17,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from paraisite import __version__
-from paraisite.data.datamodule import LTCDataModule, MultiFidelityDataModule, SplitData
+from paraisite.data.datamodule import LTCDataModule, MultiFidelityDataModule, SplitData, WithValidationInTraining
 from paraisite.data.datasets import LTC_FILES, content_hash, source_path, sources_of
 from paraisite.errors import ParaisiteError
 from paraisite.calibration import Calibration, fit_calibration
@@ -125,6 +125,17 @@ def fit_stage(module: TransferRegressor, stage: Stage, datamodule, cfg: DictConf
         # the marker says the stage is done, so its resume state (weights + optimiser, 3× the model) is dead weight
         (ckpt_dir / "latest.ckpt").unlink(missing_ok=True)
     return result
+
+
+def refit_stage(module: TransferRegressor, stage: Stage, start: dict, datamodule: SplitData, best_epoch: int,
+                cfg: DictConfig, run_dir: Path, tracker) -> dict:
+    """The last stage's refit: from the weights it started from, trained on its training and validation records for
+    `best_epoch` + 1 epochs (the epoch its validation chose), ending with the last epoch's weights; its results entry
+    (named `<stage>_refit`; resumable like a stage, not shared through the stage store)."""
+    module.load_state_dict(start)
+    again = replace(stage, name=f"{stage.name}_refit", epochs=best_epoch + 1, select_from_epoch=best_epoch,
+                    patience=None, refit=False)
+    return train_stage(module, again, WithValidationInTraining(datamodule), cfg, run_dir, tracker)
 
 
 def features_stage(module: TransferRegressor, stage: Stage, datamodule, run_dir: Path, seed: int) -> dict:
@@ -280,7 +291,8 @@ def stage_keys(cfg: DictConfig, stages: list[Stage], weights: str | None, featur
         data = [[content_hash(source_path(s, cfg.data_dir, featurizer.by_composition)) for s in sources_of(name)]
                 for name in stage.datasets]
         previous = stage_key({
-            "start": start if previous is None else previous, "stage": without_added_keys(asdict(stage)),
+            "start": start if previous is None else previous,
+            "stage": without_added_keys(asdict(replace(stage, refit=False))),  # a refit follows the stored stage
             "seed": cfg.seed + i,
             "data": data, "featurizer": repr(featurizer), "exclude": [sorted(e) for e in exclude],
             "protocol": cfg.protocol, "fold": cfg.fold, "test": test_mode, "datamodule": settings,
@@ -313,10 +325,15 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
     for i, (stage, exclude, key) in enumerate(zip(stages, excluded, keys)):
         L.seed_everything(cfg.seed + i, workers=True, verbose=False)
         dm = stage_data(stage, datamodule, exclude, test_mode)
+        start = {k: v.clone() for k, v in module.state_dict().items()} if stage.refit else None
         stage_results.append(train_stage(module, stage, dm, cfg, run_dir, tracker, key))
+    calibration = validate_final_model(module, dm, stages[-1].data, cfg, run_dir) if is_main_process() else None
+    if stages[-1].refit:
+        L.seed_everything(cfg.seed + len(stages) - 1, workers=True, verbose=False)
+        stage_results[-1]["refit"] = refit_stage(module, stages[-1], start, dm, stage_results[-1]["best_epoch"], cfg,
+                                                 run_dir, tracker)
     if not is_main_process():
         return {}
-    calibration = validate_final_model(module, dm, stages[-1].data, cfg, run_dir)
     write_atomic(run_dir / "model.pt", model_file_bytes(module, OmegaConf.to_container(cfg, resolve=True)))
 
     test, rows = {}, []
@@ -354,7 +371,7 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
 def validate_final_model(module: TransferRegressor, datamodule: SplitData, dataset: str, cfg: DictConfig,
                          run_dir: Path) -> Calibration | None:
     """Write the final model's predictions of its last stage's validation split (of `dataset`; `val_predictions.csv`,
-    not calibrated); with `calibrate`, fit the calibration factor on them and set it in the model (None: not
+    not calibrated; with a refit: of the model the validation chose, before the refit); with `calibrate`, fit the calibration factor on them and set it in the model (None: not
     asked)."""
     datamodule.setup()  # not yet when every stage was loaded (finished before, or from the stage store)
     true, pred, rows = scored_split(module, datamodule, "val", dataset, cfg.fold, cfg.seed)

@@ -50,7 +50,7 @@ def progress_callbacks(cfg, stage: Stage) -> list[Callback]:
     """The progress callbacks of one chain stage: Rich's bar on a terminal (plus the stage's start line), the plain
     epoch lines otherwise (`progress_bar=false` too). `progress_every_s: null` turns the epoch lines off."""
     names = list(cfg.finetune.stages)
-    index = (names.index(stage.name) + 1, len(names))
+    index = (names.index(stage.name) + 1 if stage.name in names else len(names), len(names))  # else: the refit
     if rich_bar(cfg):
         from lightning.pytorch.callbacks import RichProgressBar
 

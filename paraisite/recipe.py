@@ -70,6 +70,12 @@ def stages_of(cfg: DictConfig) -> list[Stage]:
         raise ConfigError(f"finetune={cfg.finetune.name}: the chain has no stages")
     if any(s.policy == "features" for s in stages[:-1]):
         raise ConfigError("policy=features (a scikit-learn regressor on frozen features) must be the last stage")
+    early = [s.name for s in stages[:-1] if s.refit]
+    if early:
+        raise ConfigError(f"stage {early[0]!r}: refit=true is for the last stage only (a later stage would choose its "
+                          "epoch after a stage that trained on validation records)")
+    if stages[-1].refit and stages[-1].policy == "features":
+        raise ConfigError(f"stage {stages[-1].name!r}: refit=true retrains a network; policy=features has no epochs")
     return stages
 
 
@@ -143,7 +149,13 @@ def check_config(cfg: DictConfig) -> list[Stage]:
     if searched and cfg.protocol == "paper":
         raise ConfigError(f"stage {searched[0]!r}: a regressor search selects on the validation split, which "
                           "protocol=paper makes the test split; use protocol=holdout")
+    if stages[-1].refit and cfg.protocol == "paper":
+        raise ConfigError(f"stage {stages[-1].name!r}: refit=true trains on the validation split, which protocol=paper "
+                          "makes the test split; use protocol=holdout, cv or final")
     if cfg.get("calibrate"):
+        if stages[-1].refit:
+            raise ConfigError(f"calibrate=true fits its factor on the validation split, which stage "
+                              f"{stages[-1].name!r} (refit=true) trains on; set one of them false")
         if not target.is_kappa:
             raise ConfigError(f"calibrate=true scales κ predictions to minimise their MAPE; data={cfg.data.name} "
                               f"predicts {target.name} (set calibrate=false)")

@@ -117,7 +117,9 @@ class Stage:
     `patience` epochs without a better validation score (null: off). With `ema_epochs` > 0 an exponential moving
     average of the weights (time constant: that many epochs) is what validation scores, the best checkpoint keeps and
     the stage ends with; 0: the raw weights. The best checkpoint is chosen among epochs ≥ `select_from_epoch`
-    (0-based; earlier epochs are validated, never kept).
+    (0-based; earlier epochs are validated, never kept). With `refit` (last stage only) the stage is trained a second
+    time from the same start, on its training and validation records together, for the best epoch's count of epochs;
+    those final weights are the model (the validation split then chose the epoch count only).
     Policy `features` trains no network: the activations of backbone layer `features_layer` feed a scikit-learn
     `regressor` (last stage only).
     With `low_fidelity` (a dataset) the stage is multi-fidelity: that set's training split trains along with `data`'s,
@@ -143,6 +145,7 @@ class Stage:
     low_fidelity_weight: float = rule(low=0)
     ema_epochs: float = rule(low=0)
     select_from_epoch: int = rule(low=0)
+    refit: bool = rule()
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -153,7 +156,7 @@ class Stage:
 # Keys added after runs existed (of a stage, or of the run: `calibrate`), at the value that computes what those runs
 # computed: at that value (or null) a key is no part of a run's identity (its folder key, its stored stages, its
 # report row), so older runs stay the same runs and resume.
-ADDED_KEYS = {"ema_epochs": 0, "select_from_epoch": 0, "calibrate": False}
+ADDED_KEYS = {"ema_epochs": 0, "select_from_epoch": 0, "refit": False, "calibrate": False}
 
 
 def without_added_keys(layer: Mapping) -> dict:

@@ -64,6 +64,19 @@ def test_a_burn_in_as_long_as_the_stage_is_refused():
     assert stage.select_from_epoch == 4
 
 
+def test_a_refit_is_refused_where_it_would_train_on_what_selects_or_tests():
+    with pytest.raises(ConfigError, match=r"stage 'agl': refit=true is for the last stage only"):
+        stages_of(cfg_of("finetune=agl_dft", "++finetune.stages.agl.refit=true"))
+    with pytest.raises(ConfigError, match=r"refit=true retrains a network; policy=features has no epochs"):
+        stages_of(cfg_of("finetune=dft", "stage_overrides.refit=true", "stage_overrides.policy=features"))
+    with pytest.raises(ConfigError, match=r"refit=true trains on the validation split, which protocol=paper makes"):
+        check_config(cfg_of("finetune=dft", "stage_overrides.refit=true", "protocol=paper"))
+    with pytest.raises(ConfigError, match=r"calibrate=true fits its factor on the validation split, which stage 'dft'"):
+        check_config(cfg_of("finetune=dft", "stage_overrides.refit=true", "calibrate=true"))
+    (stage,) = stages_of(cfg_of("finetune=dft", "stage_overrides.refit=true"))
+    assert stage.refit
+
+
 def test_every_stage_key_is_declared_so_no_plus_is_needed():
     stages = stages_of(compose_cfg("finetune=agl_dft", "stage_overrides.lr=5e-4", "stage_overrides.patience=7"))
     assert [(s.lr, s.patience) for s in stages] == [(5e-4, 7), (5e-4, 7)]

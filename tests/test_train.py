@@ -254,3 +254,26 @@ def test_the_best_checkpoint_is_chosen_after_the_burn_in(tmp_path):
             Toy(), loader, loader)
         assert torch.load(best.best_model_path, weights_only=True)["epoch"] == expected
         assert best.best_model_score.item() == pytest.approx(scores[expected])
+
+
+@pytest.mark.slow
+def test_a_refit_retrains_the_last_stage_on_training_and_validation_records_for_the_chosen_epochs(tmp_path):
+    """refit=true: the stored stage (shared with the run without refit) chooses the epoch; the refit trains from the
+    same start on train + val for that many epochs, and its last weights are the model."""
+    plain = chain.run(compose_cfg("finetune=dft", "stage_overrides.epochs=4"), tmp_path / "plain")
+    results = chain.run(compose_cfg("finetune=dft", "stage_overrides.epochs=4", "stage_overrides.refit=true"),
+                        tmp_path / "refit")
+    (stage,) = results["stages"]
+    refit = stage["refit"]
+    assert stage["reused_from"] and stage["best_epoch"] == plain["stages"][0]["best_epoch"]
+    assert refit["name"] == "dft_refit" and refit["epochs"] == refit["epochs_run"] == stage["best_epoch"] + 1
+    assert refit["best_epoch"] == stage["best_epoch"] and refit["n_train"] == stage["n_train"] + stage["n_val"]
+    final = torch.load(tmp_path / "refit" / "model.pt", weights_only=True)["state_dict"]
+    chosen, refitted = (torch.load(tmp_path / "refit" / "checkpoints" / name / "best.ckpt", weights_only=True)
+                        ["state_dict"] for name in ("dft", "dft_refit"))
+    head = [k for k in final if k.startswith("head.")]
+    assert all(torch.equal(final[k], refitted[k]) for k in head)
+    assert not all(torch.equal(final[k], chosen[k]) for k in head)
+    assert results["test"]["dataset1"]["mape"] != plain["test"]["dataset1"]["mape"]
+    assert chain.run(compose_cfg("finetune=dft", "stage_overrides.epochs=4", "stage_overrides.refit=true"),
+                     tmp_path / "refit")["test"] == results["test"]  # a rerun finds both stages done

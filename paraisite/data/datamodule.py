@@ -1,5 +1,6 @@
 """`LTCDataModule`: one class for every dataset (named or a user's file), split per source and per seed;
-`MultiFidelityDataModule`: a target set and a low-fidelity set, each split as on its own, trained together."""
+`MultiFidelityDataModule`: a target set and a low-fidelity set, each split as on its own, trained together;
+`WithValidationInTraining`: a stage's data whose training split also holds its validation records (a refit)."""
 
 from __future__ import annotations
 
@@ -209,3 +210,20 @@ class MultiFidelityDataModule(SplitData):
         self.splits = {"train": np.concatenate([high.splits["train"], low.splits["train"] + n]),
                        "val": high.splits["val"], "test": high.splits["test"]}
         self.dropped, self.n_excluded = high.dropped + low.dropped, high.n_excluded + low.n_excluded
+
+
+class WithValidationInTraining(SplitData):
+    """`base` with its validation records added to its training split (a refit: the validation split chose the
+    epoch count before); validation and test unchanged, so validation scores then measure fit, not generalisation."""
+
+    def __init__(self, base: SplitData):
+        super().__init__(base.batch_size, base.num_workers)
+        self.base = base
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        base = self.base
+        base.setup()
+        self.data, self.fidelity, self.dropped, self.n_excluded = base.data, base.fidelity, base.dropped, base.n_excluded
+        self.splits = {**base.splits, "train": np.concatenate([base.splits["train"], base.splits["val"]])}
