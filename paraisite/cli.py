@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -107,8 +108,9 @@ def bundle(args) -> int:
     except (OSError, ValueError) as exc:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
     routed = [(name, parse_stoichiometry(stoichiometry), [run]) for name, stoichiometry, run in args.route or []]
-    routes = [RouteModels(name, amounts, tuple(find_models(runs)))
-              for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]]
+    routes = [RouteModels(name, amounts, models, route_interval(name, models, args.interval_cv, args.level))
+              for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]
+              for models in [tuple(find_models(runs))]]
     # every member loads, and all predict one property
     members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed)], data_dir=args.data_dir)
     manifest, written = write_bundle(routes, args.output, card, members[0].featurizer.by_composition, args.data_dir,
@@ -116,8 +118,30 @@ def bundle(args) -> int:
     for route in written:
         print(f"route {route.name} ({route.describe()}): {len(route.members)} member(s); training domain "
               f"{len(route.domain.elements)} elements, cells up to {route.domain.max_atoms or '—'} atoms")
+        if route.interval:
+            interval = route.interval
+            print(f"  {interval.level:.0%} interval: ×/÷ {math.exp(interval.ln_halfwidth):.2f}, calibrated on "
+                  f"{interval.calibrated_on}")
     print(f"→ {manifest.parent} (model.json, weights.safetensors{', float16' if args.half else ''})")
     return 0
+
+
+def route_interval(name: str, models: tuple, cv_runs: list | None, level: float):
+    """The interval of a route's models (one recipe, several seeds) calibrated on that recipe's cv row among
+    `cv_runs` (None: not asked)."""
+    from paraisite.intervals import calibrate_for
+    from paraisite.report import config_settings, recipe_of, recorded_config
+
+    if not cv_runs or not models:
+        return None
+    configs = [recorded_config(path.parent) for path in models]
+    if None in configs:
+        raise ParaisiteError(f"--interval-cv: {models[configs.index(None)].parent} records no config (run_key.json "
+                             "or .hydra/config.yaml) to find its recipe's cv row by")
+    if any(recipe_of(config_settings(c)) != recipe_of(config_settings(configs[0])) for c in configs[1:]):
+        raise ParaisiteError(f"--interval-cv: route {name} holds models of several recipes; an interval is "
+                             "calibrated on one recipe's cv row (bundle recipes apart, or leave out --interval-cv)")
+    return calibrate_for(configs[0], cv_runs, level)
 
 
 def status(args) -> int:
@@ -219,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                           "outputs/final_dataset1 (repeatable; the output gets a route column)")
     bun.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; predictions "
                                                          "within ~1e-3 relative)")
+    bun.add_argument("--interval-cv", nargs="+", action="extend", default=None, metavar="FOLDER",
+                     help="cv runs of the members' recipes: each route gets a prediction interval calibrated on the "
+                          "out-of-fold predictions of its recipe (split conformal on log ratios; `predict` writes "
+                          "<name>_lo<level> and _hi<level>)")
+    bun.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9)")
     bun.add_argument("--output", required=True, type=Path, help="the bundle folder")
     bun.add_argument("--card", default=None, help="a JSON file of model-card facts stored with the bundle (card)")
     bun.add_argument("--data-dir", default=None)

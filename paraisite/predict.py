@@ -33,6 +33,7 @@ from paraisite.data.records import (
     structure_from_file,
 )
 from paraisite.errors import ParaisiteError
+from paraisite.intervals import Interval
 from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
 from paraisite.recipe import build_model
@@ -56,6 +57,7 @@ class Member:
     path: str = ""
     domain: Domain | None = None  # a bundle's training domain (inputs beyond it are noted)
     route: Route | None = None  # of a bundle with routes: it predicts only the structures its route takes
+    interval: Interval | None = None  # of a bundle calibrated for it: the interval around the ensemble's mean
 
 
 def property_of(config: dict) -> tuple[str, str, str]:
@@ -115,7 +117,8 @@ def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | N
         for m in bundled:
             member = member_of(m.config, m.state_dict, m.name, f"{bundle}:{m.name}", device, data_dir)
             route = route_of[m.name]
-            members.append(replace(member, domain=route.domain, route=route if len(routes) > 1 else None))
+            members.append(replace(member, domain=route.domain, route=route if len(routes) > 1 else None,
+                                   interval=route.interval))
             names.add(m.name)
     for path in find_models(runs):
         name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
@@ -400,7 +403,9 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
     top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one
     runs inference; `progress(n)` is called with the number of items done after each chunk. Columns: id, formula,
-    n_atoms, <name>_mean (κ) or prediction, its std, one per member, with routes the route that took the structure
+    n_atoms, <name>_mean (κ) or prediction, its std, with calibrated bundles the interval (`<name>_lo<level>`,
+    `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
+    route that took the structure
     (only its members predict it), flag, extrapolation (inputs beyond the training domain, members predicting far
     outside their training range; the prediction is kept). The output is written to a temporary file renamed at
     the end; an output that is one of the inputs is refused."""
@@ -408,8 +413,13 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
-    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *(f"{name}_{m.name}" for m in members),
-               *(["route"] if routes else []), "flag", "extrapolation"]
+    levels = sorted({round(100 * m.interval.level) for m in members if m.interval})
+    if len(levels) > 1:
+        raise ParaisiteError(f"the models' intervals have different levels ({', '.join(map(str, levels))} %); predict "
+                             "them apart")
+    bounds = [f"{name}_lo{levels[0]}", f"{name}_hi{levels[0]}"] if levels else []
+    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *bounds,
+               *(f"{name}_{m.name}" for m in members), *(["route"] if routes else []), "flag", "extrapolation"]
     reach = np.array([m.module.transform.reach() for m in members])  # (members, 2): low, high
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0}
@@ -424,7 +434,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
             position = {k: g for g, k in enumerate(parsed)}
             rows = []
             for k, (rid, formula, n_atoms, flag, route) in enumerate(meta):
-                values, mean, std, note = [None] * len(members), None, None, ""
+                values, mean, std, note, interval = [None] * len(members), None, None, "", [None] * len(bounds)
                 if k in position:
                     flag = flags[position[k]]
                     if not flag:
@@ -432,6 +442,9 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                         values = [float(row[j]) if j in asked else None for j in range(len(members))]
                         mean = float(np.mean(row[asked]))
                         std = float(np.std(row[asked], ddof=1)) if len(asked) > 1 else 0.0
+                        calibrated = {members[j].interval for j in asked}
+                        if bounds and len(calibrated) == 1 and None not in calibrated:  # one calibration for all
+                            interval = list(calibrated.pop().bounds(mean))
                         domains = dict.fromkeys(members[j].domain for j in asked if members[j].domain is not None)
                         far = [j for j in asked if not reach[j, 0] <= row[j] <= reach[j, 1]]
                         note = "; ".join([*filter(None, (d.outside(formula, n_atoms) for d in domains)),
@@ -439,7 +452,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                                             for j in far)])
                 counts["flagged" if mean is None else "predicted"] += 1
                 counts["extrapolated"] += bool(note)
-                rows.append([rid, formula, n_atoms, mean, std, *values, *([route] if routes else []), flag, note])
+                rows.append([rid, formula, n_atoms, mean, std, *interval, *values, *([route] if routes else []), flag,
+                             note])
                 if mean is not None and mean < below and top:
                     item = (-mean, rid, formula, mean, std, note)
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)

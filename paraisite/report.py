@@ -88,25 +88,53 @@ def _config_from_hydra(folder: Path) -> dict:
 
 
 def settings_of(run: dict) -> dict | None:
-    """The run's resolved config, flattened (`stage_overrides.lr`), without seed and runtime keys and without the
-    `stage_by_data` recipes of datasets its chain does not train on: the one its `run_key.json` recorded at the first
-    launch, else (runs of older versions) its `.hydra/config.yaml`; None when its folder has neither. Cached in the
-    run dict."""
+    """The run's settings (`config_settings`) from the config its `run_key.json` recorded at the first launch, else
+    (runs of older versions) its `.hydra/config.yaml`; None when its folder has neither. Cached in the run dict."""
     if "settings" not in run:
-        run["settings"] = None
         tree = recorded_config(Path(run["dir"])) if run.get("dir") else None
-        if tree is not None:
-            ignored = NOT_SETTINGS | ({"source_training"} if not trains_source(tree) else set())
-            stages = (tree.get("finetune") or {}).get("stages") or {}
-            trained_on = {s.get(key) for s in stages.values() if isinstance(s, dict) for key in DATA_KEYS}
-            settings = {k: v for k, v in flatten(run_identity(tree)).items() if k.split(".")[0] not in ignored
-                        and not (k.startswith("stage_by_data.") and k.split(".")[1] not in trained_on)}
-            if tree.get("protocol") == "cv":  # runs from before the key validated on the `leading` slice
-                settings.setdefault("datamodule.cv_val_slice", "leading")
-            else:  # the key does not change what other protocols compute
-                settings.pop("datamodule.cv_val_slice", None)
-            run["settings"] = settings
+        run["settings"] = None if tree is None else config_settings(tree)
     return run["settings"]
+
+
+def config_settings(tree: dict) -> dict:
+    """A resolved config, flattened (`stage_overrides.lr`), without seed and runtime keys and without the
+    `stage_by_data` recipes of datasets its chain does not train on."""
+    ignored = NOT_SETTINGS | ({"source_training"} if not trains_source(tree) else set())
+    stages = (tree.get("finetune") or {}).get("stages") or {}
+    trained_on = {s.get(key) for s in stages.values() if isinstance(s, dict) for key in DATA_KEYS}
+    settings = {k: v for k, v in flatten(run_identity(tree)).items() if k.split(".")[0] not in ignored
+                and not (k.startswith("stage_by_data.") and k.split(".")[1] not in trained_on)}
+    if tree.get("protocol") == "cv":  # runs from before the key validated on the `leading` slice
+        settings.setdefault("datamodule.cv_val_slice", "leading")
+    else:  # the key does not change what other protocols compute
+        settings.pop("datamodule.cv_val_slice", None)
+    return settings
+
+
+EVALUATION_KEYS = ("protocol", "datamodule.cv_val_slice", "evaluate_on")  # how a model is scored, not what it is
+
+
+def recipe_of(settings: dict) -> dict:
+    """Settings without how the model is scored: what a protocol=final model shares with its cv row."""
+    return {k: v for k, v in settings.items() if k not in EVALUATION_KEYS}
+
+
+def cv_row_of(rows: list[dict], config: dict) -> dict:
+    """The cv row (pooled out-of-fold predictions) of the recipe a model was trained with (`config`: its stored
+    config, `recorded_config`, e.g. a protocol=final run's): the one whose settings equal the model's but for how it
+    is scored."""
+    from omegaconf import OmegaConf
+
+    recipe = recipe_of(config_settings(config))
+    same = [row for row in rows if is_pooled(row) and row["_members"] and
+            recipe_of(settings_of(row["_members"][0]) or {}) == recipe]
+    if len(same) != 1:
+        point = run_label(OmegaConf.create(config))
+        name = "/".join(str(point[k]) for k in ROW_KEYS[:4])
+        near = [label(row) for row in rows if is_pooled(row) and all(row[k] == point[k] for k in ROW_KEYS[:4])]
+        raise ParaisiteError(f"{len(same) or 'no'} cv row(s) of the recipe {name} in the folders given"
+                             + (f" (rows of that grid point with other settings: {'; '.join(near)})" if near else ""))
+    return same[0]
 
 
 def trains_source(tree: dict) -> bool:

@@ -367,6 +367,8 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     (row,) = read_rows(tmp_path / "p.csv").values()
     assert float(row["kappa_mean"]) > 0 and float(row["kappa_std"]) >= 0 and row["flag"] == ""
     assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members)
+    assert row["route"] == "binaries" and all(r.interval.level == 0.9 for r in routes)
+    assert float(row["kappa_lo90"]) < float(row["kappa_mean"]) < float(row["kappa_hi90"])
 
 
 @pytest.mark.slow
@@ -382,3 +384,55 @@ def test_a_plain_log_run_predicts_its_own_test_predictions(tmp_path, mirror_reco
     predicted = {Path(r["id"]).name: float(r["kappa_mean"]) for r in read_rows(tmp_path / "p.csv").values()}
     assert predicted.keys() == tested.keys()
     np.testing.assert_allclose([predicted[i] for i in tested], list(tested.values()), rtol=1e-5)
+
+
+def fake_cv_row(folder, recorded: dict, residuals: np.ndarray, overrides: dict = ()) -> None:
+    """The 5 fold runs of one cv repeat (seed 1) of the `recorded` config's recipe, predicting material i of
+    dataset2 as 10·e^residuals[i] for a true 10."""
+    from paraisite.recipe import run_label
+    from omegaconf import OmegaConf
+
+    ids = [f"mat-{i}" for i in range(len(residuals))]
+    for fold in range(5):
+        config = {**recorded, "protocol": "cv", "fold": fold, "seed": 1, **dict(overrides)}
+        run = folder / f"f{fold}"
+        run.mkdir(parents=True)
+        (run / "run_key.json").write_text(json.dumps({"config": config}))
+        (run / "results.json").write_text(json.dumps({"status": "ok", "config": run_label(OmegaConf.create(config)),
+                                                      "test": {"dataset2": {"mape": 0.1, "n": 4}}}))
+        with open(run / "test_predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["test_set", "id", "target", "prediction"])
+            for i in range(fold, len(ids), 5):
+                writer.writerow(["dataset2", ids[i], 10.0, 10.0 * np.exp(residuals[i])])
+
+
+def test_a_bundle_calibrated_on_its_recipes_cv_row_writes_conformal_intervals(two_runs, tmp_path, capsys):
+    """20 out-of-fold log residuals 0.05 … 1.0: the 90 % interval is the 19th smallest (⌈21 · 0.9⌉), ×/÷ e^0.95;
+    cv runs of another recipe are not taken for it."""
+    from paraisite.report import recorded_config
+
+    recorded = recorded_config(two_runs / "s1")
+    residuals = 0.05 * np.arange(1, 21) * np.where(np.arange(20) % 2, 1, -1)
+    fake_cv_row(tmp_path / "cv", recorded, residuals)
+    lr_changed = {"stage_overrides": {**recorded["stage_overrides"], "lr": 0.5}}
+    fake_cv_row(tmp_path / "other_cv", recorded, residuals, lr_changed)
+    assert cli(["bundle", str(two_runs), "--interval-cv", str(tmp_path / "cv"), str(tmp_path / "other_cv"),
+                "--output", str(tmp_path / "b")]) == 0
+    assert "90% interval: ×/÷ 2.59, calibrated on megnet/eform/dft/dataset2 [cv] (stage_overrides.lr=null)" in capsys.readouterr().out
+    (route,) = json.loads((tmp_path / "b" / "model.json").read_text())["routes"]
+    assert route["interval"]["ln_halfwidth"] == pytest.approx(0.95) and route["interval"]["n_calibration"] == 20
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]]).to(filename=str(folder / "ab.cif"))
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--output", str(tmp_path / "p.csv"),
+                "--quiet"]) == 0
+    row = read_rows(tmp_path / "p.csv")["ab.cif"]
+    mean = float(row["kappa_mean"])
+    assert float(row["kappa_lo90"]) == pytest.approx(mean * np.exp(-0.95))
+    assert float(row["kappa_hi90"]) == pytest.approx(mean * np.exp(0.95))
+    assert cli(["bundle", str(two_runs), "--interval-cv", str(tmp_path / "other_cv"), "--output",
+                str(tmp_path / "c")]) == 2
+    assert ("no cv row(s) of the recipe megnet/eform/dft/dataset2 in the folders given (rows of that grid point "
+            "with other settings: megnet/eform/dft/dataset2 [cv]") in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

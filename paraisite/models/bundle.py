@@ -19,6 +19,7 @@ import torch
 
 from paraisite.errors import ParaisiteError
 from paraisite.files import write_atomic
+from paraisite.intervals import Interval
 from paraisite.models.io import read_model_file
 
 BUNDLE_FORMAT = 2  # 2: routes (format 1, still read: one route of every member, the domain at the top level)
@@ -103,13 +104,15 @@ def space_group_of(structure) -> int | None:
 @dataclass(frozen=True)
 class Route:
     """Members that predict the compounds of one stoichiometry whose space group their training set holds
-    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest."""
+    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. With an
+    `interval`, its predictions come with that calibrated interval."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
     space_groups: tuple[int, ...] | None
     members: tuple[str, ...]
     domain: Domain
+    interval: Interval | None = None
 
     def takes(self, amounts: tuple[float, ...], structure) -> bool:
         """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure."""
@@ -127,7 +130,8 @@ class Route:
     def to_json(self) -> dict:
         return {"name": self.name, "stoichiometry": list(self.stoichiometry) if self.stoichiometry else None,
                 "space_groups": list(self.space_groups) if self.space_groups else None,
-                "members": list(self.members), "domain": self.domain.to_json()}
+                "members": list(self.members), "domain": self.domain.to_json(),
+                "interval": self.interval.to_json() if self.interval else None}
 
 
 def route_for(routes: list[Route], formula: str, structure) -> Route:
@@ -162,11 +166,13 @@ def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], b
 
 @dataclass(frozen=True)
 class RouteModels:
-    """What `write_bundle` puts in one route: the final models (`model.pt` files) of finished runs."""
+    """What `write_bundle` puts in one route: the final models (`model.pt` files) of finished runs, and the interval
+    calibrated for them (None: no interval)."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
     models: tuple[Path, ...]
+    interval: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,10 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
     stoichiometries = [r.stoichiometry for r in routes if r.stoichiometry]
     if len(set(stoichiometries)) < len(stoichiometries):
         raise ParaisiteError(f"two routes share a stoichiometry ({stoichiometries})")
+    levels = {r.interval.level for r in routes if r.interval}
+    if len(levels) > 1:
+        raise ParaisiteError(f"the routes' intervals have different levels ({', '.join(map(str, sorted(levels)))}); "
+                             "give every route the same level")
     tensors, members, written = {}, [], []
     for route in routes:
         names = []
@@ -219,7 +229,7 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
         space_groups = (training_space_groups(configs, route.stoichiometry, by_composition, data_dir)
                         if route.stoichiometry else None)
         domain = training_domain(configs, by_composition, data_dir)
-        written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain))
+        written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
     manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card,
@@ -259,4 +269,5 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
     return members, manifest["card"], [
         Route(r["name"], tuple(r["stoichiometry"]) if r["stoichiometry"] else None,
               tuple(r["space_groups"]) if r["space_groups"] else None, tuple(r["members"]),
-              Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"])) for r in routes]
+              Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"]),
+              Interval.from_json(r["interval"]) if r.get("interval") else None) for r in routes]
