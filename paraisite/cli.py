@@ -81,11 +81,14 @@ def predict(args) -> int:
         what = "κ" if counts["column"] == "kappa" else "predicted"
         table = Table(title=f"{len(counts['top'])} lowest-{what} candidates ({what} < {args.below:g})")
         notes = any(c["extrapolation"] for c in counts["top"])
-        for column in ("id", "formula", f"{what} mean", "std", "rel. std", *(["extrapolation"] if notes else [])):
-            table.add_column(column, justify="right" if column in (f"{what} mean", "std", "rel. std") else "left")
+        level = [f"{counts['interval_level']} % interval"] if counts["interval_level"] else []
+        numbers = (f"{what} mean", "std", "rel. std", *level)
+        for column in ("id", "formula", *numbers, *(["extrapolation"] if notes else [])):
+            table.add_column(column, justify="right" if column in numbers else "left")
         for c in counts["top"]:
+            bounds = [f"{c['interval'][0]:.3g}–{c['interval'][1]:.3g}" if c["interval"] else "—"] if level else []
             table.add_row(c["id"], c["formula"], f"{c['mean']:.3f}", f"{c['std']:.3f}",
-                          f"{c['relative_std']:.2f}", *([c["extrapolation"]] if notes else []))
+                          f"{c['relative_std']:.2f}", *bounds, *([c["extrapolation"]] if notes else []))
         Console().print(table)
     return 0 if counts["predicted"] else 1
 

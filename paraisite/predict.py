@@ -455,7 +455,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                 rows.append([rid, formula, n_atoms, mean, std, *interval, *values, *([route] if routes else []), flag,
                              note])
                 if mean is not None and mean < below and top:
-                    item = (-mean, rid, formula, mean, std, note)
+                    item = (-mean, rid, formula, mean, std, note, tuple(interval))
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)
             writer.write(rows)
             if progress is not None:
@@ -464,9 +464,10 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
         writer.abort()
         raise
     writer.close()
-    counts["column"] = name
+    counts["column"], counts["interval_level"] = name, levels[0] if levels else None
     counts["top"] = [{"id": i, "formula": f, "mean": m, "std": s, "relative_std": s / m if m else float("nan"),
-                      "extrapolation": e} for _, i, f, m, s, e in sorted(best, reverse=True)]
+                      "extrapolation": e, "interval": b if b and None not in b else None}
+                     for _, i, f, m, s, e, b in sorted(best, reverse=True)]
     return counts
 
 

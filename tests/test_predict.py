@@ -363,7 +363,8 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
                      [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
     nacl.to(filename=str(tmp_path / "NaCl.cif"))
     assert cli(["predict", str(tmp_path / "NaCl.cif"), "--model", "kappa", "--output", str(tmp_path / "p.csv"),
-                "--quiet"]) == 0
+                "--quiet", "--top", "1"]) == 0
+    assert "90 % interval" in capsys.readouterr().out
     (row,) = read_rows(tmp_path / "p.csv").values()
     assert float(row["kappa_mean"]) > 0 and float(row["kappa_std"]) >= 0 and row["flag"] == ""
     assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members)
