@@ -8,8 +8,11 @@ so the decoded prediction is exp(z_i − a − k·s_i²). Decoders, scored again
   geometric  a = k = 0 (nothing fitted)
   factor     k = 0, a fitted
   spread     a and k fitted
-Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's (a, k) is the
-grid point of least MAPE over the other four folds' materials, then applied to the fold.
+  neighbours the arithmetic mean shifted by λ × the mean out-of-fold log residual ln(mean/true) of the material's k
+             chemically nearest materials (standardised Magpie statistics of the formula, Euclidean), neighbours
+             taken from folds other than the material's and the predicted one; k and λ fitted
+Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's parameters
+are the grid point of least MAPE over the other four folds' materials, then applied to the fold.
     python scripts/decode_committee.py outputs/routed_cv … --test dataset1 --member "m3gnet/eform/dft/dataset1 [cv]" …
 """
 
@@ -22,6 +25,8 @@ import numpy as np
 from paraisite.report import experts, find_row, find_runs, repeats_of, summarize
 from paraisite.stats import Repeat, bootstrap, paired, rng_for
 
+K_NEIGHBOURS = (3, 5, 10)
+LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
 A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
 FOLDS = 5
@@ -44,12 +49,51 @@ def fit(z: np.ndarray, s2: np.ndarray, true: np.ndarray, ks: np.ndarray) -> tupl
 
 def decode(z: np.ndarray, s2: np.ndarray, true: np.ndarray, ks: np.ndarray) -> tuple[np.ndarray, list]:
     """Out-of-fold decoded predictions and each fold's (a, k)."""
-    fold = np.random.default_rng(0).permutation(len(z)) % FOLDS
+    fold = folds_of(len(z))
     pred, params = np.empty_like(z), []
     for f in range(FOLDS):
         a, k = fit(z[fold != f], s2[fold != f], true[fold != f], ks)
         pred[fold == f] = np.exp(z[fold == f] - a - k * s2[fold == f])
         params.append((a, k))
+    return pred, params
+
+
+def folds_of(n: int) -> np.ndarray:
+    return np.random.default_rng(0).permutation(n) % FOLDS
+
+
+def chemistry(ids: np.ndarray, test: str) -> np.ndarray:
+    """Standardised Magpie statistics of each material's formula (rows in the order of `ids`)."""
+    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.records import read_records
+    from paraisite.models.magpie import MagpieFeaturizer
+
+    formula = {r.id: r.formula for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
+    x, _ = MagpieFeaturizer().features([formula[i] for i in ids])
+    return (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+
+
+def shifts(order: np.ndarray, residual: np.ndarray, fold: np.ndarray, k: int, excluded: tuple[int, ...]) -> np.ndarray:
+    """Per material, the mean residual of its k nearest materials outside its own fold and the `excluded` folds."""
+    out = np.empty(len(order))
+    for i, row in enumerate(order):
+        allowed = row[~np.isin(fold[row], (fold[i], *excluded))]
+        out[i] = residual[allowed[:k]].mean()
+    return out
+
+
+def neighbours(z: np.ndarray, true: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list]:
+    """Out-of-fold neighbour-corrected predictions exp(z − λ·shift) and each fold's (k, λ)."""
+    fold, residual = folds_of(len(z)), z - np.log(true)
+    order = np.argsort(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), axis=1)[:, 1:]  # nearest first, not itself
+    pred, params = np.empty_like(z), []
+    for f in range(FOLDS):
+        train = fold != f
+        best = min(((float(np.mean(np.abs(np.exp(z[train] - lam * shift[train]) - true[train]) / true[train])), k, lam)
+                    for k in K_NEIGHBOURS for shift in [shifts(order, residual, fold, k, (f,))] for lam in LAMBDAS))
+        _, k, lam = best
+        pred[fold == f] = np.exp(z - lam * shifts(order, residual, fold, k, ()))[fold == f]
+        params.append((k, lam))
     return pred, params
 
 
@@ -73,16 +117,17 @@ def main() -> None:
     decoded = {"geometric": (np.exp(z), [])}
     decoded["factor"] = decode(z, s2, true, np.zeros(1))
     decoded["spread"] = decode(z, s2, true, K_GRID)
+    decoded["neighbours"] = neighbours(np.log(arithmetic.pred), true, chemistry(ids, args.test))
     base = bootstrap([arithmetic], "mape", "kappa", rng_for("decode", args.name, args.test))
     print(f"{args.name} on {args.test} ({len(ids)} materials; members: {', '.join(args.member)})")
-    print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | (a, k) per fold |")
+    print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | fitted per fold |")
     print("|---|---|---|---|---|")
     print(f"| arithmetic mean | {base['estimate']:.3f} [{base['lo']:.3f}, {base['hi']:.3f}] | | | |")
     for name, (pred, params) in decoded.items():
         repeat = Repeat("committee", ids, true, pred)
         score = bootstrap([repeat], "mape", "kappa", rng_for("decode", args.name, args.test, name))
         diff = paired([repeat], [arithmetic], "mape", "kappa", rng_for("decode-diff", args.name, args.test, name))
-        shown = " ".join(f"({a:+.2f}, {k:.2f})" for a, k in params)
+        shown = " ".join(f"({a:+.2f}, {k:.2f})" if name != "neighbours" else f"(k {a}, λ {k:.1f})" for a, k in params)
         print(f"| {name} | {score['estimate']:.3f} [{score['lo']:.3f}, {score['hi']:.3f}] | {diff['diff']:+.3f} "
               f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}] | {diff['p']:.3g} | {shown} |")
     print(f"median s (members' spread in ln κ): {np.median(np.sqrt(s2)):.2f}; "
