@@ -371,8 +371,8 @@ def train_and_test(cfg: DictConfig, stages: list[Stage], run_dir: Path, module: 
 def validate_final_model(module: TransferRegressor, datamodule: SplitData, dataset: str, cfg: DictConfig,
                          run_dir: Path) -> Calibration | None:
     """Write the final model's predictions of its last stage's validation split (of `dataset`; `val_predictions.csv`,
-    not calibrated; with a refit: of the model the validation chose, before the refit); with `calibrate`, fit the calibration factor on them and set it in the model (None: not
-    asked)."""
+    not calibrated; with a refit: of the model the validation chose, before the refit); with `calibrate`, fit the
+    calibration factor on them and set it in the model (None: not asked)."""
     datamodule.setup()  # not yet when every stage was loaded (finished before, or from the stage store)
     true, pred, rows = scored_split(module, datamodule, "val", dataset, cfg.fold, cfg.seed)
     write_predictions(run_dir / "val_predictions.csv", rows)

@@ -69,9 +69,9 @@ def coverage_out_of_fold(true, pred, level: float, folds: int = 5, seed: int = 0
 
 
 def calibrate_for(config: dict, cv_runs: list, level: float) -> Interval:
-    """The interval of the models trained with `config`'s recipe (a run's recorded config), calibrated on the out-of-fold ensemble (the mean
-    over repeats of each material's prediction by the fold model that never saw it) of that recipe's cv row among
-    `cv_runs` (folders), on the data set it trains on."""
+    """The interval of the models trained with `config`'s recipe (a run's recorded config), calibrated on the
+    out-of-fold ensemble (the mean over repeats of each material's prediction by the fold model that never saw it) of
+    that recipe's cv row among `cv_runs` (folders), on the data set it trains on."""
     from paraisite.report import cv_row_of, find_runs, label, repeats_of, summarize
 
     row = cv_row_of(summarize(find_runs(cv_runs), n_boot=1), config)

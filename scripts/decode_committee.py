@@ -58,6 +58,10 @@ def decode(z: np.ndarray, s2: np.ndarray, true: np.ndarray, ks: np.ndarray) -> t
     return pred, params
 
 
+def mape_of(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - true) / true))
+
+
 def folds_of(n: int) -> np.ndarray:
     return np.random.default_rng(0).permutation(n) % FOLDS
 
@@ -89,9 +93,11 @@ def neighbours(z: np.ndarray, true: np.ndarray, x: np.ndarray) -> tuple[np.ndarr
     pred, params = np.empty_like(z), []
     for f in range(FOLDS):
         train = fold != f
-        best = min(((float(np.mean(np.abs(np.exp(z[train] - lam * shift[train]) - true[train]) / true[train])), k, lam)
-                    for k in K_NEIGHBOURS for shift in [shifts(order, residual, fold, k, (f,))] for lam in LAMBDAS))
-        _, k, lam = best
+        scored = []
+        for k in K_NEIGHBOURS:
+            shift = shifts(order, residual, fold, k, (f,))
+            scored += [(mape_of(np.exp(z[train] - lam * shift[train]), true[train]), k, lam) for lam in LAMBDAS]
+        _, k, lam = min(scored)
         pred[fold == f] = np.exp(z - lam * shifts(order, residual, fold, k, ()))[fold == f]
         params.append((k, lam))
     return pred, params
@@ -135,8 +141,7 @@ def main() -> None:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    return float(np.corrcoef(rank(x), rank(y))[0, 1])
+    return float(np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1])
 
 
 if __name__ == "__main__":
