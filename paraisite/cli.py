@@ -47,7 +47,9 @@ def report(args) -> int:
 
 
 def predict(args) -> int:
-    from paraisite.predict import PREDICT_BATCH, load_ensemble, predict
+    from dataclasses import replace
+
+    from paraisite.predict import PREDICT_BATCH, find_models, load_ensemble, predict
 
     device = args.device or ("cuda" if torch_cuda() else "cpu")
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
@@ -62,6 +64,12 @@ def predict(args) -> int:
         if not runs:
             raise ParaisiteError(f"--row {args.row!r}: row {row} has no finished run")
     members = load_ensemble(runs, device, args.data_dir, args.model or [])
+    if args.interval_cv:
+        if args.model:
+            raise ParaisiteError("--interval-cv calibrates the --run models; a bundle carries its own interval "
+                                 "(paraisite bundle --interval-cv)")
+        interval = interval_for("the --run folders", tuple(find_models(runs)), args.interval_cv, args.level)
+        members = [replace(m, interval=interval) for m in members]
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size or PREDICT_BATCH, args.top,
                      args.below, workers, progress)
@@ -111,7 +119,7 @@ def bundle(args) -> int:
     except (OSError, ValueError) as exc:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
     routed = [(name, parse_stoichiometry(stoichiometry), [run]) for name, stoichiometry, run in args.route or []]
-    routes = [RouteModels(name, amounts, models, route_interval(name, models, args.interval_cv, args.level))
+    routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, args.interval_cv, args.level))
               for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]
               for models in [tuple(find_models(runs))]]
     # every member loads, and all predict one property
@@ -129,9 +137,9 @@ def bundle(args) -> int:
     return 0
 
 
-def route_interval(name: str, models: tuple, cv_runs: list | None, level: float):
-    """The interval of a route's models (one recipe, several seeds) calibrated on that recipe's cv row among
-    `cv_runs` (None: not asked)."""
+def interval_for(what: str, models: tuple, cv_runs: list | None, level: float):
+    """The interval of `models` (`what`: their name in messages; one recipe: seeds, folds) calibrated on that
+    recipe's cv row among `cv_runs` (None: not asked)."""
     from paraisite.intervals import calibrate_for
     from paraisite.report import config_settings, recipe_of, recorded_config
 
@@ -142,8 +150,8 @@ def route_interval(name: str, models: tuple, cv_runs: list | None, level: float)
         raise ParaisiteError(f"--interval-cv: {models[configs.index(None)].parent} records no config (run_key.json "
                              "or .hydra/config.yaml) to find its recipe's cv row by")
     if any(recipe_of(config_settings(c)) != recipe_of(config_settings(configs[0])) for c in configs[1:]):
-        raise ParaisiteError(f"--interval-cv: route {name} holds models of several recipes; an interval is "
-                             "calibrated on one recipe's cv row (bundle recipes apart, or leave out --interval-cv)")
+        raise ParaisiteError(f"--interval-cv: {what} hold models of several recipes; an interval is calibrated on "
+                             "one recipe's cv row (give the recipes apart, or leave out --interval-cv)")
     return calibrate_for(configs[0], cv_runs, level)
 
 
@@ -224,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                                                   "the --run folders — its label or any part of it that names one "
                                                   "row, e.g. 'dataset1 [cv]': the k fold models × repeats of a cv "
                                                   "grid point")
+    pred.add_argument("--interval-cv", nargs="+", action="extend", default=None, metavar="FOLDER",
+                      help="cv runs of the --run models' recipe: write a prediction interval calibrated on its "
+                           "out-of-fold predictions (as `paraisite bundle --interval-cv`)")
+    pred.add_argument("--level", type=float, default=0.9, help="the interval's level (default 0.9)")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")

@@ -437,3 +437,9 @@ def test_a_bundle_calibrated_on_its_recipes_cv_row_writes_conformal_intervals(tw
     assert ("no cv row(s) of the recipe megnet/eform/dft/dataset2 in the folders given (rows of that grid point "
             "with other settings: megnet/eform/dft/dataset2 [cv]") in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+    assert cli(["predict", str(folder), "--run", str(two_runs), "--interval-cv", str(tmp_path / "cv"), "--output",
+                str(tmp_path / "r.csv"), "--quiet"]) == 0  # the runs themselves, calibrated alike
+    assert read_rows(tmp_path / "r.csv")["ab.cif"]["kappa_lo90"] == row["kappa_lo90"]
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--interval-cv", str(tmp_path / "cv"),
+                "--output", str(tmp_path / "r.csv")]) == 2
+    assert "a bundle carries its own interval" in capsys.readouterr().err
