@@ -103,7 +103,7 @@ def train_source(make_backbone: Callable[[], Backbone], table: str, settings: So
                   warmup_steps=settings.warmup_epochs * steps_per_epoch, decay_steps=0,
                   final_lr_fraction=settings.final_lr_fraction, policy="all", patience=settings.patience,
                   regressor="random_forest", features_layer=-1, low_fidelity_weight=1.0, ema_epochs=0.0,
-                  select_from_epoch=0)
+                  select_from_epoch=0, refit=False)
     trainer = partial(L.Trainer, accelerator="auto", devices=1, enable_model_summary=False)
     fitted = fit(module, stage, dm, folder / "checkpoints", trainer, CSVLogger(folder, name="log", version=""),
                  [source_progress(table)], resume_every_s=RESUME_EVERY_S)
