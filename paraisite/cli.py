@@ -49,7 +49,7 @@ def report(args) -> int:
 def predict(args) -> int:
     from dataclasses import replace
 
-    from paraisite.predict import PREDICT_BATCH, find_models, load_ensemble, predict
+    from paraisite.predict import PREDICT_BATCH, load_ensemble, predict
 
     device = args.device or ("cuda" if torch_cuda() else "cpu")
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
@@ -68,7 +68,8 @@ def predict(args) -> int:
         if args.model:
             raise ParaisiteError("--interval-cv calibrates the --run models; a bundle carries its own interval "
                                  "(paraisite bundle --interval-cv)")
-        interval = interval_for("the --run folders", tuple(find_models(runs)), args.interval_cv, args.level)
+        interval = interval_for("the --run folders", tuple(Path(m.path) for m in members), cv_rows(args.interval_cv),
+                                args.level)
         members = [replace(m, interval=interval) for m in members]
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size or PREDICT_BATCH, args.top,
@@ -119,7 +120,8 @@ def bundle(args) -> int:
     except (OSError, ValueError) as exc:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
     routed = [(name, parse_stoichiometry(stoichiometry), [run]) for name, stoichiometry, run in args.route or []]
-    routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, args.interval_cv, args.level))
+    calibration = cv_rows(args.interval_cv)  # read once for every route
+    routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level))
               for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]
               for models in [tuple(find_models(runs))]]
     # every member loads, and all predict one property
@@ -137,13 +139,20 @@ def bundle(args) -> int:
     return 0
 
 
-def interval_for(what: str, models: tuple, cv_runs: list | None, level: float):
+def cv_rows(folders: list | None) -> list[dict] | None:
+    """The report rows of the cv runs that intervals are calibrated on (None: no --interval-cv)."""
+    from paraisite.report import find_runs, summarize
+
+    return summarize(find_runs(folders), n_boot=1) if folders else None
+
+
+def interval_for(what: str, models: tuple, rows: list[dict] | None, level: float):
     """The interval of `models` (`what`: their name in messages; one recipe: seeds, folds) calibrated on that
-    recipe's cv row among `cv_runs` (None: not asked)."""
+    recipe's cv row among `rows` (`cv_rows`; None: not asked)."""
     from paraisite.intervals import calibrate_for
     from paraisite.report import config_settings, recipe_of, recorded_config
 
-    if not cv_runs or not models:
+    if not rows or not models:
         return None
     configs = [recorded_config(path.parent) for path in models]
     if None in configs:
@@ -152,7 +161,7 @@ def interval_for(what: str, models: tuple, cv_runs: list | None, level: float):
     if any(recipe_of(config_settings(c)) != recipe_of(config_settings(configs[0])) for c in configs[1:]):
         raise ParaisiteError(f"--interval-cv: {what} hold models of several recipes; an interval is calibrated on "
                              "one recipe's cv row (give the recipes apart, or leave out --interval-cv)")
-    return calibrate_for(configs[0], cv_runs, level)
+    return calibrate_for(configs[0], rows, level)
 
 
 def status(args) -> int:

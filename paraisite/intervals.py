@@ -68,13 +68,13 @@ def coverage_out_of_fold(true, pred, level: float, folds: int = 5, seed: int = 0
     return {"coverage": float(inside.mean()), "width": float(np.median(widths)), "n": len(true), "folds": folds}
 
 
-def calibrate_for(config: dict, cv_runs: list, level: float) -> Interval:
+def calibrate_for(config: dict, cv_rows: list[dict], level: float) -> Interval:
     """The interval of the models trained with `config`'s recipe (a run's recorded config), calibrated on the
     out-of-fold ensemble (the mean over repeats of each material's prediction by the fold model that never saw it) of
-    that recipe's cv row among `cv_runs` (folders), on the data set it trains on."""
-    from paraisite.report import cv_row_of, find_runs, label, repeats_of, summarize
+    that recipe's cv row among `cv_rows` (`report.summarize` rows), on the data set it trains on."""
+    from paraisite.report import cv_row_of, label, repeats_of
 
-    row = cv_row_of(summarize(find_runs(cv_runs), n_boot=1), config)
+    row = cv_row_of(cv_rows, config)
     own = repeats_of(row, as_ensemble=True)["committee"].get(row["data"])
     if own is None:
         raise ParaisiteError(f"{label(row)}: no out-of-fold predictions of its own data set {row['data']}")
