@@ -11,6 +11,8 @@ so the decoded prediction is exp(z_i − a − k·s_i²). Decoders, scored again
   neighbours the arithmetic mean shifted by λ × the mean out-of-fold log residual ln(mean/true) of the material's k
              chemically nearest materials (standardised Magpie statistics of the formula, Euclidean), neighbours
              taken from folds other than the material's and the predicted one; k and λ fitted
+  agl        exp(a + (1 − w)·ln mean + w·ln κ_AGL) where AFLOW's AGL table has a value for the material's reduced
+             formula, the arithmetic mean elsewhere; w and a fitted on the materials with a value
 Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's parameters
 are the grid point of least MAPE over the other four folds' materials, then applied to the fold.
     python scripts/decode_committee.py outputs/routed_cv … --test dataset1 --member "m3gnet/eform/dft/dataset1 [cv]" …
@@ -29,6 +31,8 @@ K_NEIGHBOURS = (3, 5, 10)
 LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
 A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
+PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})"}  # how each decoder's fit is shown
+W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
 FOLDS = 5
 
 
@@ -103,6 +107,34 @@ def neighbours(z: np.ndarray, true: np.ndarray, x: np.ndarray) -> tuple[np.ndarr
     return pred, params
 
 
+def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
+    """ln κ of AFLOW's AGL table for each material's reduced formula; NaN where the table has none."""
+    from pymatgen.core import Composition
+
+    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.records import read_csv_rows, read_records
+
+    reduced = lambda f: Composition(f).reduced_formula  # noqa: E731
+    table = {reduced(r["formula"]): float(r["kappa"]) for r in read_csv_rows(source_path("agl_composition"))}
+    formula = {r.id: r.formula for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
+    return np.log(np.array([table.get(reduced(formula[i]), np.nan) for i in ids]))
+
+
+def with_agl(z: np.ndarray, true: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, list]:
+    """Out-of-fold predictions exp(a + (1 − w)·z + w·prior) where the prior is known, exp(z) elsewhere; (w, a) per fold."""
+    fold, known = folds_of(len(z)), np.isfinite(prior)
+    blend = W_GRID[:, None, None] * (np.nan_to_num(prior) - z)[None, None, :] + A_GRID[None, :, None]
+    pred, params = np.exp(z), []
+    for f in range(FOLDS):
+        fit_on = known & (fold != f)
+        mape = np.mean(np.abs(np.exp(z[fit_on] + blend[:, :, fit_on]) - true[fit_on]) / true[fit_on], axis=-1)
+        i, j = np.unravel_index(np.argmin(mape), mape.shape)
+        apply = known & (fold == f)
+        pred[apply] = np.exp(z[apply] + blend[i, j, apply])
+        params.append((float(W_GRID[i]), float(A_GRID[j])))
+    return pred, params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run or sweep folders")
@@ -124,6 +156,8 @@ def main() -> None:
     decoded["factor"] = decode(z, s2, true, np.zeros(1))
     decoded["spread"] = decode(z, s2, true, K_GRID)
     decoded["neighbours"] = neighbours(np.log(arithmetic.pred), true, chemistry(ids, args.test))
+    prior = agl_prior(ids, args.test)
+    decoded["agl"] = with_agl(np.log(arithmetic.pred), true, prior)
     base = bootstrap([arithmetic], "mape", "kappa", rng_for("decode", args.name, args.test))
     print(f"{args.name} on {args.test} ({len(ids)} materials; members: {', '.join(args.member)})")
     print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | fitted per fold |")
@@ -133,9 +167,15 @@ def main() -> None:
         repeat = Repeat("committee", ids, true, pred)
         score = bootstrap([repeat], "mape", "kappa", rng_for("decode", args.name, args.test, name))
         diff = paired([repeat], [arithmetic], "mape", "kappa", rng_for("decode-diff", args.name, args.test, name))
-        shown = " ".join(f"({a:+.2f}, {k:.2f})" if name != "neighbours" else f"(k {a}, λ {k:.1f})" for a, k in params)
+        shown = " ".join(PARAMS.get(name, "({:+.2f}, {:.2f})").format(a, k) for a, k in params)
         print(f"| {name} | {score['estimate']:.3f} [{score['lo']:.3f}, {score['hi']:.3f}] | {diff['diff']:+.3f} "
               f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}] | {diff['p']:.3g} | {shown} |")
+    known = np.isfinite(prior)
+    part = [Repeat("committee", ids[known], true[known], p[known]) for p in (arithmetic.pred, decoded["agl"][0])]
+    diff = paired(part[1:], part[:1], "mape", "kappa", rng_for("decode-diff", args.name, args.test, "agl-part"))
+    print(f"agl on the {known.sum()} materials with an AGL value: {mape_of(part[0].pred, part[0].true):.3f} → "
+          f"{mape_of(part[1].pred, part[1].true):.3f}, {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] "
+          f"(p {diff['p']:.3g})")
     print(f"median s (members' spread in ln κ): {np.median(np.sqrt(s2)):.2f}; "
           f"Spearman ρ(s², ln(arithmetic/true)): {spearman(s2, np.log(arithmetic.pred / true)):+.2f}")
 
