@@ -36,13 +36,14 @@ def report(args) -> int:
     from paraisite.report import markdown, write_report
 
     rows = write_report(args.runs, args.output, args.metric, args.compare or (), args.committee or (),
-                        args.experts or ())
+                        args.experts or (), args.select or ())
     print(markdown(rows, args.metric))
-    extra = [name for name, given in (("comparisons", args.compare), ("committees", args.committee)) if given]
+    extra = [name for name, given in (("comparisons", args.compare), ("committees", args.committee),
+                                      ("selections", args.select)) if given]
     for name in extra:
         print((Path(args.output) / f"{name}.md").read_text())
     print(f"wrote {args.output}/table.csv, table.md, row_configs.md, heatmap.png, curves.png"
-          + "".join(f", {name}.md, {name}.csv" for name in extra))
+          + "".join(f", {name}.md" + (f", {name}.csv" if name != "selections" else "") for name in extra))
     return 0
 
 
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                '"megnet/eform/dft/dataset1"')
     rep.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")
     rep.add_argument("--output", required=True, help="folder for table.csv, table.md, row_configs.md, heatmap.png, "
-                                                     "curves.png (comparisons.md/.csv, committees.md/.csv)")
+                                                     "curves.png (comparisons.md/.csv, committees.md/.csv, "
+                                                     "selections.md)")
     rep.add_argument("--metric", default="mape", choices=["mape", "mae", "log_mae", "log_rmse", "rmse", "r2", "spearman"])
     rep.add_argument("--compare", nargs=2, action="append", metavar=("ROW_A", "ROW_B"),
                      help="paired difference A − B of the metric on the same (seed, test set, material) predictions, "
@@ -229,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                           "each material predicted out of fold by the row of its own set — on MIX, to pair with the "
                           "row trained on the union (repeatable; rows named as for --compare; --compare and "
                           "--committee may name the new row)")
+    rep.add_argument("--select", nargs="+", action="append", metavar="ROW",
+                     help="add the row chosen on validation among two or more cv rows trained on one set: in each "
+                          "repeat and fold, the candidate whose fold run validates best predicts the fold's test "
+                          "materials — the honest score of picking a recipe, which the best row's own score flatters "
+                          "(repeatable; rows named as for --compare; --compare, --committee and --experts may name "
+                          "the new row)")
     rep.set_defaults(func=report)
     pred = commands.add_parser("predict", help="predict κ (or the runs' property) of structures or formulas with an ensemble of runs")
     pred.add_argument("inputs", nargs="+", help="CIF, POSCAR/CONTCAR, pymatgen JSON, .json(.gz) record lists, folders; "

@@ -570,12 +570,12 @@ def curves(runs: list[dict], path: Path) -> None:
 
 
 def find_row(rows: list[dict], name: str, option: str = "--compare") -> dict:
-    """The row whose label (`label`) is `name`, else the one row whose label contains it (a committee's: starts
-    with it, so that a member's name does not name its committees too)."""
+    """The row whose label (`label`) is `name`, else the one row whose label contains it (a committee's or a
+    choice's: starts with it, so that a member's name does not name the rows made of it too)."""
     labels = [label(r) for r in rows]
     exact = [r for r, text in zip(rows, labels) if text == name]
     found = exact or [r for r, text in zip(rows, labels)  # a committee by its label's start ("committee: …")
-                      if (text.startswith(name) if text.startswith(COMMITTEE) else name in text)]
+                      if (text.startswith(name) if text.startswith((COMMITTEE, SELECTED)) else name in text)]
     if len(found) == 1:
         return found[0]
     if not found:
@@ -752,7 +752,7 @@ def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOO
     material with the row trained on the material's own source — on MIX (split per source) each material's
     out-of-fold prediction by its own set's row, whose fold models never saw it. Scored like a cv row on the seeds
     that every row has complete, and named in `--compare`/`--committee` like one (its label ends in
-    "(per-source experts)")."""
+    "(per-source experts)"; experts of rows made of rows, e.g. choices: "per-source experts: A + B")."""
     members, labels = named_rows(rows, names, "--experts", "experts need")
     not_cv = [text for row, text in zip(members, labels) if not is_pooled(row)]
     if not_cv:
@@ -777,11 +777,71 @@ def experts(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOO
         raise ParaisiteError(f"--experts {' '.join(labels)}: no seed in which every row has complete out-of-fold "
                              "predictions on its own set")
     left_out = sorted(set().union(*(r["_repeats"] for r in members)) - set(complete), key=seed_order)
-    row = joined_row(members, ("experts", *labels), complete, data="|".join(r["data"] for r in members),
+    named = {"_label": "per-source experts: " + " + ".join(labels)} if any("_label" in r for r in members) else {}
+    row = joined_row(members, ("experts", *labels), complete, data="|".join(r["data"] for r in members), **named,
                      variant="; ".join(dict.fromkeys(["per-source experts", *(r["variant"] for r in members
                                                                                if r["variant"])])),
                      folds="/".join(dict.fromkeys(str(r["folds"]) for r in members)),
                      incomplete="; ".join(f"seed {s}: not complete in every expert" for s in left_out))
+    score_pooled(row, test_sets_of(rows), metric, n_boot)
+    return row
+
+
+SELECTED = "selected on validation: "  # the start of a choice's label
+
+
+def validated_on(run: dict) -> frozenset | int | None:
+    """The ids of the records a run's final stage validated on (its val_predictions.csv), else their count."""
+    file = Path(run["dir"]) / "val_predictions.csv"
+    if file.is_file():
+        with open(file, newline="") as f:
+            return frozenset(record["id"] for record in csv.DictReader(f))
+    return run["stages"][-1].get("n_val") if run.get("stages") else None
+
+
+def selected(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP) -> dict:
+    """The recipe chosen on validation, scored out of fold: a cv row made of candidate cv rows trained on one data
+    set (other backbones, chains, settings). In each repeat (seed) and fold, the candidate whose fold run has the best
+    validation score (`selection_score`: its final stage's, on the fold's validation slice; candidates that validated
+    on other records are refused) predicts that fold's test materials. The best candidate's own score flatters a choice made on the test
+    folds; this is the choice a user makes without them. `picks`: {candidate: folds chosen}. Labelled
+    "selected on validation: A or B …", so `--compare`/`--committee`/`--experts` may name it."""
+    members, labels = named_rows(rows, names, "--select", "a choice needs")
+    not_cv = [text for row, text in zip(members, labels) if not is_pooled(row)]
+    if not_cv:
+        raise ParaisiteError(f"--select: {', '.join(not_cv)}: not a cv row (a choice per fold needs the fold runs)")
+    for what, values in (("train on", [r["data"] for r in members]), ("have", [f"{r['folds']} folds" for r in members])):
+        if len(set(values)) > 1:
+            raise ParaisiteError(f"--select: the candidates {what} {', '.join(map(str, dict.fromkeys(values)))}: "
+                                 "their validation scores are not on the same records")
+    fold_runs = [{(r["config"]["seed"], int(r["config"]["fold"])): r for r in row["_members"]
+                  if r.get("status") == "ok"} for row in members]
+    seeds = sorted(set.intersection(*(set(r["_repeats"]) for r in members)), key=seed_order)
+    picks = dict.fromkeys(labels, 0)
+    complete: dict = {}
+    taken = []  # the chosen fold runs
+    for seed in seeds:
+        chosen = []
+        for fold in range(int(members[0]["folds"])):
+            runs = [by_fold[seed, fold] for by_fold in fold_runs]
+            records = [validated_on(run) for run in runs]
+            if len(set(records)) > 1:
+                raise ParaisiteError(f"--select: seed {seed}, fold {fold}: the candidates validate on other records (" +
+                                     ", ".join(f"{text}: {len(r) if isinstance(r, frozenset) else r}" for text, r in
+                                               zip(labels, records)) + "); their validation scores do not compare")
+            best = int(np.nanargmin([selection_score(run)[1] for run in runs]))
+            picks[labels[best]] += 1
+            chosen.append((runs[best], read_predictions(runs[best])))
+            taken.append(runs[best])
+        tests = [t for t in dict.fromkeys(t for _, p in chosen for t in p) if all(t in p for _, p in chosen)]
+        complete[seed] = {test: pool(seed, test, [(run, p[test]) for run, p in chosen]) for test in tests}
+    if not complete:
+        raise ParaisiteError(f"--select {' '.join(labels)}: no seed in which every candidate has complete folds")
+    row = joined_row(members, ("selected", *labels), complete, data=members[0]["data"], variant="",
+                     _label=SELECTED + " or ".join(labels), folds=members[0]["folds"], picks=picks,
+                     incomplete="; ".join(f"seed {s}: not complete in every candidate" for s in sorted(
+                         set().union(*(r["_repeats"] for r in members)) - set(complete), key=seed_order)))
+    row["val_mean"] = validation_mean(taken)  # of the chosen runs, not of every candidate's
     score_pooled(row, test_sets_of(rows), metric, n_boot)
     return row
 
@@ -831,13 +891,16 @@ def write_csv(path: Path, records: list[dict]) -> None:
 
 def write_report(paths: list[str | Path], output: str | Path, metric: str = "mape",
                  pairs: list[tuple[str, str]] = (), committees: list[list[str]] = (),
-                 expert_sets: list[list[str]] = ()) -> list[dict]:
+                 expert_sets: list[list[str]] = (), choices: list[list[str]] = ()) -> list[dict]:
     """Write table.csv/.md, row_configs.md, heatmap.png, curves.png (failed.txt); for `pairs` of row names
-    (`find_row`) comparisons.md/.csv, for `committees` (lists of row names) committees.md/.csv; `expert_sets` (lists
-    of row names) add per-source experts rows (`experts`), which pairs and committees may name; returns the rows."""
+    (`find_row`) comparisons.md/.csv, for `committees` (lists of row names) committees.md/.csv; `choices` (lists of
+    row names) add rows chosen per fold on validation (`selected`, their picks in selections.md), `expert_sets`
+    (lists of row names) per-source experts rows (`experts`), which pairs and committees may name; returns the
+    rows."""
     output = Path(output)
     runs = find_runs(paths)
     rows = summarize(runs, metric)
+    rows += [selected(rows, list(names), metric) for names in choices]
     rows += [experts(rows, list(names), metric) for names in expert_sets]
     made = [committee(rows, list(names), metric) for names in committees]  # a bad row name stops before any file
     joint = [c for _, results in made for c in results]
@@ -861,4 +924,14 @@ def write_report(paths: list[str | Path], output: str | Path, metric: str = "map
     if joint:
         (output / "committees.md").write_text(committees_markdown(joint, metric))
         write_csv(output / "committees.csv", joint)
+    if choices:
+        (output / "selections.md").write_text(selections_markdown([r for r in rows if "picks" in r]))
     return rows
+
+
+def selections_markdown(rows: list[dict]) -> str:
+    lines = ["# Recipes chosen per fold on validation: how often each candidate was chosen", "",
+             "| choice | candidate | folds chosen |", "|---|---|---|"]
+    for row in rows:
+        lines += [f"| {label(row)} | {name} | {n} of {sum(row['picks'].values())} |" for name, n in row["picks"].items()]
+    return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from paraisite.report import (
     label,
     markdown,
     row_runs,
+    selected,
     summarize,
     validation_mean,
 )
@@ -42,9 +43,10 @@ def predictions(true: np.ndarray, error: float, seed: int) -> np.ndarray:
     return true * (1 + error * rng.choice([-1, 1], len(true)) * rng.uniform(0.5, 1.5, len(true)))
 
 
-def fake_cv_run(folder, pretrain, seed, fold, ids, true, pred, status="ok", extra=()):
+def fake_cv_run(folder, pretrain, seed, fold, ids, true, pred, status="ok", extra=(), val=None):
     """A fold run as the chain leaves it: .hydra/config.yaml, results.json, test_predictions.csv (test set
-    dataset1: this seed's fold `fold` of the records); `extra`: more prediction rows."""
+    dataset1: this seed's fold `fold` of the records); `extra`: more prediction rows; `val`: its final stage's best
+    validation MAPE (None: no stage record)."""
     from omegaconf import OmegaConf
 
     (folder / ".hydra").mkdir(parents=True)
@@ -58,7 +60,8 @@ def fake_cv_run(folder, pretrain, seed, fold, ids, true, pred, status="ok", extr
     metrics = regression_metrics(true[test], pred[test], "kappa")
     (folder / "results.json").write_text(json.dumps({
         "status": status, "config": config, "test": {"dataset1": metrics} if status == "ok" else {},
-        "target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}, "stages": []}))
+        "target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"},
+        "stages": [] if val is None else [{"name": "dft", "best_val_mape": val}]}))
     rows = [(ids[i], "X", "dataset1", fold, seed, true[i], pred[i]) for i in test] + list(extra)
     with open(folder / "test_predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -250,6 +253,59 @@ def test_a_committee_averages_the_rows_own_ensembles_out_of_fold(tmp_path):
         committee(rows, ["eform", "megnet/eform/dft/dataset1 [cv]"], "mape")
     with pytest.raises(ParaisiteError, match=r"--committee 'elemnet': no row is labelled so"):
         committee(rows, ["eform", "elemnet"], "mape")
+
+
+def test_the_recipe_chosen_per_fold_on_validation_predicts_that_folds_test_materials(tmp_path):
+    ids, true = materials(40)
+    error = {"eform": 0.1, "scratch": 0.5, "gap": 0.3}
+    winner = {(s, f): ("scratch" if (s, f) == (1, 0) else "gap" if f == 2 else "eform") for s in SEEDS
+              for f in range(FOLDS)}  # the candidate that validates best; not always the best on test
+    for pretrain, e in error.items():
+        for seed in SEEDS:
+            for fold in range(FOLDS):
+                fake_cv_run(tmp_path / f"{pretrain}-s{seed}-f{fold}", pretrain, seed, fold, ids, true,
+                            predictions(true, e, seed), val=0.1 if winner[seed, fold] == pretrain else 0.2)
+    rows = summarize(find_runs([tmp_path]), n_boot=1)
+    row = selected(rows, ["eform", "scratch", "gap"], "mape", n_boot=1)
+    assert label(row) == "selected on validation: " + " or ".join(f"megnet/{p}/dft/dataset1 [cv]" for p in error)
+    assert row["picks"] == {f"megnet/{p}/dft/dataset1 [cv]": n for p, n in (("eform", 3), ("scratch", 1), ("gap", 2))}
+    expected = []
+    for seed in SEEDS:  # each fold's test materials predicted by that fold's winner
+        pred = np.empty(len(ids))
+        for fold in range(FOLDS):
+            test = split_indices(len(ids), seed, "cv", folds=FOLDS, fold=fold)["test"]
+            pred[test] = predictions(true, error[winner[seed, fold]], seed)[test]
+        expected.append(regression_metrics(true, pred)["mape"])
+    assert row["dataset1_mean"] == pytest.approx(np.mean(expected)) and row["val_mean"] == pytest.approx(0.1)
+    assert row_of(rows, "eform")["dataset1_mean"] < row["dataset1_mean"] < row_of(rows, "scratch")["dataset1_mean"]
+    (versus,) = compare(rows + [row], "selected on validation", "megnet/eform/dft/dataset1 [cv]", "mape", 200, 200)
+    assert versus["diff"] > 0 and versus["n_materials"] == 40 and versus["n_repeats"] == 2
+    with pytest.raises(ParaisiteError, match="a choice needs two rows or more"):
+        selected(rows, ["eform"], "mape")
+    from paraisite.cli import main as cli
+
+    assert cli(["report", str(tmp_path), "--output", str(tmp_path / "r"), "--select", "eform", "scratch", "gap",
+                "--committee", "selected on validation", "scratch"]) == 0
+    assert "| megnet/scratch/dft/dataset1 [cv] | 1 of 6 |" in (tmp_path / "r" / "selections.md").read_text()
+    assert "selected on validation" in (tmp_path / "r" / "committees.md").read_text()
+
+
+def test_a_choice_on_validation_refuses_candidates_validated_on_other_records(tmp_path):
+    source_grid(tmp_path, {"dataset1": 0.1, "dataset2": 0.2, "mix": 0.4})
+    rows = summarize(find_runs([tmp_path]), n_boot=1)
+    with pytest.raises(ParaisiteError, match="the candidates train on dataset1, dataset2: their validation scores"):
+        selected(rows, ["dft/dataset1", "dft/dataset2"], "mape")
+    ids, true = materials(40)
+    for pretrain, kept in (("eform", 8), ("scratch", 6)):  # e.g. a composition backbone that drops records
+        for seed in SEEDS:
+            for fold in range(FOLDS):
+                run = tmp_path / "same" / f"{pretrain}-s{seed}-f{fold}"
+                fake_cv_run(run, pretrain, seed, fold, ids, true, true, val=0.1)
+                (run / "val_predictions.csv").write_text("id,prediction\n" + "".join(f"{i},1\n" for i in ids[:kept]))
+    rows = summarize(find_runs([tmp_path / "same"]), n_boot=1)
+    with pytest.raises(ParaisiteError, match=r"seed 1, fold 0: the candidates validate on other records "
+                                             r"\(megnet/eform/dft/dataset1 \[cv\]: 8, megnet/scratch/dft/dataset1 \[cv\]: 6\)"):
+        selected(rows, ["eform", "scratch"], "mape")
 
 
 def source_grid(root, error: dict[str, float]) -> dict:
