@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Backbones × chains × datasets under protocol=cv: each backbone from its own pre-trained weights (MEGNet and
-# M3GNet: matgl's formation-energy sets; CHGNet: its MPtrj energy model; ElemNet: the formation-energy source model;
+# M3GNet: matgl's formation-energy sets; CHGNet, SevenNet: their MPtrj energy models; ElemNet: the formation-energy source model;
 # magpie and quasiharmonic have none: pretrain=scratch), chains dft (Step II), agl_dft (Step III), multifidelity and
 # features (the frozen backbone + a scikit-learn regressor: stage_overrides.regressor=…); 5 folds × SEEDS repeats;
 # then the report. Extra arguments are Hydra overrides for every run (a budget, a launcher). Stages shared with the
@@ -17,7 +17,7 @@ OUT=${OUT:-outputs/backbones_cv}
 PY=${PY:-.venv/bin/python}
 
 for backbone in ${BACKBONES//,/ }; do
-  case $backbone in chgnet) pretrain=mptrj ;; magpie | quasiharmonic) pretrain=scratch ;; *) pretrain=eform ;; esac
+  case $backbone in chgnet | sevennet) pretrain=mptrj ;; magpie | quasiharmonic) pretrain=scratch ;; *) pretrain=eform ;; esac
   for chain in ${CHAINS//,/ }; do
     $PY train.py -m backbone="$backbone" pretrain=$pretrain finetune="$chain" data="$DATA" seed="$SEEDS" protocol=cv \
       fold="$FOLDS" progress_bar=false hydra.sweep.dir="$OUT/$backbone/$chain" "$@"
