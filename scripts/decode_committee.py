@@ -114,7 +114,9 @@ def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
     from paraisite.data.datasets import source_path, sources_of
     from paraisite.data.records import read_csv_rows, read_records
 
-    reduced = lambda f: Composition(f).reduced_formula  # noqa: E731
+    def reduced(formula: str) -> str:
+        return Composition(formula).reduced_formula
+
     table = {reduced(r["formula"]): float(r["kappa"]) for r in read_csv_rows(source_path("agl_composition"))}
     formula = {r.id: r.formula for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
     return np.log(np.array([table.get(reduced(formula[i]), np.nan) for i in ids]))

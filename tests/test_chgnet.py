@@ -1,24 +1,15 @@
 """backbone=chgnet: the wheel's weights load strictly, the features are CHGNet's pooled atom features, cached graphs."""
 
-import csv
 
 import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from paraisite.cli import main as cli
-from paraisite.data.records import Record
 from paraisite.models.chgnet import WEIGHTS, CHGNetBackbone, CHGNetFeaturizer, CrystalGraphSet, weights_file
 from paraisite.models.io import safe_load
-from paraisite.recipe import build_model
-from tests.helpers import compose_cfg, stage
+from tests.helpers import CSCL, records_of
 
-CSCL = Structure(Lattice.cubic(4.1437), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 NACL = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def records_of(structures):
-    return [Record(str(i), s.composition.reduced_formula, 1.0, s) for i, s in enumerate(structures)]
 
 
 @pytest.fixture(scope="module")
@@ -56,26 +47,3 @@ def test_graphs_are_cached_joined_and_flagged(tmp_path, backbone):
     assert isinstance(loaded, CrystalGraphSet) and loaded.ids == graphs.ids
     both = featurizer.concat([graphs, loaded])
     assert torch.equal(both.graph(5).atom_graph, graphs.graph(2).atom_graph) and len(both.collate([0, 5]).graphs) == 2
-
-
-def test_stage_policy_freezes_or_trains_chgnet():
-    module = build_model(compose_cfg("backbone=chgnet", "pretrain=scratch", "finetune=dft"), weights=None)
-    assert module.backbone.out_dim == 64 and module.backbone.name == "CHGNet 0.3.0 (random init)"
-    module.start_stage(stage(policy="head"), torch.tensor([1.0, 10.0]))
-    assert not any(p.requires_grad for p in module.backbone.parameters())
-    module.start_stage(stage(policy="all"), torch.tensor([1.0, 10.0]))
-    assert all(p.requires_grad for p in module.backbone.parameters())
-
-
-@pytest.mark.slow
-def test_smoke_run_trains_and_predicts(tmp_path):
-    from paraisite.chain import run
-
-    results = run(compose_cfg("backbone=chgnet", "finetune=dft", "datamodule.limit=24",
-                              "+finetune.stages.dft.policy=head"), tmp_path / "run")
-    assert results["status"] == "ok" and results["config"]["pretrain"] == "mptrj"
-    cif = tmp_path / "NaCl.cif"
-    NACL.to(filename=str(cif))
-    assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv")]) == 0
-    (row,) = csv.DictReader(open(tmp_path / "p.csv"))
-    assert row["formula"] == "NaCl" and row["flag"] == "" and float(row["kappa_mean"]) >= 0

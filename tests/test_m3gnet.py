@@ -10,19 +10,11 @@ import pytest
 import torch
 from pymatgen.core import Composition, Lattice, Structure
 
-from paraisite.cli import main as cli
 from paraisite.data.graphs import ThreeBodyGraphFeaturizer, ThreeBodyGraphSet, concat
 from paraisite.data.mirror import mirror_file
-from paraisite.data.records import Record
 from paraisite.models.m3gnet import CUTOFF_BUFFERS, EFORM, M3GNetBackbone, published_state
 from paraisite.models.megnet import read_model_json
-from tests.helpers import compose_cfg
-
-CSCL = Structure(Lattice.cubic(4.1437), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def records_of(structures):
-    return [Record(str(i), s.composition.reduced_formula, 1.0, s) for i, s in enumerate(structures)]
+from tests.helpers import CSCL, records_of
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +75,3 @@ def test_triplets_are_cached_and_joined_like_the_graphs(tmp_path, backbone):
     both = concat([graphs, loaded])
     assert torch.equal(both.collate([1]).triples, graphs.collate([0]).triples)
     assert both.collate([0, 1]).triples.shape[1] == 2 * graphs.triples.shape[1]
-
-
-@pytest.mark.slow
-def test_smoke_run_trains_and_predicts(tmp_path):
-    from paraisite.chain import run
-
-    results = run(compose_cfg("backbone=m3gnet", "finetune=dft", "datamodule.limit=24"), tmp_path / "run")
-    assert results["status"] == "ok" and results["config"]["backbone"] == "m3gnet"
-    cif = tmp_path / "CsCl.cif"
-    CSCL.to(filename=str(cif))
-    assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv")]) == 0
-    (row,) = csv.DictReader(open(tmp_path / "p.csv"))
-    assert row["formula"] == "CsCl" and row["flag"] == "" and float(row["kappa_mean"]) >= 0

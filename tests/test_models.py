@@ -1,6 +1,7 @@
 """Backbones, head and the regressor."""
 
 import copy
+import csv
 import dataclasses
 import math
 
@@ -9,19 +10,16 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from paraisite.data.graphs import GraphSet, build_graphs
-from paraisite.data.records import Record
 from paraisite.models.heads import MLPHead
 from paraisite.models.megnet import EFORM, GAP, MEGNetBackbone
 from paraisite.models.regressor import TransferRegressor, cosine_decay
-from tests.helpers import stage
-
-CSCL = Structure(Lattice.cubic(4.1437), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+from paraisite.recipe import build_model
+from tests.helpers import CSCL, compose_cfg, records_of, stage
 
 
 def batch_of(backbone, structures) -> tuple[GraphSet, object]:
-    records = [Record(str(i), s.composition.reduced_formula, 1.0, s) for i, s in enumerate(structures)]
-    graphs = build_graphs(records, backbone.cutoff, backbone.element_types)
-    return graphs, graphs.collate(range(len(records)))
+    graphs = build_graphs(records_of(structures), backbone.cutoff, backbone.element_types)
+    return graphs, graphs.collate(range(len(structures)))
 
 
 @torch.no_grad()
@@ -150,3 +148,30 @@ def test_stage_optimizer_follows_the_reference_adam(mirror_records):
             opt.step()
     for (name, p), q in zip(module.named_parameters(), twin.parameters(), strict=True):
         assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("backbone, features, name", [("chgnet", 64, "CHGNet 0.3.0 (random init)"),
+                                                      ("sevennet", 128, "SevenNet 7net-0 (random init)")])
+def test_stage_policy_freezes_or_trains_a_potential_backbone(backbone, features, name):
+    module = build_model(compose_cfg(f"backbone={backbone}", "pretrain=scratch", "finetune=dft"), weights=None)
+    assert module.backbone.out_dim == features and module.backbone.name == name
+    module.start_stage(stage(policy="head"), torch.tensor([1.0, 10.0]))
+    assert not any(p.requires_grad for p in module.backbone.parameters())
+    module.start_stage(stage(policy="all"), torch.tensor([1.0, 10.0]))
+    assert all(p.requires_grad for p in module.backbone.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone, default_pretrain", [("m3gnet", "eform"), ("chgnet", "mptrj"), ("sevennet", "mptrj")])
+def test_a_backbones_smoke_run_trains_and_predicts(tmp_path, backbone, default_pretrain):
+    from paraisite.chain import run
+    from paraisite.cli import main as cli
+
+    results = run(compose_cfg(f"backbone={backbone}", "finetune=dft", "datamodule.limit=24"), tmp_path / "run")
+    assert results["status"] == "ok" and results["config"]["pretrain"] == default_pretrain
+    cif = tmp_path / "CsCl.cif"
+    CSCL.to(filename=str(cif))
+    assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert row["formula"] == "CsCl" and row["flag"] == "" and float(row["kappa_mean"]) >= 0

@@ -1,26 +1,16 @@
 """backbone=sevennet: the wheel's weights load exactly (sevenn's own energy), the features are SevenNet's pooled
 invariant atom features, cached graphs."""
 
-import csv
-
 import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from paraisite.cli import main as cli
-from paraisite.data.records import Record
 from paraisite.models.sevennet import WEIGHTS, AtomGraphSet, SevenNetBackbone, SevenNetFeaturizer, sevennet_model
-from paraisite.recipe import build_model
-from tests.helpers import compose_cfg, stage
+from tests.helpers import CSCL, records_of
 
-CSCL = Structure(Lattice.cubic(4.1437), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 NACL = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0],
                                                                 [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
 NACL_ENERGY = -27.0620  # eV: sevenn 0.13.0's own SevenNetCalculator("7net-0") on NACL
-
-
-def records_of(structures):
-    return [Record(str(i), s.composition.reduced_formula, 1.0, s) for i, s in enumerate(structures)]
 
 
 @pytest.fixture(scope="module")
@@ -56,25 +46,3 @@ def test_graphs_are_cached_joined_and_flagged(tmp_path, backbone):
     both = featurizer.concat([graphs, loaded])
     joined, alone = both.collate([0, 5]).data, graphs.collate([0, 2]).data
     assert all(torch.equal(joined[k], alone[k]) for k in alone)
-
-
-def test_stage_policy_freezes_or_trains_sevennet():
-    module = build_model(compose_cfg("backbone=sevennet", "pretrain=scratch", "finetune=dft"), weights=None)
-    assert module.backbone.out_dim == 128 and module.backbone.name == "SevenNet 7net-0 (random init)"
-    module.start_stage(stage(policy="head"), torch.tensor([1.0, 10.0]))
-    assert not any(p.requires_grad for p in module.backbone.parameters())
-    module.start_stage(stage(policy="all"), torch.tensor([1.0, 10.0]))
-    assert all(p.requires_grad for p in module.backbone.parameters())
-
-
-@pytest.mark.slow
-def test_smoke_run_trains_and_predicts(tmp_path):
-    from paraisite.chain import run
-
-    results = run(compose_cfg("backbone=sevennet", "finetune=dft", "datamodule.limit=24"), tmp_path / "run")
-    assert results["status"] == "ok" and results["config"]["pretrain"] == "mptrj"
-    cif = tmp_path / "NaCl.cif"
-    NACL.to(filename=str(cif))
-    assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv")]) == 0
-    (row,) = csv.DictReader(open(tmp_path / "p.csv"))
-    assert row["formula"] == "NaCl" and row["flag"] == "" and float(row["kappa_mean"]) >= 0

@@ -18,14 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
-from paraisite.contracts import Backbone, Featurizer
-from paraisite.data.graphs import NO_NEIGHBORS, NO_STRUCTURE, joined_ptr
+from paraisite.contracts import Backbone
+from paraisite.data.graphs import NO_NEIGHBORS, NO_STRUCTURE
+from paraisite.data.ragged import RaggedFeaturizer, RaggedSet
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
 from paraisite.errors import DataError
-from paraisite.models.io import read_cache, safe_load, write_cache
+from paraisite.models.io import safe_load
 
 WEIGHTS = "0.3.0"
 CACHE_FORMAT = 1
@@ -77,25 +77,16 @@ class CrystalGraphBatch:
 
 
 @dataclass
-class CrystalGraphSet:
-    """CHGNet graphs of one dataset; graph i owns rows ptrs[f][i]:ptrs[f][i + 1] of tensors[f], for each field f."""
+class CrystalGraphSet(RaggedSet):
+    """CHGNet graphs of one dataset: each field of CHGNet's CrystalGraph, per structure (`RaggedSet`)."""
 
-    ids: list[str]
-    formulas: list[str]
-    flags: list[str]
-    target: torch.Tensor
-    tensors: dict[str, torch.Tensor]
-    ptrs: dict[str, torch.Tensor]
     cutoffs: list[float]  # atom graph, bond graph (Å)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def graph(self, i: int):
         from chgnet.graph import CrystalGraph
 
-        parts = {f: t[int(self.ptrs[f][i]):int(self.ptrs[f][i + 1])] for f, t in self.tensors.items()}
-        return CrystalGraph(**parts, atom_graph_cutoff=self.cutoffs[0], bond_graph_cutoff=self.cutoffs[1])
+        return CrystalGraph(**{f: self.rows(f, i) for f in self.tensors}, atom_graph_cutoff=self.cutoffs[0],
+                            bond_graph_cutoff=self.cutoffs[1])
 
     def collate(self, indices) -> CrystalGraphBatch:
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -103,7 +94,7 @@ class CrystalGraphSet:
 
 
 @dataclass
-class CHGNetFeaturizer(Featurizer):
+class CHGNetFeaturizer(RaggedFeaturizer):
     """Structures → CHGNet crystal graphs (atom graph within `atom_graph_cutoff`, bond graph within
     `bond_graph_cutoff`); the settings are part of the cache key."""
 
@@ -111,6 +102,8 @@ class CHGNetFeaturizer(Featurizer):
     bond_graph_cutoff: float
     algorithm: str = "fast"
     by_composition: ClassVar[bool] = False
+    set_class: ClassVar[type] = CrystalGraphSet
+    cache_format: ClassVar[int] = CACHE_FORMAT
 
     def key(self, content_hash: str, extra: str = "") -> str:
         text = (f"chgnet|{CACHE_FORMAT}|{content_hash}|{float(self.atom_graph_cutoff)}|"
@@ -123,44 +116,19 @@ class CHGNetFeaturizer(Featurizer):
         converter = CrystalGraphConverter(atom_graph_cutoff=self.atom_graph_cutoff,
                                           bond_graph_cutoff=self.bond_graph_cutoff, algorithm=self.algorithm,
                                           on_isolated_atoms="ignore")
-        parts, counts, flags = {f: [] for f in FIELDS}, {f: [] for f in FIELDS}, []
+        parts, flags = {f: [] for f in FIELDS}, []
         for rec in records:
             flag = unusable(rec)
-            if flag:
-                flags.append(flag)
-                for f in FIELDS:
-                    counts[f].append(0)
-                continue
-            graph = converter(rec.structure)
+            graph = None if flag else converter(rec.structure)
             for f in FIELDS:  # empty adjacency lists keep their row width, so the graphs concatenate
-                tensor = getattr(graph, f).detach()
-                tensor = tensor.reshape(-1, *ROW_SHAPES[f]) if f in ROW_SHAPES else tensor
-                parts[f].append(tensor)
-                counts[f].append(len(tensor))
-            isolated = len(rec.structure) - len(torch.unique(parts["atom_graph"][-1][:, 0]))
-            flags.append(NO_NEIGHBORS if isolated else "")
-        ptrs = {f: torch.tensor(np.concatenate([[0], np.cumsum(counts[f])]), dtype=torch.long) for f in FIELDS}
-        return CrystalGraphSet(
-            ids=[r.id for r in records], formulas=[r.formula for r in records], flags=flags,
-            target=torch.tensor([np.nan if r.target is None else r.target for r in records], dtype=torch.float64),
-            tensors={f: torch.cat(parts[f]) if parts[f] else torch.zeros(0) for f in FIELDS}, ptrs=ptrs,
-            cutoffs=[float(self.atom_graph_cutoff), float(self.bond_graph_cutoff)])
-
-    def save(self, data: CrystalGraphSet, path: Path) -> None:
-        write_cache(path, vars(data), CACHE_FORMAT)
-
-    def load(self, path: Path) -> CrystalGraphSet | None:
-        payload = read_cache(path, CACHE_FORMAT)
-        return None if payload is None else CrystalGraphSet(**{k: v for k, v in payload.items() if k != "format"})
-
-    def concat(self, sets: list[CrystalGraphSet]) -> CrystalGraphSet:
-        if len(sets) == 1:
-            return sets[0]
-        return CrystalGraphSet(
-            ids=sum((s.ids for s in sets), []), formulas=sum((s.formulas for s in sets), []),
-            flags=sum((s.flags for s in sets), []), target=torch.cat([s.target for s in sets]),
-            tensors={f: torch.cat([s.tensors[f] for s in sets]) for f in FIELDS},
-            ptrs={f: joined_ptr([s.ptrs[f] for s in sets]) for f in FIELDS}, cutoffs=sets[0].cutoffs)
+                tensor = None if graph is None else getattr(graph, f).detach()
+                parts[f].append(tensor.reshape(-1, *ROW_SHAPES[f]) if f in ROW_SHAPES and tensor is not None
+                                else tensor)
+            if not flag:
+                flag = NO_NEIGHBORS if len(rec.structure) > len(torch.unique(parts["atom_graph"][-1][:, 0])) else ""
+            flags.append(flag)
+        return CrystalGraphSet.of(records, flags, parts, {f: torch.zeros(0) for f in FIELDS},
+                                  cutoffs=[float(self.atom_graph_cutoff), float(self.bond_graph_cutoff)])
 
 
 class CHGNetBackbone(Backbone):

@@ -19,11 +19,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from paraisite.contracts import Backbone, Featurizer
-from paraisite.data.graphs import NO_NEIGHBORS, NO_STRUCTURE, joined_ptr
+from paraisite.contracts import Backbone
+from paraisite.data.graphs import NO_NEIGHBORS, NO_STRUCTURE
+from paraisite.data.ragged import RaggedFeaturizer, RaggedSet
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
 from paraisite.errors import DataError
-from paraisite.models.io import read_cache, safe_load, write_cache
+from paraisite.models.io import safe_load
 
 WEIGHTS = "7net-0"
 WEIGHT_FILES = {"7net-0": "SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth"}  # in sevenn/pretrained_potentials/
@@ -85,24 +86,14 @@ class AtomGraphBatch:
 
 
 @dataclass
-class AtomGraphSet:
-    """SevenNet graphs of one dataset; graph i owns rows ptrs[f][i]:ptrs[f][i + 1] of tensors[f], for each field f."""
-
-    ids: list[str]
-    formulas: list[str]
-    flags: list[str]
-    target: torch.Tensor
-    tensors: dict[str, torch.Tensor]
-    ptrs: dict[str, torch.Tensor]
-
-    def __len__(self) -> int:
-        return len(self.ids)
+class AtomGraphSet(RaggedSet):
+    """SevenNet graphs of one dataset: atomic numbers, edges and bond vectors per structure (`RaggedSet`)."""
 
     def collate(self, indices) -> AtomGraphBatch:
         from sevenn import _keys as KEY
 
         idx = torch.as_tensor(indices, dtype=torch.long).tolist()
-        parts = {f: [self.tensors[f][int(self.ptrs[f][i]):int(self.ptrs[f][i + 1])] for i in idx] for f in FIELDS}
+        parts = {f: [self.rows(f, i) for i in idx] for f in FIELDS}
         atoms = [len(z) for z in parts["atomic_numbers"]]
         starts = np.concatenate([[0], np.cumsum(atoms)[:-1]])
         numbers = torch.cat(parts["atomic_numbers"])
@@ -115,13 +106,15 @@ class AtomGraphSet:
 
 
 @dataclass
-class SevenNetFeaturizer(Featurizer):
+class SevenNetFeaturizer(RaggedFeaturizer):
     """Structures → SevenNet atom graphs (every neighbour within `cutoff` Å, bond vectors in float32); `species`
     (the atomic numbers the weights know) flags the rest. The settings are part of the cache key."""
 
     cutoff: float
     species: tuple[int, ...]
     by_composition: ClassVar[bool] = False
+    set_class: ClassVar[type] = AtomGraphSet
+    cache_format: ClassVar[int] = CACHE_FORMAT
 
     def key(self, content_hash: str, extra: str = "") -> str:
         text = f"sevennet|{CACHE_FORMAT}|{content_hash}|{float(self.cutoff)}|{self.species}|{extra}"
@@ -132,46 +125,22 @@ class SevenNetFeaturizer(Featurizer):
         from sevenn.train.dataload import unlabeled_atoms_to_graph
 
         species = set(self.species)
-        parts, counts, flags = {f: [] for f in FIELDS}, {f: [] for f in FIELDS}, []
+        parts, flags = {f: [] for f in FIELDS}, []
         for rec in records:
             flag = unusable(rec, species)
-            if flag:
-                flags.append(flag)
-                for f in FIELDS:
-                    counts[f].append(0)
-                continue
-            graph = unlabeled_atoms_to_graph(AseAtomsAdaptor.get_atoms(rec.structure), self.cutoff)
-            tensors = {"atomic_numbers": torch.as_tensor(graph["atomic_numbers"], dtype=torch.long),
-                       "edges": torch.as_tensor(graph["edge_index"], dtype=torch.long).reshape(2, -1).T,
-                       "edge_vec": torch.as_tensor(graph["edge_vec"], dtype=torch.float32).reshape(-1, 3)}
+            graph = None if flag else unlabeled_atoms_to_graph(AseAtomsAdaptor.get_atoms(rec.structure), self.cutoff)
+            tensors = {f: None for f in FIELDS} if graph is None else {
+                "atomic_numbers": torch.as_tensor(graph["atomic_numbers"], dtype=torch.long),
+                "edges": torch.as_tensor(graph["edge_index"], dtype=torch.long).reshape(2, -1).T,
+                "edge_vec": torch.as_tensor(graph["edge_vec"], dtype=torch.float32).reshape(-1, 3)}
             for f in FIELDS:
                 parts[f].append(tensors[f])
-                counts[f].append(len(tensors[f]))
-            isolated = len(rec.structure) - len(torch.unique(tensors["edges"][:, 0]))
-            flags.append(NO_NEIGHBORS if isolated else "")
-        ptrs = {f: torch.tensor(np.concatenate([[0], np.cumsum(counts[f])]), dtype=torch.long) for f in FIELDS}
+            if not flag:
+                flag = NO_NEIGHBORS if len(rec.structure) > len(torch.unique(tensors["edges"][:, 0])) else ""
+            flags.append(flag)
         empty = {"atomic_numbers": torch.zeros(0, dtype=torch.long), "edges": torch.zeros(0, 2, dtype=torch.long),
                  "edge_vec": torch.zeros(0, 3)}
-        return AtomGraphSet(
-            ids=[r.id for r in records], formulas=[r.formula for r in records], flags=flags,
-            target=torch.tensor([np.nan if r.target is None else r.target for r in records], dtype=torch.float64),
-            tensors={f: torch.cat(parts[f]) if parts[f] else empty[f] for f in FIELDS}, ptrs=ptrs)
-
-    def save(self, data: AtomGraphSet, path: Path) -> None:
-        write_cache(path, vars(data), CACHE_FORMAT)
-
-    def load(self, path: Path) -> AtomGraphSet | None:
-        payload = read_cache(path, CACHE_FORMAT)
-        return None if payload is None else AtomGraphSet(**{k: v for k, v in payload.items() if k != "format"})
-
-    def concat(self, sets: list[AtomGraphSet]) -> AtomGraphSet:
-        if len(sets) == 1:
-            return sets[0]
-        return AtomGraphSet(
-            ids=sum((s.ids for s in sets), []), formulas=sum((s.formulas for s in sets), []),
-            flags=sum((s.flags for s in sets), []), target=torch.cat([s.target for s in sets]),
-            tensors={f: torch.cat([s.tensors[f] for s in sets]) for f in FIELDS},
-            ptrs={f: joined_ptr([s.ptrs[f] for s in sets]) for f in FIELDS})
+        return AtomGraphSet.of(records, flags, parts, empty)
 
 
 class SevenNetBackbone(Backbone):
