@@ -799,13 +799,22 @@ def validated_on(run: dict) -> frozenset | int | None:
     return run["stages"][-1].get("n_val") if run.get("stages") else None
 
 
+def validation_score(run: dict) -> float:
+    """A run's `selection_score` (lower is better); a clear error when its results hold none."""
+    try:
+        return selection_score(run)[1]
+    except (KeyError, IndexError):
+        raise ParaisiteError(f"--select: {run.get('dir', 'a run')}: its results.json holds no validation score of "
+                             "its final stage") from None
+
+
 def selected(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BOOTSTRAP) -> dict:
     """The recipe chosen on validation, scored out of fold: a cv row made of candidate cv rows trained on one data
     set (other backbones, chains, settings). In each repeat (seed) and fold, the candidate whose fold run has the best
     validation score (`selection_score`: its final stage's, on the fold's validation slice; candidates that validated
-    on other records are refused) predicts that fold's test materials. The best candidate's own score flatters a choice made on the test
-    folds; this is the choice a user makes without them. `picks`: {candidate: folds chosen}. Labelled
-    "selected on validation: A or B …", so `--compare`/`--committee`/`--experts` may name it."""
+    on other records are refused) predicts that fold's test materials. The best candidate's own score flatters a
+    choice made on the test folds; this is the choice a user makes without them. `picks`: {candidate: folds
+    chosen}. Labelled "selected on validation: A or B …", so `--compare`/`--committee`/`--experts` may name it."""
     members, labels = named_rows(rows, names, "--select", "a choice needs")
     not_cv = [text for row, text in zip(members, labels) if not is_pooled(row)]
     if not_cv:
@@ -829,7 +838,7 @@ def selected(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BO
                 raise ParaisiteError(f"--select: seed {seed}, fold {fold}: the candidates validate on other records (" +
                                      ", ".join(f"{text}: {len(r) if isinstance(r, frozenset) else r}" for text, r in
                                                zip(labels, records)) + "); their validation scores do not compare")
-            best = int(np.nanargmin([selection_score(run)[1] for run in runs]))
+            best = int(np.argmin([validation_score(run) for run in runs]))
             picks[labels[best]] += 1
             chosen.append((runs[best], read_predictions(runs[best])))
             taken.append(runs[best])
