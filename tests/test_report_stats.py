@@ -1,7 +1,9 @@
 """`paraisite report` statistics: cv rows on pooled out-of-fold predictions with bootstrap intervals, incomplete
 repeats, paired comparisons (`--compare`). Fake run folders, no training."""
 
+import copy
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -43,6 +45,18 @@ def predictions(true: np.ndarray, error: float, seed: int) -> np.ndarray:
     return true * (1 + error * rng.choice([-1, 1], len(true)) * rng.uniform(0.5, 1.5, len(true)))
 
 
+@functools.cache
+def cv_base_config(pretrain: str, data: str):
+    return cfg_of(f"pretrain={pretrain}", "finetune=dft", f"data={data}", "protocol=cv", f"datamodule.folds={FOLDS}")
+
+
+def cv_config(pretrain: str, data: str, seed: int, fold: int):
+    """The resolved config of a cv fold run (composed once per pretrain and data set)."""
+    config = copy.deepcopy(cv_base_config(pretrain, data))
+    config.seed, config.fold = seed, fold
+    return config
+
+
 def fake_cv_run(folder, pretrain, seed, fold, ids, true, pred, status="ok", extra=(), val=None):
     """A fold run as the chain leaves it: .hydra/config.yaml, results.json, test_predictions.csv (test set
     dataset1: this seed's fold `fold` of the records); `extra`: more prediction rows; `val`: its final stage's best
@@ -50,8 +64,7 @@ def fake_cv_run(folder, pretrain, seed, fold, ids, true, pred, status="ok", extr
     from omegaconf import OmegaConf
 
     (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg_of(f"pretrain={pretrain}", "finetune=dft", "data=dataset1", "protocol=cv",
-                          f"datamodule.folds={FOLDS}", f"fold={fold}", f"seed={seed}"), folder / ".hydra" / "config.yaml")
+    OmegaConf.save(cv_config(pretrain, "dataset1", seed, fold), folder / ".hydra" / "config.yaml")
     if status == "crashed":
         return
     test = split_indices(len(ids), seed, "cv", folds=FOLDS, fold=fold)["test"]
@@ -323,8 +336,7 @@ def source_grid(root, error: dict[str, float]) -> dict:
             for fold in range(FOLDS):
                 folder = root / f"{data}-s{seed}-f{fold}"
                 (folder / ".hydra").mkdir(parents=True)
-                OmegaConf.save(cfg_of("finetune=dft", f"data={data}", "protocol=cv", f"datamodule.folds={FOLDS}",
-                                      f"fold={fold}", f"seed={seed}"), folder / ".hydra" / "config.yaml")
+                OmegaConf.save(cv_config("eform", data, seed, fold), folder / ".hydra" / "config.yaml")
                 rows = []
                 for source in sources:
                     ids, true, pred = made[data, seed][source]
