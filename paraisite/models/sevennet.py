@@ -1,6 +1,6 @@
 """SevenNet backbone: the pinned `sevenn` package's equivariant (NequIP-type) potential, with the pre-trained weights
-its wheel ships (read with `weights_only=True`: the checkpoint's config holds numpy arrays, whose two rebuild functions
-and dtypes are the only globals allowed).
+its wheel ships (read with `weights_only=True`: the checkpoint's config holds numpy arrays, so numpy's array rebuild
+function, `ndarray` and three dtypes are the only globals allowed besides torch's own).
 
 The backbone output is SevenNet's crystal-level feature vector: the 128 invariant (0e) atom features after the last
 interaction block's gate, averaged over the atoms of the structure; the readout (two linear layers to the atomic
