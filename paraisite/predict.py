@@ -406,8 +406,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     n_atoms, <name>_mean (κ) or prediction, its std, with calibrated members the interval (`<name>_lo<level>`,
     `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
     route that took the structure (only its members predict it), flag, extrapolation (inputs beyond the training
-    domain, members predicting far outside their training range; the prediction is kept). The output is written to a temporary file renamed at
-    the end; an output that is one of the inputs is refused."""
+    domain, members predicting far outside their training range; the prediction is kept). The output is written to a
+    temporary file renamed at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"

@@ -287,19 +287,23 @@ def expected_folds(members: list[dict]) -> int:
                    default=0)
 
 
-def cv_repeats(members: list[dict]) -> tuple[dict, dict, int]:
-    """({seed: {test set: pooled Repeat}} of complete repeats, {seed: why incomplete}, k) of a cv row."""
-    k = expected_folds(members)
-    runs: dict = defaultdict(dict)
-    running: dict = defaultdict(list)
+def runs_by_fold(members: list[dict], status: str = "ok") -> dict:
+    """{seed: {fold: run}} of a cv row's runs with `status`; every seed of the row is a key, even one without such a
+    run (a seed whose every fold failed is still an incomplete repeat)."""
+    out: dict = defaultdict(dict)
     for run in members:
         config = run.get("config", {})
         if config.get("seed") is not None:
-            runs[config["seed"]]  # a seed whose every fold failed is still an (incomplete) repeat
-            if run.get("status") == "ok" and config.get("fold") is not None:
-                runs[config["seed"]][int(config["fold"])] = run
-            if run.get("status") == "running" and config.get("fold") is not None:
-                running[config["seed"]].append(int(config["fold"]))
+            out[config["seed"]]  # the seed is a key even without such a run
+            if run.get("status") == status and config.get("fold") is not None:
+                out[config["seed"]][int(config["fold"])] = run
+    return out
+
+
+def cv_repeats(members: list[dict]) -> tuple[dict, dict, int]:
+    """({seed: {test set: pooled Repeat}} of complete repeats, {seed: why incomplete}, k) of a cv row."""
+    k = expected_folds(members)
+    runs, running = runs_by_fold(members), runs_by_fold(members, "running")
     complete, incomplete = {}, {}
     for seed in sorted(runs, key=seed_order):
         folds = runs[seed]
@@ -823,8 +827,7 @@ def selected(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BO
         if len(set(values)) > 1:
             raise ParaisiteError(f"--select: the candidates {what} {', '.join(map(str, dict.fromkeys(values)))}: "
                                  "their validation scores are not on the same records")
-    fold_runs = [{(r["config"]["seed"], int(r["config"]["fold"])): r for r in row["_members"]
-                  if r.get("status") == "ok"} for row in members]
+    fold_runs = [runs_by_fold(row["_members"]) for row in members]
     seeds = sorted(set.intersection(*(set(r["_repeats"]) for r in members)), key=seed_order)
     picks = dict.fromkeys(labels, 0)
     complete: dict = {}
@@ -832,7 +835,7 @@ def selected(rows: list[dict], names: list[str], metric: str, n_boot: int = N_BO
     for seed in seeds:
         chosen = []
         for fold in range(int(members[0]["folds"])):
-            runs = [by_fold[seed, fold] for by_fold in fold_runs]
+            runs = [by_fold[seed][fold] for by_fold in fold_runs]
             records = [validated_on(run) for run in runs]
             if len(set(records)) > 1:
                 raise ParaisiteError(f"--select: seed {seed}, fold {fold}: the candidates validate on other records (" +

@@ -70,14 +70,20 @@ def folds_of(n: int) -> np.ndarray:
     return np.random.default_rng(0).permutation(n) % FOLDS
 
 
-def chemistry(ids: np.ndarray, test: str) -> np.ndarray:
-    """Standardised Magpie statistics of each material's formula (rows in the order of `ids`)."""
+def formulas_of(ids: np.ndarray, test: str) -> list[str]:
+    """The formula of each material of the data set `test`, in the order of `ids`."""
     from paraisite.data.datasets import source_path, sources_of
     from paraisite.data.records import read_records
-    from paraisite.models.magpie import MagpieFeaturizer
 
     formula = {r.id: r.formula for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
-    x, _ = MagpieFeaturizer().features([formula[i] for i in ids])
+    return [formula[i] for i in ids]
+
+
+def chemistry(ids: np.ndarray, test: str) -> np.ndarray:
+    """Standardised Magpie statistics of each material's formula (rows in the order of `ids`)."""
+    from paraisite.models.magpie import MagpieFeaturizer
+
+    x, _ = MagpieFeaturizer().features(formulas_of(ids, test))
     return (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
 
 
@@ -111,15 +117,14 @@ def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
     """ln κ of AFLOW's AGL table for each material's reduced formula; NaN where the table has none."""
     from pymatgen.core import Composition
 
-    from paraisite.data.datasets import source_path, sources_of
-    from paraisite.data.records import read_csv_rows, read_records
+    from paraisite.data.datasets import source_path
+    from paraisite.data.records import read_csv_rows
 
     def reduced(formula: str) -> str:
         return Composition(formula).reduced_formula
 
     table = {reduced(r["formula"]): float(r["kappa"]) for r in read_csv_rows(source_path("agl_composition"))}
-    formula = {r.id: r.formula for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
-    return np.log(np.array([table.get(reduced(formula[i]), np.nan) for i in ids]))
+    return np.log(np.array([table.get(reduced(f), np.nan) for f in formulas_of(ids, test)]))
 
 
 def with_agl(z: np.ndarray, true: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, list]:
