@@ -165,6 +165,52 @@ def interval_for(what: str, models: tuple, rows: list[dict] | None, level: float
     return calibrate_for(configs[0], rows, level)
 
 
+def bte(args) -> int:
+    from paraisite.models.sevennet import sevennet_calculator, unusable
+    from paraisite.phonons import BTESettings, kappa_table
+
+    shard, shards = parse_shard(args.shard)
+    records, flagged = bte_inputs(args.data, args.data_dir)
+    records = [r for i, r in enumerate(records) if i % shards == shard]
+    calculator = sevennet_calculator()
+    flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
+    settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
+                           cutoff_pair_distance=args.cutoff_pair_distance or None)
+
+    def shown(result) -> None:
+        kappa = f"{result.kappa:.3g} W/mK" if result.kappa == result.kappa else "—"
+        print(f"{result.id} {result.formula}: {kappa} {result.flag} ({result.displacements} supercells, "
+              f"{result.seconds:.0f} s)", flush=True)
+
+    table = kappa_table(records, calculator, Path(args.output), settings, flagged, shown)
+    print(f"{sum(table[r.id].kappa == table[r.id].kappa for r in records)} of {len(records)} with κ → {args.output}")
+    return 0
+
+
+def bte_inputs(data: str, data_dir: str | None):
+    """The records of a named data set, or of structure files/folders (no targets), and {id: parse error}."""
+    from paraisite.data.datasets import LTC_DATASETS, MIRROR_FILES, source_path, sources_of
+    from paraisite.data.records import Record, read_records
+    from paraisite.predict import parse, read_inputs
+
+    if data in LTC_DATASETS or data in MIRROR_FILES:
+        return [r for s in sources_of(data) for r in read_records(source_path(s, data_dir))], {}
+    parsed = [parse(item) for item in read_inputs([data])]
+    records = [rec or Record(rid, "", None, None) for rid, rec, _ in parsed]
+    return records, {rid: flag for rid, _, flag in parsed if flag}
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" → (K − 1, N): the K-th of N interleaved parts of the records."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise ParaisiteError(f"--shard {text!r}: give K/N with 1 ≤ K ≤ N, e.g. 1/2")
+    return k - 1, n
+
+
 def status(args) -> int:
     from paraisite.status import show
 
@@ -284,6 +330,23 @@ def main(argv: list[str] | None = None) -> int:
     bun.add_argument("--card", default=None, help="a JSON file of model-card facts stored with the bundle (card)")
     bun.add_argument("--data-dir", default=None)
     bun.set_defaults(func=bundle)
+    phon = commands.add_parser(
+        "bte", help="κ from SevenNet-0's forces by the phonon Boltzmann equation (phono3py, RTA): no κ data "
+                    "needed; resumable CSV")
+    phon.add_argument("data", help="a data set (dataset1, dataset2, agl, …) or structures: a file or folder as for "
+                                   "predict")
+    phon.add_argument("--output", required=True, help="the CSV: one row per structure as it finishes; rerun to "
+                                                       "resume (ids already in it are skipped)")
+    phon.add_argument("--mesh", type=positive_int, default=11, help="q-point mesh per direction (default 11)")
+    phon.add_argument("--min-length", type=float, default=7.0,
+                      help="supercell: the conventional cell repeated to at least this many Å per edge (default 7)")
+    phon.add_argument("--cutoff-pair-distance", type=float, default=5.0,
+                      help="third-order displacement pairs only within this many Å (default 5; 0: all pairs)")
+    phon.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
+                                                      "each with its own --output)")
+    phon.add_argument("--data-dir", default=None)
+    phon.set_defaults(func=bte)
     stat = commands.add_parser("status", help="where the runs of a sweep (or single runs) stand: finished, running, "
                                               "interrupted, failed, not started; metrics; best so far (read-only)")
     stat.add_argument("runs", nargs="+", help="run or sweep folders (searched recursively)")

@@ -13,6 +13,12 @@ so the decoded prediction is exp(z_i − a − k·s_i²). Decoders, scored again
              taken from folds other than the material's and the predicted one; k and λ fitted
   agl        exp(a + (1 − w)·ln mean + w·ln κ_AGL) where AFLOW's AGL table has a value for the material's reduced
              formula, the arithmetic mean elsewhere; w and a fitted on the materials with a value
+  bte        the same with the phonon-BTE κ of SevenNet-0's forces (`paraisite bte` tables, --bte) for the prior,
+             first centred on the committee (+ the median of ln mean − ln κ_BTE over the materials of each source
+             of the set: no label used);
+             materials without a BTE κ or with imaginary modes keep the arithmetic mean
+  bte alone  the centred BTE κ times a factor exp(−a) fitted as above: physics without the networks (printed
+             below the table, on the materials with a BTE κ)
 Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's parameters
 are the grid point of least MAPE over the other four folds' materials, then applied to the fold.
     python scripts/decode_committee.py outputs/routed_cv … --test dataset1 --member "m3gnet/eform/dft/dataset1 [cv]" …
@@ -21,6 +27,7 @@ are the grid point of least MAPE over the other four folds' materials, then appl
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +38,7 @@ K_NEIGHBOURS = (3, 5, 10)
 LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
 A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
-PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})"}  # how each decoder's fit is shown
+PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})"}  # how each decoder's fit is shown
 W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
 FOLDS = 5
 
@@ -127,7 +134,24 @@ def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
     return np.log(np.array([table.get(reduced(f), np.nan) for f in formulas_of(ids, test)]))
 
 
-def with_agl(z: np.ndarray, true: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, list]:
+def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> np.ndarray:
+    """ln κ_BTE of each material centred on the committee's ln predictions `z`, per source of the set (MIX: the
+    binaries and the half-Heuslers apart); NaN without a usable BTE κ."""
+    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.records import read_records
+    from paraisite.phonons import read_table
+
+    rows = {i: r for path in tables for i, r in read_table(Path(path)).items()}
+    prior = np.log(np.array([rows[i].kappa if i in rows and not rows[i].flag else np.nan for i in ids]))
+    source = {r.id: s for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
+    group = np.array([source[i] for i in ids])
+    for g in np.unique(group):
+        known = np.isfinite(prior) & (group == g)
+        prior[group == g] += np.median(z[known] - prior[known])
+    return prior
+
+
+def with_prior(z: np.ndarray, true: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, list]:
     """Out-of-fold predictions exp(a + (1 − w)·z + w·prior) where the prior is known, exp(z) elsewhere; (w, a) per fold."""
     fold, known = folds_of(len(z)), np.isfinite(prior)
     blend = W_GRID[:, None, None] * (np.nan_to_num(prior) - z)[None, None, :] + A_GRID[None, :, None]
@@ -148,6 +172,7 @@ def main() -> None:
     parser.add_argument("--test", required=True, help="the test set scored")
     parser.add_argument("--member", action="append", required=True, help="a member row (\"A|B\": experts)")
     parser.add_argument("--name", default="committee", help="the committee's name in the table")
+    parser.add_argument("--bte", nargs="+", default=None, help="`paraisite bte` tables of the test set's structures")
     args = parser.parse_args()
     rows = summarize(find_runs(args.runs), n_boot=1)
     own = [member_ensemble(rows, spec, args.test) for spec in args.member]
@@ -163,8 +188,11 @@ def main() -> None:
     decoded["factor"] = decode(z, s2, true, np.zeros(1))
     decoded["spread"] = decode(z, s2, true, K_GRID)
     decoded["neighbours"] = neighbours(np.log(arithmetic.pred), true, chemistry(ids, args.test))
-    prior = agl_prior(ids, args.test)
-    decoded["agl"] = with_agl(np.log(arithmetic.pred), true, prior)
+    priors = {"agl": agl_prior(ids, args.test)}
+    if args.bte:
+        priors["bte"] = bte_prior(ids, args.test, args.bte, np.log(arithmetic.pred))
+    for name, prior in priors.items():
+        decoded[name] = with_prior(np.log(arithmetic.pred), true, prior)
     base = bootstrap([arithmetic], "mape", "kappa", rng_for("decode", args.name, args.test))
     print(f"{args.name} on {args.test} ({len(ids)} materials; members: {', '.join(args.member)})")
     print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | fitted per fold |")
@@ -177,12 +205,18 @@ def main() -> None:
         shown = " ".join(PARAMS.get(name, "({:+.2f}, {:.2f})").format(a, k) for a, k in params)
         print(f"| {name} | {score['estimate']:.3f} [{score['lo']:.3f}, {score['hi']:.3f}] | {diff['diff']:+.3f} "
               f"[{diff['lo']:+.3f}, {diff['hi']:+.3f}] | {diff['p']:.3g} | {shown} |")
-    known = np.isfinite(prior)
-    part = [Repeat("committee", ids[known], true[known], p[known]) for p in (arithmetic.pred, decoded["agl"][0])]
-    diff = paired(part[1:], part[:1], "mape", "kappa", rng_for("decode-diff", args.name, args.test, "agl-part"))
-    print(f"agl on the {known.sum()} materials with an AGL value: {mape_of(part[0].pred, part[0].true):.3f} → "
-          f"{mape_of(part[1].pred, part[1].true):.3f}, {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] "
-          f"(p {diff['p']:.3g})")
+    for name, prior in priors.items():
+        known = np.isfinite(prior)
+        alone = decode(prior[known], np.zeros(known.sum()), true[known], np.zeros(1))[0]
+        candidates = {name: decoded[name][0][known], f"{name} alone": alone} if name == "bte" else \
+            {name: decoded[name][0][known]}
+        base = Repeat("committee", ids[known], true[known], arithmetic.pred[known])
+        for label, pred in candidates.items():
+            diff = paired([Repeat("committee", ids[known], true[known], pred)], [base], "mape", "kappa",
+                          rng_for("decode-diff", args.name, args.test, f"{label}-part"))
+            print(f"{label} on the {known.sum()} materials the {name} prior covers: {mape_of(base.pred, base.true):.3f}"
+                  f" → {mape_of(pred, base.true):.3f}, {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] "
+                  f"(p {diff['p']:.3g}); Spearman ρ(prior, true) {spearman(prior[known], true[known]):+.2f}")
     print(f"median s (members' spread in ln κ): {np.median(np.sqrt(s2)):.2f}; "
           f"Spearman ρ(s², ln(arithmetic/true)): {spearman(s2, np.log(arithmetic.pred / true)):+.2f}")
 

@@ -52,8 +52,9 @@ def read_checkpoint(name: str) -> dict:
         return safe_load(weights_file(name), "SevenNet checkpoint")
 
 
-def sevennet_model(name: str, with_weights: bool):
-    """The whole SevenNet of a shipped weight set (readout included), with its weights (strict) or random ones."""
+def sevennet_model(name: str, with_weights: bool, forces: bool = False):
+    """The whole SevenNet of a shipped weight set (readout included), with its weights (strict) or random ones;
+    `forces`: it also gives forces (and stress), through the gradient with respect to the bond vectors."""
     from sevenn import _keys as KEY
     from sevenn.checkpoint import _config_cp_routine
     from sevenn.model_build import build_E3_equivariant_model
@@ -66,8 +67,16 @@ def sevennet_model(name: str, with_weights: bool):
     model = build_E3_equivariant_model(config)
     if with_weights:
         model.load_state_dict(compat.patch_state_dict_if_old(checkpoint["model_state_dict"], config, model), strict=True)
-    model.key_grad = None  # no forces: no gradient with respect to the bond vectors
+    model.key_grad = KEY.EDGE_VEC if forces else None
     return model
+
+
+def sevennet_calculator(name: str = WEIGHTS):
+    """An ASE calculator (energy, forces, stress) of a shipped weight set, its weights read without unpickling."""
+    from sevenn.calculator import SevenNetCalculator
+
+    return SevenNetCalculator(sevennet_model(name, with_weights=True, forces=True), file_type="model_instance",
+                              device="cpu")
 
 
 def unusable(rec: Record, species: set[int]) -> str:

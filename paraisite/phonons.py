@@ -1,0 +1,167 @@
+"""κ from a universal potential by the phonon Boltzmann transport equation: no κ data, only the potential's forces.
+
+For each structure: the conventional standard cell, relaxed by the potential with its symmetry kept (cell and free
+positions, BFGS to `fmax`); the smallest diagonal supercell of it at least `min_length` Å long and `min_multiple`
+cells in each direction; phono3py's finite displacements (`displacement` Å; pairs within `cutoff_pair_distance` Å)
+and the potential's forces on them; second- and third-order force constants from the same supercell, symmetrised
+(without the symmetrisation the acoustic sum rules break and κ collapses: MgO 3 instead of 35 W/mK); then the
+linearised BTE in the relaxation-time approximation on a `mesh`³ q-point mesh (tetrahedron method) at `temperature`
+K, without isotope or boundary scattering and without the non-analytic (LO–TO) correction (a potential has no Born
+charges). κ is the mean of the diagonal; a structure with imaginary modes on the mesh (below −0.1 THz) is flagged,
+its κ kept (the unstable modes are left out of the sum, so it is unreliable).
+
+`kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
+a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
+shipped SevenNet-0 weights).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from paraisite.data.graphs import NO_STRUCTURE
+from paraisite.data.records import Record
+from paraisite.errors import DataError
+
+IMAGINARY_THZ = -0.1
+IMAGINARY_MODES = "imaginary_modes"
+
+
+@dataclass(frozen=True)
+class BTESettings:
+    displacement: float = 0.03  # Å
+    min_length: float = 7.0  # Å: the supercell's shortest multiple of the conventional cell's edges …
+    min_multiple: int = 2  # … and at least this many of each (a 7.1 Å rock-salt cell alone gives nonsense)
+    mesh: int = 11
+    temperature: float = 300.0  # K
+    fmax: float = 1e-4  # eV/Å, relaxation
+    max_steps: int = 300
+    cutoff_pair_distance: float | None = 5.0  # Å; None: every displacement pair
+
+
+@dataclass(frozen=True)
+class BTEResult:
+    """One structure's BTE κ (W/mK) and how it was obtained; `flag` names why κ is missing or unreliable."""
+
+    id: str
+    formula: str
+    kappa: float
+    kappa_xx: float
+    kappa_yy: float
+    kappa_zz: float
+    min_frequency: float  # THz, over the mesh; negative: imaginary
+    supercell: str  # the diagonal multiples of the conventional cell, e.g. "2x2x2"
+    atoms: int  # in the supercell
+    displacements: int  # supercells whose forces were computed
+    seconds: float
+    flag: str = ""
+
+
+COLUMNS = tuple(f.name for f in fields(BTEResult))
+
+
+def supercell_multiples(lengths, min_length: float, min_multiple: int = 2) -> tuple[int, ...]:
+    """The smallest multiple of each cell edge that is at least `min_length` Å long and `min_multiple` cells."""
+    return tuple(max(min_multiple, math.ceil(min_length / float(a) - 1e-9)) for a in lengths)
+
+
+def relaxed(structure, calculator, settings: BTESettings):
+    """The conventional standard cell as ASE atoms, relaxed (cell and positions) with its symmetry kept."""
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    atoms = AseAtomsAdaptor.get_atoms(SpacegroupAnalyzer(structure).get_conventional_standard_structure())
+    atoms.calc = calculator
+    atoms.set_constraint(FixSymmetry(atoms))
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=settings.fmax, steps=settings.max_steps)
+    atoms.set_constraint()
+    return atoms
+
+
+def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) -> BTEResult:
+    """The BTE κ of one record's structure with `calculator`'s forces (module docstring)."""
+    from ase import Atoms
+    from phono3py import Phono3py
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    start = time.perf_counter()
+    if rec.structure is None:
+        return missing(rec, NO_STRUCTURE)
+    atoms = relaxed(rec.structure, calculator, settings)
+    multiples = supercell_multiples(atoms.cell.lengths(), settings.min_length, settings.min_multiple)
+    unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.array(atoms.cell),
+                        scaled_positions=atoms.get_scaled_positions())
+    with warnings.catch_warnings():  # phonopy 4 notes that "auto" was not v3's default
+        warnings.simplefilter("ignore", UserWarning)
+        ph3 = Phono3py(unit, supercell_matrix=np.diag(multiples), primitive_matrix="auto", log_level=0)
+    ph3.generate_displacements(distance=settings.displacement, cutoff_pair_distance=settings.cutoff_pair_distance)
+    n_atoms = len(ph3.supercell)
+    forces, computed = np.zeros((len(ph3.supercells_with_displacements), n_atoms, 3)), 0
+    for i, cell in enumerate(ph3.supercells_with_displacements):
+        if cell is None:  # a pair beyond the cutoff: its forces are not needed
+            continue
+        displaced = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
+        displaced.calc = calculator
+        forces[i] = displaced.get_forces()
+        computed += 1
+    ph3.forces = forces - forces.mean(axis=1, keepdims=True)  # no net force: the potential's drift removed
+    ph3.produce_fc3(symmetrize_fc3r=True)
+    ph3.mesh_numbers = [settings.mesh] * 3
+    ph3.init_phph_interaction()
+    ph3.run_thermal_conductivity(temperatures=[settings.temperature])
+    conductivity = ph3.thermal_conductivity
+    diagonal = [float(v) for v in np.asarray(conductivity.kappa)[0, 0, :3]]
+    lowest = float(np.min(conductivity.frequencies))
+    return BTEResult(rec.id, rec.formula, float(np.mean(diagonal)), *diagonal, lowest, "x".join(map(str, multiples)),
+                     n_atoms, computed, round(time.perf_counter() - start, 1),
+                     IMAGINARY_MODES if lowest < IMAGINARY_THZ else "")
+
+
+def missing(rec: Record, flag: str) -> BTEResult:
+    nan = float("nan")
+    return BTEResult(rec.id, rec.formula, nan, nan, nan, nan, nan, "", 0, 0, 0.0, flag)
+
+
+def read_table(path: Path) -> dict[str, BTEResult]:
+    """The rows of a κ table written by `kappa_table`, by id."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise DataError(f"{path}: not a BTE κ table (columns {reader.fieldnames}, expected {list(COLUMNS)})")
+        types = {f.name: f.type for f in fields(BTEResult)}
+        cast = {"float": float, "int": int, "str": str}
+        return {row["id"]: BTEResult(**{k: cast[types[k]](v) for k, v in row.items()}) for row in reader}
+
+
+def kappa_table(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
+                flagged: dict[str, str] | None = None, progress=None) -> dict[str, BTEResult]:
+    """Every record's BTE κ, appended to the CSV `path` as each finishes; ids already in it are skipped (resume).
+    `flagged`: ids the calculator cannot take, with the reason, written as rows without κ."""
+    path = Path(path)
+    done = read_table(path) if path.is_file() else {}
+    new_file = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new_file:
+            writer.writerow(COLUMNS)
+        for rec in records:
+            if rec.id in done:
+                continue
+            reason = (flagged or {}).get(rec.id, "")
+            result = missing(rec, reason) if reason else kappa_bte(rec, calculator, settings)
+            writer.writerow(list(asdict(result).values()))
+            f.flush()
+            done[rec.id] = result
+            if progress is not None:
+                progress(result)
+    return done

@@ -1,0 +1,74 @@
+"""The phonon-BTE κ tool: supercells, a whole run with a cheap potential (EMT), resume, bad tables, the CLI's checks."""
+
+import math
+
+import pytest
+from ase.calculators.emt import EMT
+from pymatgen.core import Lattice, Structure
+
+from paraisite.cli import main, parse_shard
+from paraisite.data.graphs import NO_STRUCTURE
+from paraisite.data.records import Record
+from paraisite.errors import DataError, ParaisiteError
+from paraisite.phonons import BTESettings, kappa_table, read_table, supercell_multiples
+from tests.helpers import CSCL
+
+CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+FAST = BTESettings(mesh=5, min_length=7.0, cutoff_pair_distance=4.0, fmax=1e-3)
+
+
+def test_supercell_is_the_shortest_multiple_of_each_edge_reaching_the_length():
+    assert supercell_multiples([5.6, 5.6, 5.6], 7.0) == (2, 2, 2)  # rock salt: 64 atoms
+    assert supercell_multiples([3.2, 3.2, 5.2], 7.0) == (3, 3, 2)  # wurtzite: 72 atoms
+    assert supercell_multiples([3.5, 7.0, 12.0], 7.0, 1) == (2, 1, 1)  # an exact multiple is long enough
+    assert supercell_multiples([7.1, 7.1, 7.1], 7.0) == (2, 2, 2)  # never the cell alone
+
+
+@pytest.mark.slow
+def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_path):
+    records = [Record("cu", "Cu", None, CU), Record("none", "Cu", None, None)]
+    path = tmp_path / "kappa.csv"
+    table = kappa_table(records, EMT(), path, FAST)
+    cu = table["cu"]
+    assert math.isfinite(cu.kappa) and cu.kappa > 0 and cu.flag == ""
+    assert cu.kappa_xx == pytest.approx(cu.kappa_zz, rel=1e-6)  # cubic: isotropic
+    assert (cu.supercell, cu.atoms) == ("2x2x2", 32) and 0 < cu.displacements
+    assert cu.min_frequency > -0.1  # fcc Cu is stable with EMT
+    assert table["none"].flag == NO_STRUCTURE and math.isnan(table["none"].kappa)
+    again = kappa_table(records, None, path, FAST)  # nothing left to compute: the calculator is never used
+    assert again["cu"] == read_table(path)["cu"] == cu  # the CSV holds every number exactly
+    assert again["none"].flag == NO_STRUCTURE
+    assert path.read_text().count("\n") == 3  # header + one row per record
+
+
+def test_records_the_calculator_cannot_take_are_written_with_their_reason(tmp_path):
+    table = kappa_table([Record("po", "Po", None, CU)], None, tmp_path / "k.csv", FAST, {"po": "element_not_in_model: Po"})
+    assert table["po"].flag == "element_not_in_model: Po" and math.isnan(table["po"].kappa)
+
+
+def test_a_file_that_is_not_a_kappa_table_is_refused_by_name(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("id,kappa\na,1\n")
+    with pytest.raises(DataError, match="other.csv: not a BTE κ table"):
+        kappa_table([], None, path)
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "1"])
+def test_a_bad_shard_is_refused(text):
+    with pytest.raises(ParaisiteError, match="--shard"):
+        parse_shard(text)
+    assert parse_shard("2/3") == (1, 3)
+
+
+@pytest.mark.slow
+def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    CSCL.to(filename=str(tmp_path / "in" / "CsCl.cif"))
+    Structure(Lattice.cubic(3.4), ["Po", "Ra"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename=str(tmp_path / "in" / "PoRa.cif"))
+    out = tmp_path / "k.csv"
+    assert main(["bte", str(tmp_path / "in"), "--output", str(out), "--mesh", "4", "--cutoff-pair-distance", "3"]) == 0
+    table = read_table(out)
+    assert "1 of 2 with κ" in capsys.readouterr().out
+    cscl, pora = sorted(table.values(), key=lambda r: r.formula)
+    assert cscl.formula == "CsCl" and cscl.kappa > 0 and cscl.supercell == "2x2x2" and cscl.atoms == 16
+    assert pora.flag.startswith("element_not_in_model") and math.isnan(pora.kappa)
