@@ -171,6 +171,7 @@ def bte(args) -> int:
 
     shard, shards = parse_shard(args.shard)
     records, flagged = bte_inputs(args.data, args.data_dir)
+    records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
     calculator = sevennet_calculator()
     flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
@@ -235,6 +236,8 @@ def torch_cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from paraisite.phonons import BTESettings
+
     parser = argparse.ArgumentParser(prog="paraisite", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="the data folder").add_subparsers(dest="action", required=True)
@@ -337,14 +340,16 @@ def main(argv: list[str] | None = None) -> int:
                                    "predict")
     phon.add_argument("--output", required=True, help="the CSV: one row per structure as it finishes; rerun to "
                                                        "resume (ids already in it are skipped)")
-    phon.add_argument("--mesh", type=positive_int, default=11, help="q-point mesh per direction (default 11)")
-    phon.add_argument("--min-length", type=float, default=7.0,
-                      help="supercell: the conventional cell repeated to at least this many Å per edge (default 7)")
-    phon.add_argument("--cutoff-pair-distance", type=float, default=5.0,
-                      help="third-order displacement pairs only within this many Å (default 5; 0: all pairs)")
-    phon.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    phon.add_argument("--mesh", type=positive_int, default=BTESettings.mesh,
+                      help="q-point mesh per direction (default %(default)s)")
+    phon.add_argument("--min-length", type=float, default=BTESettings.min_length,
+                      help="supercell: the conventional cell repeated to at least this many Å per edge (default "
+                           "%(default)s)")
+    phon.add_argument("--cutoff-pair-distance", type=float, default=BTESettings.cutoff_pair_distance,
+                      help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
+    phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
-                                                      "each with its own --output)")
+                                                      "each with its own --output); smaller cells run first")
     phon.add_argument("--data-dir", default=None)
     phon.set_defaults(func=bte)
     stat = commands.add_parser("status", help="where the runs of a sweep (or single runs) stand: finished, running, "

@@ -23,12 +23,14 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from paraisite.data.graphs import NO_STRUCTURE
-from paraisite.data.records import Record
 from paraisite.errors import DataError
+
+if TYPE_CHECKING:
+    from paraisite.data.records import Record
 
 IMAGINARY_THZ = -0.1
 IMAGINARY_MODES = "imaginary_modes"
@@ -93,6 +95,8 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     from ase import Atoms
     from phono3py import Phono3py
     from phonopy.structure.atoms import PhonopyAtoms
+
+    from paraisite.data.graphs import NO_STRUCTURE
 
     start = time.perf_counter()
     if rec.structure is None:
