@@ -35,4 +35,4 @@ for row in "${graph[@]}"; do
 done
 decode dataset1 "$d1" "${rows1[@]}" "$(name "$elemnet" dataset1)"
 decode dataset2 "$d2" "${rows2[@]}"
-[[ -n $d1 && -n $d2 ]] && decode mix "$d1 $d2" "${experts_rows[@]}" || echo "(mix: needs both sets' tables)"
+decode mix "$d1$d2" "${experts_rows[@]}"  # the materials of a set without a table keep the committee

@@ -142,12 +142,14 @@ def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> n
     from paraisite.phonons import read_table
 
     rows = {i: r for path in tables for i, r in read_table(Path(path)).items()}
-    prior = np.log(np.array([rows[i].kappa if i in rows and not rows[i].flag else np.nan for i in ids]))
+    usable = {i: r.kappa for i, r in rows.items() if not r.flag and np.isfinite(r.kappa)}
+    prior = np.log(np.array([usable.get(i, np.nan) for i in ids]))
     source = {r.id: s for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
     group = np.array([source[i] for i in ids])
     for g in np.unique(group):
         known = np.isfinite(prior) & (group == g)
-        prior[group == g] += np.median(z[known] - prior[known])
+        if known.any():
+            prior[group == g] += np.median(z[known] - prior[known])
     return prior
 
 
