@@ -8,8 +8,9 @@ and the potential's forces on them; second- and third-order force constants from
 linearised BTE in the relaxation-time approximation on a `mesh`³ q-point mesh (tetrahedron method) at `temperature`
 K, without isotope or boundary scattering and without the non-analytic (LO–TO) correction (a potential has no Born
 charges). κ is the mean of the diagonal; a structure with imaginary modes on the mesh (below −0.1 THz) is flagged,
-its κ kept (the unstable modes are left out of the sum, so it is unreliable); one whose κ is unbounded (modes that
-no three-phonon process scatters on the mesh, e.g. BAs with its acoustic–optical gap) is flagged `no_scattering`.
+its κ kept (the unstable modes are left out of the sum, so it is unreliable); one whose κ is unbounded or above
+`MAX_KAPPA` (modes that almost no three-phonon process scatters on the mesh, e.g. BAs with its acoustic–optical
+gap) is flagged `no_scattering`.
 
 `kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
 a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 IMAGINARY_THZ = -0.1
 IMAGINARY_MODES = "imaginary_modes"
-NO_SCATTERING = "no_scattering"  # modes without a three-phonon process on the mesh: κ unbounded (e.g. BAs)
+NO_SCATTERING = "no_scattering"  # modes barely scattered on the mesh: κ unbounded (e.g. BAs) or above MAX_KAPPA
+MAX_KAPPA = 5000.0  # W/mK: above any known crystal's (diamond ~2000–3000)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class BTEResult:
     displacements: int  # supercells whose forces were computed
     seconds: float
     flag: str = ""
+
+    @property
+    def trusted(self) -> bool:
+        """A κ to use: computed, unflagged, finite and below MAX_KAPPA (rows written before that rule included)."""
+        return not self.flag and math.isfinite(self.kappa) and self.kappa <= MAX_KAPPA
 
 
 COLUMNS = tuple(f.name for f in fields(BTEResult))
@@ -129,7 +136,7 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     diagonal = [float(v) for v in np.asarray(conductivity.kappa)[0, 0, :3]]
     lowest = float(np.min(conductivity.frequencies))
     kappa = float(np.mean(diagonal))
-    flag = IMAGINARY_MODES if lowest < IMAGINARY_THZ else "" if math.isfinite(kappa) else NO_SCATTERING
+    flag = IMAGINARY_MODES if lowest < IMAGINARY_THZ else "" if kappa <= MAX_KAPPA else NO_SCATTERING
     return BTEResult(rec.id, rec.formula, kappa, *diagonal, lowest, "x".join(map(str, multiples)), n_atoms, computed,
                      round(time.perf_counter() - start, 1), flag)
 

@@ -142,7 +142,7 @@ def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> n
     from paraisite.phonons import read_table
 
     rows = {i: r for path in tables for i, r in read_table(Path(path)).items()}
-    usable = {i: r.kappa for i, r in rows.items() if not r.flag and np.isfinite(r.kappa)}
+    usable = {i: r.kappa for i, r in rows.items() if r.trusted}
     prior = np.log(np.array([usable.get(i, np.nan) for i in ids]))
     source = {r.id: s for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
     group = np.array([source[i] for i in ids])

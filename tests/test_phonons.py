@@ -10,7 +10,7 @@ from paraisite.cli import main, parse_shard
 from paraisite.data.graphs import NO_STRUCTURE
 from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.phonons import BTESettings, kappa_table, read_table, supercell_multiples
+from paraisite.phonons import BTEResult, BTESettings, kappa_table, read_table, supercell_multiples
 from tests.helpers import CSCL
 
 CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -39,6 +39,13 @@ def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_pat
     assert again["cu"] == read_table(path)["cu"] == cu  # the CSV holds every number exactly
     assert again["none"].flag == NO_STRUCTURE
     assert path.read_text().count("\n") == 3  # header + one row per record
+
+
+@pytest.mark.parametrize(("kappa", "flag", "trusted"), [(30.0, "", True), (30.0, "imaginary_modes", False),
+                                                      (float("inf"), "", False), (9.5e5, "", False)])
+def test_only_finite_unflagged_kappa_below_the_bound_is_trusted(kappa, flag, trusted):
+    row = BTEResult("id", "AlSb", kappa, kappa, kappa, kappa, 0.0, "2x2x2", 64, 62, 1.0, flag)
+    assert row.trusted is trusted
 
 
 def test_records_the_calculator_cannot_take_are_written_with_their_reason(tmp_path):
