@@ -160,7 +160,8 @@ def read_table(path: Path) -> dict[str, BTEResult]:
 def kappa_table(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
                 flagged: dict[str, str] | None = None, progress=None) -> dict[str, BTEResult]:
     """Every record's BTE κ, appended to the CSV `path` as each finishes; ids already in it are skipped (resume).
-    `flagged`: ids the calculator cannot take, with the reason, written as rows without κ."""
+    `flagged`: ids the calculator cannot take, with the reason, written as rows without κ; a structure whose
+    calculation fails is written the same way, flagged `failed: <error>`."""
     path = Path(path)
     done = read_table(path) if path.is_file() else {}
     new_file = not path.is_file()
@@ -172,7 +173,11 @@ def kappa_table(records: list[Record], calculator, path: Path, settings: BTESett
             if rec.id in done:
                 continue
             reason = (flagged or {}).get(rec.id, "")
-            result = missing(rec, reason) if reason else kappa_bte(rec, calculator, settings)
+            try:
+                result = missing(rec, reason) if reason else kappa_bte(rec, calculator, settings)
+            except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # one structure's
+                # failure (relaxation, phono3py, the potential) must not end a long run
+                result = missing(rec, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
             writer.writerow(list(asdict(result).values()))
             f.flush()
             done[rec.id] = result

@@ -53,6 +53,15 @@ def test_records_the_calculator_cannot_take_are_written_with_their_reason(tmp_pa
     assert table["po"].flag == "element_not_in_model: Po" and math.isnan(table["po"].kappa)
 
 
+def test_a_structure_whose_calculation_fails_is_flagged_and_the_run_goes_on(tmp_path):
+    class Broken(EMT):
+        def calculate(self, *args, **kwargs):
+            raise RuntimeError("no energy")
+
+    table = kappa_table([Record("cu", "Cu", None, CU)], Broken(), tmp_path / "k.csv", FAST)
+    assert table["cu"].flag == "failed: RuntimeError: no energy" and not table["cu"].trusted
+
+
 def test_a_file_that_is_not_a_kappa_table_is_refused_by_name(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("id,kappa\na,1\n")
