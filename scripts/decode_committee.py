@@ -16,7 +16,7 @@ so the decoded prediction is exp(z_i − a − k·s_i²). Decoders, scored again
   bte        the same with the phonon-BTE κ of SevenNet-0's forces (`paraisite bte` tables, --bte) for the prior,
              first centred on the committee (+ the median of ln mean − ln κ_BTE over the materials of each source
              of the set: no label used);
-             materials without a BTE κ or with imaginary modes keep the arithmetic mean
+             materials without a trusted BTE κ (flagged, e.g. imaginary modes) keep the arithmetic mean
   bte alone  the centred BTE κ times a factor exp(−a) fitted as above: physics without the networks (printed
              below the table, on the materials with a BTE κ)
 Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's parameters
@@ -38,7 +38,8 @@ K_NEIGHBOURS = (3, 5, 10)
 LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
 A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
-PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})"}  # how each decoder's fit is shown
+# how each decoder's fit is shown
+PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})"}
 W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
 FOLDS = 5
 
