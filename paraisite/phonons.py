@@ -163,8 +163,8 @@ def kappa_table(records: list[Record], calculator, path: Path, settings: BTESett
     `flagged`: ids the calculator cannot take, with the reason, written as rows without κ; a structure whose
     calculation fails is written the same way, flagged `failed: <error>`."""
     path = Path(path)
-    done = read_table(path) if path.is_file() else {}
     new_file = not path.is_file()
+    done = {} if new_file else read_table(path)
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new_file:

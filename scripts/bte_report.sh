@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The phonon-BTE κ of SevenNet-0's forces (`paraisite bte`) as a prior of the declared committees (docs/benchmarks.md,
 # "κ from SevenNet-0's forces by the phonon BTE"): scripts/decode_committee.py with --bte, on each set whose tables
-# exist (outputs/bte/<set>_*.csv; MIX uses both sets' tables).
+# exist (outputs/bte/<set>_*.csv; on MIX the materials of a set without a table keep the committee).
 #   scripts/bte_report.sh > docs/results/bte/decoders.md     # RUNS=… MEGNET_DFT=… MEGNET_STEP3=… TABLES=…
 set -euo pipefail
 cd "$(dirname "$0")/.."

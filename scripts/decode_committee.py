@@ -27,6 +27,7 @@ are the grid point of least MAPE over the other four folds' materials, then appl
 from __future__ import annotations
 
 import argparse
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +79,18 @@ def folds_of(n: int) -> np.ndarray:
     return np.random.default_rng(0).permutation(n) % FOLDS
 
 
-def formulas_of(ids: np.ndarray, test: str) -> list[str]:
-    """The formula of each material of the data set `test`, in the order of `ids`."""
+@cache
+def records_by_id(test: str) -> dict:
+    """{id: (source, Record)} of the data set `test`, read once."""
     from paraisite.data.datasets import source_path, sources_of
     from paraisite.data.records import read_records
 
-    formula = {r.id: r.formula for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
-    return [formula[i] for i in ids]
+    return {r.id: (s, r) for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
+
+
+def formulas_of(ids: np.ndarray, test: str) -> list[str]:
+    """The formula of each material of the data set `test`, in the order of `ids`."""
+    return [records_by_id(test)[i][1].formula for i in ids]
 
 
 def chemistry(ids: np.ndarray, test: str) -> np.ndarray:
@@ -138,15 +144,12 @@ def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
 def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> np.ndarray:
     """ln κ_BTE of each material centred on the committee's ln predictions `z`, per source of the set (MIX: the
     binaries and the half-Heuslers apart); NaN without a usable BTE κ."""
-    from paraisite.data.datasets import source_path, sources_of
-    from paraisite.data.records import read_records
     from paraisite.phonons import read_table
 
     rows = {i: r for path in tables for i, r in read_table(Path(path)).items()}
     usable = {i: r.kappa for i, r in rows.items() if r.trusted}
     prior = np.log(np.array([usable.get(i, np.nan) for i in ids]))
-    source = {r.id: s for s in sources_of(test) for r in read_records(source_path(s), on_bad="skip")}
-    group = np.array([source[i] for i in ids])
+    group = np.array([records_by_id(test)[i][0] for i in ids])
     for g in np.unique(group):
         known = np.isfinite(prior) & (group == g)
         if known.any():
