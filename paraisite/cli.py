@@ -72,9 +72,14 @@ def predict(args) -> int:
         interval = interval_for("the --run folders", tuple(Path(m.path) for m in members), cv_rows(args.interval_cv),
                                 args.level)
         members = [replace(m, interval=interval) for m in members]
+    physical = None
+    if args.bte:
+        from paraisite.prior import physical_kappa
+
+        physical = physical_kappa(args.bte)
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size or PREDICT_BATCH, args.top,
-                     args.below, workers, progress)
+                     args.below, workers, progress, physical)
     if progress is not None:
         progress.close()
     far = f" ({counts['extrapolated']} far outside a member's training range: column extrapolation)" \
@@ -82,8 +87,9 @@ def predict(args) -> int:
     of_row = f" (row {row})" if row else ""
     routes = list(dict.fromkeys(m.route.name for m in members if m.route is not None))
     of_row += f" in {len(routes)} routes ({', '.join(routes)}: column route)" if routes else ""
-    print(f"{len(members)} model(s){of_row}; {counts['predicted']} predicted{far}, {counts['flagged']} flagged → "
-          f"{args.output}")
+    blended = f"; {counts['blended']} blended with their BTE κ (column bte_note: why not)" if args.bte else ""
+    print(f"{len(members)} model(s){of_row}; {counts['predicted']} predicted{far}, {counts['flagged']} flagged"
+          f"{blended} → {args.output}")
     if args.top:
         from rich.console import Console
         from rich.table import Table
@@ -115,6 +121,7 @@ def bundle(args) -> int:
 
     from paraisite.models.bundle import RouteModels, parse_stoichiometry, write_bundle
     from paraisite.predict import find_models, load_ensemble
+    from paraisite.prior import physical_kappa
 
     try:
         card = json.loads(open(args.card).read()) if args.card else {}
@@ -122,7 +129,11 @@ def bundle(args) -> int:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
     routed = [(name, parse_stoichiometry(stoichiometry), [run]) for name, stoichiometry, run in args.route or []]
     calibration = cv_rows(args.interval_cv)  # read once for every route
-    routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level))
+    if args.bte and not calibration:
+        raise ParaisiteError("--bte fits each route's prior on its recipe's cv runs: give them with --interval-cv")
+    physical = physical_kappa(args.bte) if args.bte else None
+    routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
+                          prior_for(f"route {name}", models, calibration, physical, args.level))
               for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]
               for models in [tuple(find_models(runs))]]
     # every member loads, and all predict one property
@@ -136,6 +147,13 @@ def bundle(args) -> int:
             interval = route.interval
             print(f"  {interval.level:.0%} interval: ×/÷ {math.exp(interval.ln_halfwidth):.2f}, calibrated on "
                   f"{interval.calibrated_on}")
+        if route.prior:
+            prior = route.prior
+            width = f"; {prior.interval.level:.0%} interval ×/÷ {math.exp(prior.interval.ln_halfwidth):.2f}" \
+                if prior.interval else ""
+            print(f"  BTE prior: weight {prior.weight:.2f}, shift {prior.shift:+.2f}, centre {prior.centre:+.2f} on "
+                  f"{prior.n_calibration} materials; MAPE {prior.mape_model:.3f} → {prior.mape_blended:.3f} out of "
+                  f"fold{width}")
     print(f"→ {manifest.parent} (model.json, weights.safetensors{', float16' if args.half else ''})")
     return 0
 
@@ -151,10 +169,38 @@ def interval_for(what: str, models: tuple, rows: list[dict] | None, level: float
     """The interval of `models` (`what`: their name in messages; one recipe: seeds, folds) calibrated on that
     recipe's cv row among `rows` (`cv_rows`; None: not asked)."""
     from paraisite.intervals import calibrate_for
-    from paraisite.report import config_settings, recipe_of, recorded_config
 
     if not rows or not models:
         return None
+    return calibrate_for(recipe_config(what, models), rows, level)
+
+
+MIN_PRIOR_MATERIALS = 10
+
+
+def prior_for(what: str, models: tuple, rows: list[dict] | None, physical: dict | None, level: float):
+    """The BTE prior of `models` fitted on their recipe's cv row among `rows` (its out-of-fold ensemble) and the
+    BTE κ of its materials (`physical`: `prior.physical_kappa`; None: not asked)."""
+    import numpy as np
+
+    from paraisite.intervals import out_of_fold_ensemble
+    from paraisite.prior import calibrate_prior
+
+    if not physical or not models:
+        return None
+    described, own = out_of_fold_ensemble(recipe_config(what, models), rows)
+    kappa = np.array([np.nan if physical.get(i, ("", None))[1] is None else physical[i][1] for i in own.ids])
+    if np.isfinite(kappa).sum() < MIN_PRIOR_MATERIALS:
+        raise ParaisiteError(f"--bte: {what}: {np.isfinite(kappa).sum()} of the {len(own.ids)} materials of "
+                             f"{described} have a trusted κ in the tables; a prior is fitted on at least "
+                             f"{MIN_PRIOR_MATERIALS}")
+    return calibrate_prior(own.pred, kappa, own.true, level, described)
+
+
+def recipe_config(what: str, models: tuple) -> dict:
+    """The recorded config of `models`, which must all share one recipe (seeds and folds apart)."""
+    from paraisite.report import config_settings, recipe_of, recorded_config
+
     configs = [recorded_config(path.parent) for path in models]
     if None in configs:
         raise ParaisiteError(f"--interval-cv: {models[configs.index(None)].parent} records no config (run_key.json "
@@ -162,7 +208,7 @@ def interval_for(what: str, models: tuple, rows: list[dict] | None, level: float
     if any(recipe_of(config_settings(c)) != recipe_of(config_settings(configs[0])) for c in configs[1:]):
         raise ParaisiteError(f"--interval-cv: {what} hold models of several recipes; an interval is calibrated on "
                              "one recipe's cv row (give the recipes apart, or leave out --interval-cv)")
-    return calibrate_for(configs[0], rows, level)
+    return configs[0]
 
 
 def bte(args) -> int:
@@ -302,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="cv runs of the --run models' recipe: write a prediction interval calibrated on its "
                            "out-of-fold predictions (as `paraisite bundle --interval-cv`)")
     pred.add_argument("--level", type=float, default=0.9, help="the interval's level (default 0.9)")
+    pred.add_argument("--bte", nargs="+", action="extend", default=None, metavar="TABLE",
+                      help="`paraisite bte` tables of (some of) the inputs: where a structure has a trusted BTE κ, "
+                           "κ is its route's blend of the models' mean with it (a bundle with a BTE prior, e.g. "
+                           "kappa; README \"κ by the phonon BTE\"); adds kappa_ensemble, kappa_bte, bte_note")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
@@ -329,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                           "out-of-fold predictions of its recipe (split conformal on log ratios; `predict` writes "
                           "<name>_lo<level> and _hi<level>)")
     bun.add_argument("--level", type=float, default=0.9, help="the intervals' level (default 0.9)")
+    bun.add_argument("--bte", nargs="+", action="extend", default=None, metavar="TABLE",
+                     help="`paraisite bte` tables of the cv runs' materials: each route gets a BTE prior fitted on "
+                          "its recipe's out-of-fold predictions (with --interval-cv; `predict --bte` applies it)")
     bun.add_argument("--output", required=True, type=Path, help="the bundle folder")
     bun.add_argument("--card", default=None, help="a JSON file of model-card facts stored with the bundle (card)")
     bun.add_argument("--data-dir", default=None)

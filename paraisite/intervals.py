@@ -68,15 +68,20 @@ def coverage_out_of_fold(true, pred, level: float, folds: int = 5, seed: int = 0
     return {"coverage": float(inside.mean()), "width": float(np.median(widths)), "n": len(true), "folds": folds}
 
 
-def calibrate_for(config: dict, cv_rows: list[dict], level: float) -> Interval:
-    """The interval of the models trained with `config`'s recipe (a run's recorded config), calibrated on the
-    out-of-fold ensemble (the mean over repeats of each material's prediction by the fold model that never saw it) of
-    that recipe's cv row among `cv_rows` (`report.summarize` rows), on the data set it trains on."""
+def out_of_fold_ensemble(config: dict, cv_rows: list[dict]):
+    """(description, `stats.Repeat`): the out-of-fold ensemble (the mean over repeats of each material's prediction
+    by the fold model that never saw it) of the cv row of `config`'s recipe (a run's recorded config) among `cv_rows`
+    (`report.summarize` rows), on the data set it trains on."""
     from paraisite.report import cv_row_of, label, repeats_of
 
     row = cv_row_of(cv_rows, config)
     own = repeats_of(row, as_ensemble=True)["committee"].get(row["data"])
     if own is None:
         raise ParaisiteError(f"{label(row)}: no out-of-fold predictions of its own data set {row['data']}")
-    return conformal(own.true, own.pred, level, f"{label(row)}: out-of-fold ensemble of {len(row['_repeats'])} "
-                                                f"repeat(s), {len(own.true)} materials")
+    return f"{label(row)}: out-of-fold ensemble of {len(row['_repeats'])} repeat(s), {len(own.true)} materials", own
+
+
+def calibrate_for(config: dict, cv_rows: list[dict], level: float) -> Interval:
+    """The interval of the models trained with `config`'s recipe, calibrated on its `out_of_fold_ensemble`."""
+    described, own = out_of_fold_ensemble(config, cv_rows)
+    return conformal(own.true, own.pred, level, described)

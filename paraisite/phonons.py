@@ -71,8 +71,9 @@ class BTEResult:
 
     @property
     def trusted(self) -> bool:
-        """A κ to use: computed, unflagged, finite and below MAX_KAPPA (rows written before that rule included)."""
-        return not self.flag and math.isfinite(self.kappa) and self.kappa <= MAX_KAPPA
+        """A κ to use: computed, unflagged, finite, positive and below MAX_KAPPA (rows written before that rule
+        included)."""
+        return not self.flag and math.isfinite(self.kappa) and 0 < self.kappa <= MAX_KAPPA
 
 
 COLUMNS = tuple(f.name for f in fields(BTEResult))
@@ -154,7 +155,13 @@ def read_table(path: Path) -> dict[str, BTEResult]:
             raise DataError(f"{path}: not a BTE κ table (columns {reader.fieldnames}, expected {list(COLUMNS)})")
         types = {f.name: f.type for f in fields(BTEResult)}
         cast = {"float": float, "int": int, "str": str}
-        return {row["id"]: BTEResult(**{k: cast[types[k]](v) for k, v in row.items()}) for row in reader}
+        rows = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows[row["id"]] = BTEResult(**{k: cast[types[k]](v) for k, v in row.items()})
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{path}, line {line} ({row.get('id')}): unreadable row ({exc})") from None
+        return rows
 
 
 def kappa_table(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),

@@ -36,6 +36,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.intervals import Interval
 from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
+from paraisite.prior import Prior
 from paraisite.recipe import build_model
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ INPUT_LISTS = (".json.gz", ".jsonl", ".jsonl.gz")
 # structures per inference batch: M3GNet's triplet tensors outgrow the CPU caches beyond ~32 (batch 128: +35 % time);
 # MEGNet is within 3 % from 32 to 128 (docs/benchmarks.md)
 PREDICT_BATCH = 32
-TEXT_COLUMNS = ("id", "formula", "route", "flag", "extrapolation")  # of the output; n_atoms an integer, the rest floats
+TEXT_COLUMNS = ("id", "formula", "route", "bte_note", "flag", "extrapolation")  # of the output; n_atoms an integer,
+# the rest floats
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Member:
     domain: Domain | None = None  # a bundle's training domain (inputs beyond it are noted)
     route: Route | None = None  # of a bundle with routes: it predicts only the structures its route takes
     interval: Interval | None = None  # of a bundle calibrated for it: the interval around the ensemble's mean
+    prior: Prior | None = None  # of a bundle route with a BTE prior (`predict(..., physical=…)` applies it)
 
 
 def property_of(config: dict) -> tuple[str, str, str]:
@@ -118,7 +121,7 @@ def load_ensemble(runs: list[str | Path], device: str = "cpu", data_dir: str | N
             member = member_of(m.config, m.state_dict, m.name, f"{bundle}:{m.name}", device, data_dir)
             route = route_of[m.name]
             members.append(replace(member, domain=route.domain, route=route if len(routes) > 1 else None,
-                                   interval=route.interval))
+                                   interval=route.interval, prior=route.prior))
             names.add(m.name)
     for path in find_models(runs):
         name = path.parent.name if path.parent.name not in names else f"{path.parent.name}_{len(names)}"
@@ -397,31 +400,70 @@ def output_name(members: list[Member]) -> str:
     return "kappa" if kinds == {"kappa"} else "prediction"
 
 
+def prior_note(rid: str, formula: str, priors: set, physical: dict) -> tuple[float | None, str]:
+    """(the BTE κ to blend with, or None; why not) for one predicted row: `priors` those of the members that
+    predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`). A table row of another formula is
+    refused."""
+    from pymatgen.core import Composition
+
+    key = rid if rid in physical else Path(rid).name
+    if key not in physical:
+        return None, "not in the BTE tables"
+    table_formula, kappa, why = physical[key]
+    if Composition(table_formula).reduced_formula != Composition(formula).reduced_formula:
+        raise ParaisiteError(f"--bte: {rid}: the BTE table holds {table_formula} under this id, the input is {formula} "
+                             "(a table of other structures?)")
+    if kappa is None:
+        return None, why
+    if len(priors) != 1 or None in priors:
+        return None, "its models have no BTE prior"
+    return kappa, ""
+
+
+def by_file_name(physical: dict) -> dict:
+    """`physical` also under each id's file name where no other id shares it: a structure file's table row is
+    found whatever path the file was given by."""
+    from collections import Counter
+
+    names = Counter(Path(k).name for k in physical)
+    return {**{Path(k).name: v for k, v in physical.items() if names[Path(k).name] == 1}, **physical}
+
+
 def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
             batch_size: int = PREDICT_BATCH, top: int = 0, below: float = float("inf"), workers: int = 0,
-            progress=None) -> dict:
+            progress=None, physical: dict | None = None) -> dict:
     """Predict every input structure (or formula) with the ensemble; write rows to `output`. Returns counts and the
     top list (lowest predictions). `workers` > 0 parses and featurizes in that many processes while the main one
     runs inference; `progress(n)` is called with the number of items done after each chunk. Columns: id, formula,
     n_atoms, <name>_mean (κ) or prediction, its std, with calibrated members the interval (`<name>_lo<level>`,
     `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
     route that took the structure (only its members predict it), flag, extrapolation (inputs beyond the training
-    domain, members predicting far outside their training range; the prediction is kept). The output is written to a
-    temporary file renamed at the end; an output that is one of the inputs is refused."""
+    domain, members predicting far outside their training range; the prediction is kept). With `physical`
+    (`prior.physical_kappa`: the BTE κ of the inputs, by id), the mean of a structure with a trusted BTE κ is the
+    blend of its route's `Prior` (and the interval the prior's); then also <name>_ensemble (the members' mean),
+    <name>_bte (the BTE κ blended) and bte_note (why not blended). The output is written to a temporary file renamed
+    at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
-    levels = sorted({round(100 * m.interval.level) for m in members if m.interval})
+    if physical is not None and not any(m.prior for m in members):
+        raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle --bte`; "
+                             "shipped: kappa)")
+    if physical is not None:
+        physical = by_file_name(physical)
+    intervals = [m.interval for m in members] + ([m.prior.interval for m in members if m.prior] if physical else [])
+    levels = sorted({round(100 * i.level) for i in intervals if i})
     if len(levels) > 1:
         raise ParaisiteError(f"the models' intervals have different levels ({', '.join(map(str, levels))} %); predict "
                              "them apart")
     bounds = [f"{name}_lo{levels[0]}", f"{name}_hi{levels[0]}"] if levels else []
-    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *bounds,
+    blended = [f"{name}_ensemble", f"{name}_bte", "bte_note"] if physical is not None else []
+    columns = ["id", "formula", "n_atoms", mean_column, f"{name}_std", *bounds, *blended,
                *(f"{name}_{m.name}" for m in members), *(["route"] if routes else []), "flag", "extrapolation"]
     reach = np.array([m.module.transform.reach() for m in members])  # (members, 2): low, high
     writer = RowWriter(Path(output), columns)
-    counts = {"predicted": 0, "flagged": 0, "extrapolated": 0}
+    counts = {"predicted": 0, "flagged": 0, "extrapolated": 0, "blended": 0}
     best: list[tuple] = []
     try:
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes)
@@ -434,6 +476,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
             rows = []
             for k, (rid, formula, n_atoms, flag, route) in enumerate(meta):
                 values, mean, std, note, interval = [None] * len(members), None, None, "", [None] * len(bounds)
+                prior_columns = [None, None, ""] if blended else []
                 if k in position:
                     flag = flags[position[k]]
                     if not flag:
@@ -444,6 +487,16 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                         calibrated = {members[j].interval for j in asked}
                         if bounds and len(calibrated) == 1 and None not in calibrated:  # one calibration for all
                             interval = list(calibrated.pop().bounds(mean))
+                        if blended:
+                            priors = {members[j].prior for j in asked}
+                            kappa, why = prior_note(rid, formula, priors, physical)
+                            prior_columns = [mean, kappa, why]
+                            if kappa is not None:
+                                counts["blended"] += 1
+                                prior = priors.pop()
+                                mean = float(prior.blend(mean, kappa))
+                                interval = list(prior.interval.bounds(mean)) if bounds and prior.interval else \
+                                    [None] * len(bounds)
                         domains = dict.fromkeys(members[j].domain for j in asked if members[j].domain is not None)
                         far = [j for j in asked if not reach[j, 0] <= row[j] <= reach[j, 1]]
                         note = "; ".join([*filter(None, (d.outside(formula, n_atoms) for d in domains)),
@@ -451,8 +504,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                                             for j in far)])
                 counts["flagged" if mean is None else "predicted"] += 1
                 counts["extrapolated"] += bool(note)
-                rows.append([rid, formula, n_atoms, mean, std, *interval, *values, *([route] if routes else []), flag,
-                             note])
+                rows.append([rid, formula, n_atoms, mean, std, *interval, *prior_columns, *values,
+                             *([route] if routes else []), flag, note])
                 if mean is not None and mean < below and top:
                     item = (-mean, rid, formula, mean, std, note, tuple(interval))
                     (heapq.heappush if len(best) < top else heapq.heappushpop)(best, item)

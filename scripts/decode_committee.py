@@ -17,6 +17,8 @@ so the decoded prediction is exp(z_i − a − k·s_i²). Decoders, scored again
              first centred on the committee (+ the median of ln mean − ln κ_BTE over the materials of each source
              of the set: no label used);
              materials without a trusted BTE κ (flagged, e.g. imaginary modes) keep the arithmetic mean
+  bte+unstable  as bte, and the materials SevenNet-0 finds dynamically unstable (flag imaginary_modes) get
+             exp(−b)·mean, b fitted on the flagged materials of the other folds (b = 0 where they hold none)
   bte alone  the centred BTE κ times a factor exp(−a) fitted as above: physics without the networks (printed
              below the table, on the materials with a BTE κ)
 Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's parameters
@@ -28,21 +30,21 @@ from __future__ import annotations
 
 import argparse
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 
+from paraisite.prior import A_GRID, FOLDS, fit_weights, folds_of, physical_kappa
 from paraisite.report import experts, find_row, find_runs, repeats_of, summarize
 from paraisite.stats import Repeat, bootstrap, paired, rng_for
 
 K_NEIGHBOURS = (3, 5, 10)
 LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
-A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
+B_GRID = np.round(np.arange(-1.0, 1.501, 0.05), 2)
+UNSTABLE = "imaginary_modes"  # the BTE table's flag of a dynamically unstable lattice
 # how each decoder's fit is shown
-PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})"}
-W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
-FOLDS = 5
+PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})",
+          "bte+unstable": "(b {:+.2f}){}"}
 
 
 def member_ensemble(rows: list[dict], spec: str, test: str) -> Repeat:
@@ -73,10 +75,6 @@ def decode(z: np.ndarray, s2: np.ndarray, true: np.ndarray, ks: np.ndarray) -> t
 
 def mape_of(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - true) / true))
-
-
-def folds_of(n: int) -> np.ndarray:
-    return np.random.default_rng(0).permutation(n) % FOLDS
 
 
 @cache
@@ -144,10 +142,7 @@ def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
 def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> np.ndarray:
     """ln κ_BTE of each material centred on the committee's ln predictions `z`, per source of the set (MIX: the
     binaries and the half-Heuslers apart); NaN without a usable BTE κ."""
-    from paraisite.phonons import read_table
-
-    rows = {i: r for path in tables for i, r in read_table(Path(path)).items()}
-    usable = {i: r.kappa for i, r in rows.items() if r.trusted}
+    usable = {i: kappa for i, (_, kappa, _) in physical_kappa(tables).items() if kappa is not None}
     prior = np.log(np.array([usable.get(i, np.nan) for i in ids]))
     group = np.array([records_by_id(test)[i][0] for i in ids])
     for g in np.unique(group):
@@ -160,16 +155,34 @@ def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> n
 def with_prior(z: np.ndarray, true: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, list]:
     """Out-of-fold predictions exp(a + (1 − w)·z + w·prior) where the prior is known, exp(z) elsewhere; (w, a) per fold."""
     fold, known = folds_of(len(z)), np.isfinite(prior)
-    blend = W_GRID[:, None, None] * (np.nan_to_num(prior) - z)[None, None, :] + A_GRID[None, :, None]
     pred, params = np.exp(z), []
     for f in range(FOLDS):
-        fit_on = known & (fold != f)
-        mape = np.mean(np.abs(np.exp(z[fit_on] + blend[:, :, fit_on]) - true[fit_on]) / true[fit_on], axis=-1)
-        i, j = np.unravel_index(np.argmin(mape), mape.shape)
-        apply = known & (fold == f)
-        pred[apply] = np.exp(z[apply] + blend[i, j, apply])
-        params.append((float(W_GRID[i]), float(A_GRID[j])))
+        fit_on, apply = known & (fold != f), known & (fold == f)
+        w, a = fit_weights(z[fit_on], prior[fit_on], true[fit_on])
+        pred[apply] = np.exp(z[apply] + w * (prior[apply] - z[apply]) + a)
+        params.append((w, a))
     return pred, params
+
+
+def unstable_of(ids: np.ndarray, tables: list[str]) -> np.ndarray:
+    """Whether each material's BTE row is flagged dynamically unstable."""
+    why = {i: reason for i, (_, _, reason) in physical_kappa(tables).items()}
+    return np.array([why.get(i) == UNSTABLE for i in ids])
+
+
+def with_factor(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list]:
+    """`pred` with the materials of `mask` times exp(−b), b of least MAPE on the masked materials of the other
+    folds (0 where they hold none); b per fold, with the number of masked materials it was fitted on."""
+    fold, out, params = folds_of(len(pred)), pred.copy(), []
+    for f in range(FOLDS):
+        fit_on, apply = mask & (fold != f), mask & (fold == f)
+        b = 0.0
+        if fit_on.any():
+            scores = [mape_of(pred[fit_on] * np.exp(-g), true[fit_on]) for g in B_GRID]
+            b = float(B_GRID[int(np.argmin(scores))])
+        out[apply] = pred[apply] * np.exp(-b)
+        params.append((b, f" n {int(fit_on.sum())}"))
+    return out, params
 
 
 def main() -> None:
@@ -199,6 +212,8 @@ def main() -> None:
         priors["bte"] = bte_prior(ids, args.test, args.bte, np.log(arithmetic.pred))
     for name, prior in priors.items():
         decoded[name] = with_prior(np.log(arithmetic.pred), true, prior)
+    if args.bte:
+        decoded["bte+unstable"] = with_factor(decoded["bte"][0], true, unstable_of(ids, args.bte))
     base = bootstrap([arithmetic], "mape", "kappa", rng_for("decode", args.name, args.test))
     print(f"{args.name} on {args.test} ({len(ids)} materials; members: {', '.join(args.member)})")
     print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | fitted per fold |")

@@ -5,12 +5,14 @@ the recipe trained on Dataset2 (half-Heuslers), every other structure to the rec
 per-source experts of docs/benchmarks.md.
 
     python scripts/ship_kappa.py outputs/kappa_final/mix --route binaries 1:1 outputs/kappa_final/dataset1 \\
-        --route half-heuslers 1:1:1 outputs/kappa_final/dataset2 --cv outputs/aglcosine_cv/cut outputs/routed_cv/megnet_s34
+        --route half-heuslers 1:1:1 outputs/kappa_final/dataset2 --cv outputs/aglcosine_cv/cut outputs/routed_cv/megnet_s34 \\
+        --bte docs/results/bte/dataset1_sevennet.csv docs/results/bte/dataset2_sevennet.csv
 
 The positional folder and each `--route`'s: the members (`protocol=final`, one per seed); `--cv`: the
 cross-validation sweeps of the same recipe on Dataset1, Dataset2 and MIX, whose pooled out-of-fold metrics (95 %
 intervals) are the card's expected error and whose out-of-fold ensembles calibrate each route's 90 % prediction
-interval (`paraisite bundle --interval-cv`).
+interval (`paraisite bundle --interval-cv`); `--bte`: the `paraisite bte` tables of their materials, on which each
+route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from omegaconf import OmegaConf  # noqa: E402
@@ -31,8 +35,11 @@ from omegaconf import OmegaConf  # noqa: E402
 from paraisite.intervals import coverage_out_of_fold  # noqa: E402
 from paraisite.models.bundle import SHIPPED, read_bundle  # noqa: E402
 from paraisite.models.io import read_model_file  # noqa: E402
+from paraisite.prior import blended_out_of_fold, physical_kappa  # noqa: E402
 from paraisite.recipe import stages_of  # noqa: E402
 from paraisite.report import compare_rows, experts, find_row, find_runs, repeats_of, summarize  # noqa: E402
+from paraisite.stats import Repeat, bootstrap, rng_for  # noqa: E402
+from paraisite.stats import paired as paired_difference  # noqa: E402
 
 METRICS = ("mape", "mae", "log_mae", "spearman")
 TESTS = ("dataset1", "dataset2", "mix")
@@ -43,12 +50,39 @@ def scores(row: dict) -> dict:
     return {t: {k: row[f"{t}_{k}"] for k in ("mean", "lo", "hi")} for t in TESTS if row.get(f"{t}_n")}
 
 
-def cv_metrics(cv: list[Path], row_of: dict[str, str]) -> dict:
+def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
+    """{test set: {model, blended: {mean, lo, hi}, diff: {diff, ci_lo, ci_hi, p}, covered, n}}: each route's recipe
+    out of fold (`ensembles`: data set → its out-of-fold ensemble) against the same with its BTE prior, each fold's
+    prior fitted on the other folds (`prior.blended_out_of_fold`); on MIX the routed model, each material blended by
+    its own set's route."""
+    known = {i: kappa for i, (_, kappa, _) in physical_kappa(tables).items() if kappa is not None}
+    pairs = {}
+    for data in ("dataset1", "dataset2"):
+        e = ensembles[data]
+        kappa = np.array([known.get(i, np.nan) for i in e.ids])
+        pairs[data] = (e, Repeat(e.seed, e.ids, e.true, blended_out_of_fold(e.pred, kappa, e.true)))
+    pairs["mix"] = tuple(Repeat("mix", *(np.concatenate([getattr(pairs[d][k], f) for d in ("dataset1", "dataset2")])
+                                          for f in ("ids", "true", "pred"))) for k in (0, 1))
+    out = {}
+    for test, (model, blended) in pairs.items():
+        scores = {}
+        for name, repeat in (("model", model), ("blended", blended)):
+            b = bootstrap([repeat], "mape", "kappa", rng_for("ship-prior", name, test))
+            scores[name] = {"mean": b["estimate"], "lo": b["lo"], "hi": b["hi"]}
+        d = paired_difference([blended], [model], "mape", "kappa", rng_for("ship-prior-diff", test))
+        scores["diff"] = {"diff": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"]}
+        scores["covered"], scores["n"] = int(np.isin(model.ids, list(known)).sum()), len(model.ids)
+        out[test] = scores
+    return out
+
+
+def cv_metrics(cv: list[Path], row_of: dict[str, str], tables: list[Path] | None = None) -> dict:
     """{metric: {"routed" | data set: {test set: {mean, lo, hi}}}}: each route's recipe on its own set (`row_of`:
     data set → row label) and the routed model (the per-source experts of Dataset1 and Dataset2) on MIX and its
     parts; "routed_minus_mix": {test set: {diff, lo, hi, p}}, the routed model against the MIX row paired on the same
     materials; "interval_check": {data set: how the recipe's interval, calibrated as `paraisite bundle --interval-cv`
-    does, covers materials it was not calibrated on}; plus the shape (folds × repeats)."""
+    does, covers materials it was not calibrated on}; "prior_check": with BTE `tables`, `prior_check`; plus the
+    shape (folds × repeats)."""
     runs = find_runs(cv)
     out: dict = {}
     for metric in METRICS:
@@ -61,6 +95,8 @@ def cv_metrics(cv: list[Path], row_of: dict[str, str]) -> dict:
                                    for c in compare_rows(routed, by_data["mix"], metric) if c["test_set"] in TESTS}
             ensembles = {data: repeats_of(row, as_ensemble=True)["committee"][data] for data, row in by_data.items()}
             out["interval_check"] = {data: coverage_out_of_fold(e.true, e.pred, LEVEL) for data, e in ensembles.items()}
+            if tables:
+                out["prior_check"] = prior_check(ensembles, tables)
         out["folds"], out["repeats"] = routed["folds"], len(routed["_repeats"])
     return out
 
@@ -135,6 +171,36 @@ def intervals(routes: list, cards: list[dict], cv: dict) -> list[str]:
         "with no coverage guarantee."]
 
 
+def bte_prior(routes: list, cv: dict) -> list[str]:
+    """The page's section on the routes' BTE priors (none without them)."""
+    if "prior_check" not in cv:
+        return []
+    check = cv["prior_check"]
+    return [
+        "**With the phonon BTE** (`--bte TABLE`, README \"κ by the phonon BTE\"): where a structure has a trusted κ "
+        "from `paraisite bte` (SevenNet-0's force constants, phono3py, no κ label), its route blends the members' mean "
+        "p with it: κ = exp(ln p + w·(ln κ_BTE + m − ln p) + a), m centring the physics on the model, (w, a) of least "
+        "MAPE, all fitted on the route's recipe's out-of-fold predictions of the materials with a trusted BTE κ; the "
+        "interval becomes the blend's. Screen with the model, run `paraisite bte` on the shortlist, predict it again "
+        "with `--bte`:", "",
+        "```bash", "paraisite bte shortlist/ --output bte.csv", "paraisite predict shortlist/ --model kappa --bte "
+        "bte.csv --output refined.csv", "```", "",
+        "| route | w | a | m | fitted on | its 90 % interval ×/÷ |", "|---|---|---|---|---|---|",
+        *(f"| {r.name} | {r.prior.weight:.2f} | {r.prior.shift:+.2f} | {r.prior.centre:+.2f} | "
+          f"{r.prior.n_calibration} materials | "
+          f"{math.exp(r.prior.interval.ln_halfwidth) if r.prior.interval else float('nan'):.2f} |"
+          for r in routes if r.prior), "",
+        "Out of fold (each fold's m, w, a fitted on the other folds; materials without a trusted BTE κ keep p), "
+        "paired with the routed model on the same materials:", "",
+        "| test set | with a BTE κ | MAPE, routed | MAPE, with the BTE prior | difference (paired; p) |",
+        "|---|---|---|---|---|",
+        *(f"| {t} | {c['covered']} of {c['n']} | {fmt(c['model'])} | {fmt(c['blended'])} | {paired(c['diff'])} |"
+          for t, c in check.items()), "",
+        "The BTE tables are `docs/results/bte/`; the blend's design was declared before these numbers "
+        "(`docs/benchmarks.md`, \"The BTE prior in the shipped model\"). The route `other` (MIX-trained members) is "
+        "fitted on binaries and half-Heuslers, not on the compounds it takes.", ""]
+
+
 def page(card: dict, routes: list, members: int) -> str:
     cv = card["cv"]
     lines = [
@@ -166,6 +232,7 @@ def page(card: dict, routes: list, members: int) -> str:
         "reproduction grid (`docs/benchmarks.md`).", "",
         *expected_error(cv), "",
         *intervals(routes, card["routes"], cv), "",
+        *bte_prior(routes, cv),
         "**Known limits**:",
         *(f"- Route {r.name}: the training data hold {len(r.domain.elements)} elements and cells of at most "
           f"{r.domain.max_atoms} atoms; a structure with another element or a larger cell is predicted but noted "
@@ -197,11 +264,12 @@ def main() -> None:
     parser.add_argument("--route", nargs=3, action="append", default=[], metavar=("NAME", "STOICHIOMETRY", "RUNS"))
     parser.add_argument("--cv", type=Path, nargs="+", required=True, help="the cv sweeps of the same recipe")
     parser.add_argument("--row", default="megnet/eform/agl_dft/{data} [cv]", help="the cv rows' label ({data}: set)")
+    parser.add_argument("--bte", type=Path, nargs="+", default=None, help="`paraisite bte` tables of the cv materials")
     parser.add_argument("--output", type=Path, default=SHIPPED / "kappa")
     args = parser.parse_args()
     routes = [route_card(name, stoichiometry, Path(runs)) for name, stoichiometry, runs in args.route]
     routes.append(route_card("other", None, args.members))
-    cv = cv_metrics(args.cv, {t: args.row.format(data=t) for t in TESTS})
+    cv = cv_metrics(args.cv, {t: args.row.format(data=t) for t in TESTS}, args.bte)
     card = card_of(routes, args.members, cv, args.row.format(data="<set>").removesuffix(" [cv]"))
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(card, f)
@@ -209,7 +277,7 @@ def main() -> None:
         route_args = [a for name, stoichiometry, runs in args.route for a in ("--route", name, stoichiometry, runs)]
         subprocess.run([sys.executable, "-m", "paraisite.cli", "bundle", str(args.members), *route_args, "--half",
                         "--interval-cv", *map(str, args.cv), "--level", str(LEVEL), "--output", str(args.output),
-                        "--card", f.name], check=True, cwd=ROOT)
+                        "--card", f.name, *(["--bte", *map(str, args.bte)] if args.bte else [])], check=True, cwd=ROOT)
     members, _, written = read_bundle(args.output)
     (ROOT / "docs" / "models.md").write_text(page(card, written, len(members)))
     size = sum(p.stat().st_size for p in args.output.iterdir()) / 1e6

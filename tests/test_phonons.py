@@ -42,7 +42,8 @@ def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_pat
 
 
 @pytest.mark.parametrize(("kappa", "flag", "trusted"), [(30.0, "", True), (30.0, "imaginary_modes", False),
-                                                      (float("inf"), "", False), (9.5e5, "", False)])
+                                                      (float("inf"), "", False), (9.5e5, "", False),
+                                                      (0.0, "", False)])
 def test_only_finite_unflagged_kappa_below_the_bound_is_trusted(kappa, flag, trusted):
     row = BTEResult("id", "AlSb", kappa, kappa, kappa, kappa, 0.0, "2x2x2", 64, 62, 1.0, flag)
     assert row.trusted is trusted
@@ -67,6 +68,14 @@ def test_a_file_that_is_not_a_kappa_table_is_refused_by_name(tmp_path):
     path.write_text("id,kappa\na,1\n")
     with pytest.raises(DataError, match="other.csv: not a BTE κ table"):
         kappa_table([], None, path)
+
+
+def test_an_unreadable_row_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "k.csv"
+    kappa_table([Record("po", "Po", None, CU)], None, path, FAST, {"po": "element_not_in_model: Po"})
+    path.write_text(path.read_text() + "cu,Cu,lots,1,1,1,0,2x2x2,32,8,1.0,\n")
+    with pytest.raises(DataError, match=r"k.csv, line 3 \(cu\): unreadable row"):
+        read_table(path)
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "1"])

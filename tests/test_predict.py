@@ -443,3 +443,48 @@ def test_a_bundle_calibrated_on_its_recipes_cv_row_writes_conformal_intervals(tw
     assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--interval-cv", str(tmp_path / "cv"),
                 "--output", str(tmp_path / "r.csv")]) == 2
     assert "a bundle carries its own interval" in capsys.readouterr().err
+
+
+def test_a_bundle_with_a_bte_prior_blends_structures_that_have_a_bte_kappa(two_runs, tmp_path, capsys):
+    """The cv row predicts 20 materials of true κ 10 with log errors up to ±1; the BTE table says 5 for each (ranked
+    perfectly, half the level): the prior takes the physics alone (w 1), and a structure with a BTE κ is blended with
+    it, one without keeps the members' mean; a table row of another formula is refused."""
+    from paraisite.report import recorded_config
+    from tests.test_prior import write_bte_table
+
+    fake_cv_row(tmp_path / "cv", recorded_config(two_runs / "s1"), 0.05 * np.arange(1, 21) * np.where(np.arange(20) % 2, 1, -1))
+    write_bte_table(tmp_path / "cv_bte.csv", [(f"mat-{i}", "TiNiSn", 5.0, "") for i in range(20)])
+    assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "b"), "--bte", str(tmp_path / "cv_bte.csv")]) == 2
+    assert "give them with --interval-cv" in capsys.readouterr().err
+    assert cli(["bundle", str(two_runs), "--interval-cv", str(tmp_path / "cv"), "--bte", str(tmp_path / "cv_bte.csv"),
+                "--output", str(tmp_path / "b")]) == 0
+    assert "BTE prior: weight 1.00" in capsys.readouterr().out
+    (route,) = json.loads((tmp_path / "b" / "model.json").read_text())["routes"]
+    prior = route["prior"]
+    assert prior["n_calibration"] == 20 and prior["mape_blended"] < 0.05 < prior["mape_model"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, a in (("ab.cif", 3.3), ("cd.cif", 3.5)):
+        Structure(Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]]).to(filename=str(folder / name))
+    write_bte_table(tmp_path / "bte.csv", [("ab.cif", "NaCl", 4.0, "")])
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--bte", str(tmp_path / "bte.csv"),
+                "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert "0 flagged; 1 blended with their BTE κ" in capsys.readouterr().out  # found by its file name
+    rows = read_rows(tmp_path / "p.csv")
+    ab, cd = rows["ab.cif"], rows["cd.cif"]
+    ensemble = float(ab["kappa_ensemble"])
+    expected = np.exp(np.log(ensemble) + prior["weight"] * (np.log(4.0) + prior["centre"] - np.log(ensemble))
+                      + prior["shift"])
+    assert float(ab["kappa_mean"]) == pytest.approx(expected) and float(ab["kappa_bte"]) == 4.0
+    assert ab["bte_note"] == "" and float(ab["kappa_hi90"]) == pytest.approx(
+        float(ab["kappa_mean"]) * np.exp(prior["interval"]["ln_halfwidth"]))
+    assert cd["kappa_mean"] == cd["kappa_ensemble"] and cd["kappa_bte"] == ""
+    assert cd["bte_note"] == "not in the BTE tables"
+    write_bte_table(tmp_path / "wrong.csv", [("ab.cif", "KBr", 4.0, "")])
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--bte", str(tmp_path / "wrong.csv"),
+                "--output", str(tmp_path / "w.csv"), "--quiet"]) == 2
+    assert "ab.cif: the BTE table holds KBr under this id, the input is NaCl" in capsys.readouterr().err
+    assert not (tmp_path / "w.csv").exists()
+    assert cli(["predict", str(folder), "--run", str(two_runs), "--bte", str(tmp_path / "bte.csv"),
+                "--output", str(tmp_path / "w.csv"), "--quiet"]) == 2
+    assert "none of the models has a BTE prior" in capsys.readouterr().err

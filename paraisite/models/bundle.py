@@ -21,6 +21,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.files import write_atomic
 from paraisite.intervals import Interval
 from paraisite.models.io import read_model_file
+from paraisite.prior import Prior
 
 BUNDLE_FORMAT = 2  # 2: routes (format 1, still read: one route of every member, the domain at the top level)
 SHIPPED = Path(__file__).resolve().parent.parent / "bundles"
@@ -105,7 +106,8 @@ def space_group_of(structure) -> int | None:
 class Route:
     """Members that predict the compounds of one stoichiometry whose space group their training set holds
     (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. With an
-    `interval`, its predictions come with that calibrated interval."""
+    `interval`, its predictions come with that calibrated interval; with a `prior`, `paraisite predict --bte` blends
+    them with the phonon-BTE κ of the structures that have one."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
@@ -113,6 +115,7 @@ class Route:
     members: tuple[str, ...]
     domain: Domain
     interval: Interval | None = None
+    prior: Prior | None = None
 
     def takes(self, amounts: tuple[float, ...], structure) -> bool:
         """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure."""
@@ -131,7 +134,8 @@ class Route:
         return {"name": self.name, "stoichiometry": list(self.stoichiometry) if self.stoichiometry else None,
                 "space_groups": list(self.space_groups) if self.space_groups else None,
                 "members": list(self.members), "domain": self.domain.to_json(),
-                "interval": self.interval.to_json() if self.interval else None}
+                "interval": self.interval.to_json() if self.interval else None,
+                "prior": self.prior.to_json() if self.prior else None}
 
 
 def route_for(routes: list[Route], formula: str, structure) -> Route:
@@ -167,12 +171,13 @@ def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], b
 @dataclass(frozen=True)
 class RouteModels:
     """What `write_bundle` puts in one route: the final models (`model.pt` files) of finished runs, and the interval
-    calibrated for them (None: no interval)."""
+    and BTE prior calibrated for them (None: none)."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
     models: tuple[Path, ...]
     interval: Interval | None = None
+    prior: Prior | None = None
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,8 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
         space_groups = (training_space_groups(configs, route.stoichiometry, by_composition, data_dir)
                         if route.stoichiometry else None)
         domain = training_domain(configs, by_composition, data_dir)
-        written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval))
+        written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval,
+                             route.prior))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
     manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card,
@@ -270,4 +276,5 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
         Route(r["name"], tuple(r["stoichiometry"]) if r["stoichiometry"] else None,
               tuple(r["space_groups"]) if r["space_groups"] else None, tuple(r["members"]),
               Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"]),
-              Interval.from_json(r["interval"]) if r.get("interval") else None) for r in routes]
+              Interval.from_json(r["interval"]) if r.get("interval") else None,
+              Prior.from_json(r["prior"]) if r.get("prior") else None) for r in routes]

@@ -1,0 +1,113 @@
+"""A physical κ (the phonon BTE of `paraisite bte`) as the prior of a model's prediction.
+
+With p the model's prediction and b the physical κ of the same structure, the blended prediction is
+    κ = exp(ln p + w·(ln b + m − ln p) + a):
+m centres the physics on the model (the median of ln p − ln b over the calibration materials: no label used; a
+universal potential's level is off, its order is what counts), the weight w ∈ [0, 1] and the shift a are the grid
+point of least MAPE over the calibration materials. A structure without a trusted b keeps p. `Prior` is what a
+bundle's route stores (`paraisite bundle --bte`); `paraisite predict --bte TABLE` applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from paraisite.intervals import Interval, conformal
+
+W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
+A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
+FOLDS = 5  # of the out-of-fold score
+
+
+def fit_weights(ln_pred: np.ndarray, ln_prior: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    """(w, a) of least MAPE of exp(ln_pred + w·(ln_prior − ln_pred) + a) over the grids (the prior already
+    centred); ties go to the smaller w, then the smaller a."""
+    step = W_GRID[:, None, None] * (ln_prior - ln_pred)[None, None, :] + A_GRID[None, :, None]
+    mape = np.mean(np.abs(np.exp(ln_pred + step) - true) / true, axis=-1)
+    i, j = np.unravel_index(np.argmin(mape), mape.shape)
+    return float(W_GRID[i]), float(A_GRID[j])
+
+
+def folds_of(n: int) -> np.ndarray:
+    """The fixed split of n materials into FOLDS folds that every out-of-fold fit here uses."""
+    return np.random.default_rng(0).permutation(n) % FOLDS
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A fitted blend of a model's prediction with a physical κ (module docstring), with the interval of the
+    blended predictions and their out-of-fold MAPE next to the model's own on the same calibration materials."""
+
+    weight: float
+    shift: float
+    centre: float
+    n_calibration: int  # materials with a trusted physical κ
+    calibrated_on: str
+    mape_model: float  # of the model alone, on those materials
+    mape_blended: float  # out of fold: each fold's (m, w, a) fitted on the others
+    interval: Interval | None = None
+
+    def blend(self, pred, physical):
+        return np.exp(np.log(pred) + self.weight * (np.log(physical) + self.centre - np.log(pred)) + self.shift)
+
+    def to_json(self) -> dict:
+        return {"weight": self.weight, "shift": self.shift, "centre": self.centre,
+                "n_calibration": self.n_calibration, "calibrated_on": self.calibrated_on,
+                "mape_model": self.mape_model, "mape_blended": self.mape_blended,
+                "interval": self.interval.to_json() if self.interval else None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Prior:
+        return cls(float(data["weight"]), float(data["shift"]), float(data["centre"]), int(data["n_calibration"]),
+                   str(data["calibrated_on"]), float(data["mape_model"]), float(data["mape_blended"]),
+                   Interval.from_json(data["interval"]) if data.get("interval") else None)
+
+
+def fit_on(pred: np.ndarray, physical: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
+    """(m, w, a) fitted on materials that all have a physical κ."""
+    centre = float(np.median(np.log(pred) - np.log(physical)))
+    return centre, *fit_weights(np.log(pred), np.log(physical) + centre, true)
+
+
+def blended_out_of_fold(pred: np.ndarray, physical: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Each material's blend with (m, w, a) fitted on the other folds' materials; NaN `physical`: p kept."""
+    fold, known, out = folds_of(len(pred)), np.isfinite(physical), np.array(pred, dtype=float)
+    for f in range(FOLDS):
+        fit = known & (fold != f)
+        apply = known & (fold == f)
+        if fit.any() and apply.any():
+            centre, w, a = fit_on(pred[fit], physical[fit], true[fit])
+            out[apply] = Prior(w, a, centre, 0, "", 0, 0).blend(pred[apply], physical[apply])
+    return out
+
+
+def calibrate_prior(pred: np.ndarray, physical: np.ndarray, true: np.ndarray, level: float | None,
+                    calibrated_on: str) -> Prior:
+    """The prior fitted on every calibration material with a physical κ (NaN: none), scored out of fold, with the
+    conformal interval of `level` on the out-of-fold blended predictions (None: no interval)."""
+    known = np.isfinite(physical)
+    pred, physical, true = pred[known], physical[known], true[known]
+    centre, w, a = fit_on(pred, physical, true)
+    oof = blended_out_of_fold(pred, physical, true)
+    interval = conformal(true, oof, level, f"{calibrated_on}: out-of-fold blends") if level else None
+    return Prior(w, a, centre, int(known.sum()), calibrated_on, mape(pred, true), mape(oof, true), interval)
+
+
+def mape(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - true) / true))
+
+
+def physical_kappa(tables: list[str | Path]) -> dict[str, tuple[str, float | None, str]]:
+    """{id: (formula, κ or None, why not)} from `paraisite bte` tables (a later table's row replaces an earlier);
+    κ only where the row is trusted (`BTEResult.trusted`), else the row's flag."""
+    from paraisite.phonons import read_table
+
+    out = {}
+    for path in tables:
+        for rid, row in read_table(Path(path)).items():
+            why = "" if row.trusted else (row.flag or f"κ {row.kappa:g} not usable")
+            out[rid] = (row.formula, row.kappa if row.trusted else None, why)
+    return out

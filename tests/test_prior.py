@@ -1,0 +1,61 @@
+"""The BTE prior: its fit, its out-of-fold score, how it is stored, and which table rows it takes."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from paraisite.errors import DataError
+from paraisite.phonons import COLUMNS
+from paraisite.prior import Prior, blended_out_of_fold, calibrate_prior, fit_on, physical_kappa
+
+
+def write_bte_table(path, rows: list[tuple[str, str, float, str]]) -> None:
+    """A `paraisite bte` table of (id, formula, κ, flag) rows."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for rid, formula, kappa, flag in rows:
+            writer.writerow([rid, formula, kappa, kappa, kappa, kappa, 0.5, "2x2x2", 64, 10, 1.0, flag])
+
+
+def test_the_fit_finds_the_blend_that_made_the_truth():
+    """True κ = the geometric mean of the model and physics at 3× the model's level: m = ln p − ln b centres the
+    physics, w = 0.5, a = 0; a second, noisy model is pulled toward physics that ranks perfectly."""
+    rng = np.random.default_rng(1)
+    pred = np.exp(rng.normal(2, 1, 60))
+    physical = np.exp(np.log(pred) + rng.normal(0, 0.4, 60)) / 3
+    true = np.sqrt(pred * physical * 3)
+    centre, w, a = fit_on(pred, physical, true)
+    assert centre == pytest.approx(np.median(np.log(pred / physical)))
+    assert w == pytest.approx(0.5, abs=0.051) and abs(a) <= 0.02
+    prior = Prior(w, a, centre, 60, "", 0, 0)
+    assert np.mean(np.abs(prior.blend(pred, physical) / true - 1)) < 0.03
+
+
+def test_out_of_fold_blends_keep_the_model_where_physics_is_missing_and_score_below_it():
+    rng = np.random.default_rng(2)
+    true = np.exp(rng.normal(2, 1, 50))
+    pred = true * np.exp(rng.normal(0, 0.5, 50))  # the model: noisy
+    physical = true / 2 * np.exp(rng.normal(0, 0.1, 50))  # physics: off in level, sharp in order
+    physical[:5] = np.nan
+    out = blended_out_of_fold(pred, physical, true)
+    np.testing.assert_array_equal(out[:5], pred[:5])
+    prior = calibrate_prior(pred, physical, true, 0.9, "test set")
+    assert prior.n_calibration == 45 and prior.weight >= 0.8
+    assert prior.mape_blended < prior.mape_model / 2
+    assert prior.interval.level == 0.9 and prior.interval.n_calibration == 45
+    assert Prior.from_json(prior.to_json()) == prior
+
+
+def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tmp_path):
+    write_bte_table(tmp_path / "a.csv", [("x", "NaCl", 5.0, ""), ("y", "CuCl", 0.4, "imaginary_modes"),
+                                         ("z", "BAs", float("inf"), "")])
+    write_bte_table(tmp_path / "b.csv", [("x", "NaCl", 6.0, "")])
+    table = physical_kappa([tmp_path / "a.csv", tmp_path / "b.csv"])
+    assert table["x"] == ("NaCl", 6.0, "")
+    assert table["y"] == ("CuCl", None, "imaginary_modes")
+    assert table["z"][1] is None and "not usable" in table["z"][2]
+    (tmp_path / "c.csv").write_text("id,kappa\n")
+    with pytest.raises(DataError, match="c.csv: not a BTE κ table"):
+        physical_kappa([tmp_path / "c.csv"])
