@@ -452,7 +452,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                              "shipped: kappa)")
     if physical is not None:
         physical = by_file_name(physical)
-    intervals = [m.interval for m in members] + ([m.prior.interval for m in members if m.prior] if physical else [])
+    intervals = [m.interval for m in members] + ([m.prior.interval for m in members if m.prior]
+                                                 if physical is not None else [])
     levels = sorted({round(100 * i.level) for i in intervals if i})
     if len(levels) > 1:
         raise ParaisiteError(f"the models' intervals have different levels ({', '.join(map(str, levels))} %); predict "
