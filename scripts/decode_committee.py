@@ -238,6 +238,10 @@ def main() -> None:
             print(f"{label} on the {known.sum()} materials the {name} prior covers: {mape_of(base.pred, base.true):.3f}"
                   f" → {mape_of(pred, base.true):.3f}, {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] "
                   f"(p {diff['p']:.3g}); Spearman ρ(prior, true) {spearman(prior[known], true[known]):+.2f}")
+    if args.bte:
+        a, b = (Repeat("committee", ids, true, decoded[name][0]) for name in ("bte+unstable", "bte"))
+        diff = paired([a], [b], "mape", "kappa", rng_for("decode-diff", args.name, args.test, "unstable-bte"))
+        print(f"bte+unstable − bte: {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] (p {diff['p']:.3g})")
     print(f"median s (members' spread in ln κ): {np.median(np.sqrt(s2)):.2f}; "
           f"Spearman ρ(s², ln(arithmetic/true)): {spearman(s2, np.log(arithmetic.pred / true)):+.2f}")
 

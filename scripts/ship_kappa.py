@@ -51,16 +51,20 @@ def scores(row: dict) -> dict:
 
 
 def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
-    """{test set: {model, blended: {mean, lo, hi}, diff: {diff, ci_lo, ci_hi, p}, covered, n}}: each route's recipe
-    out of fold (`ensembles`: data set → its out-of-fold ensemble) against the same with its BTE prior, each fold's
-    prior fitted on the other folds (`prior.blended_out_of_fold`); on MIX the routed model, each material blended by
-    its own set's route."""
+    """{"routed": {test set: {model, blended: {mean, lo, hi}, diff: {diff, ci_lo, ci_hi, p}, covered, n}},
+    "interval_check": {data set: `coverage_out_of_fold`}}: each route's recipe out of fold (`ensembles`: data set →
+    its out-of-fold ensemble) against the same with its BTE prior, each fold's prior fitted on the other folds
+    (`prior.blended_out_of_fold`), on MIX the routed model, each material blended by its own set's route; and how
+    an interval calibrated on the blends, as the route's prior interval is, covers the materials it did not see."""
     known = {i: kappa for i, (_, kappa, _) in physical_kappa(tables).items() if kappa is not None}
-    pairs = {}
-    for data in ("dataset1", "dataset2"):
-        e = ensembles[data]
+    pairs, coverage = {}, {}
+    for data, e in ensembles.items():
         kappa = np.array([known.get(i, np.nan) for i in e.ids])
-        pairs[data] = (e, Repeat(e.seed, e.ids, e.true, blended_out_of_fold(e.pred, kappa, e.true)))
+        blended = blended_out_of_fold(e.pred, kappa, e.true)
+        covered = np.isfinite(kappa)
+        coverage[data] = coverage_out_of_fold(e.true[covered], blended[covered], LEVEL)
+        if data != "mix":
+            pairs[data] = (e, Repeat(e.seed, e.ids, e.true, blended))
     pairs["mix"] = tuple(Repeat("mix", *(np.concatenate([getattr(pairs[d][k], f) for d in ("dataset1", "dataset2")])
                                           for f in ("ids", "true", "pred"))) for k in (0, 1))
     out = {}
@@ -73,7 +77,7 @@ def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
         scores["diff"] = {"diff": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"]}
         scores["covered"], scores["n"] = int(np.isin(model.ids, list(known)).sum()), len(model.ids)
         out[test] = scores
-    return out
+    return {"routed": out, "interval_check": coverage}
 
 
 def cv_metrics(cv: list[Path], row_of: dict[str, str], tables: list[Path] | None = None) -> dict:
@@ -171,11 +175,11 @@ def intervals(routes: list, cards: list[dict], cv: dict) -> list[str]:
         "with no coverage guarantee."]
 
 
-def bte_prior(routes: list, cv: dict) -> list[str]:
+def bte_prior(routes: list, cards: list[dict], cv: dict) -> list[str]:
     """The page's section on the routes' BTE priors (none without them)."""
     if "prior_check" not in cv:
         return []
-    check = cv["prior_check"]
+    check, coverage = cv["prior_check"]["routed"], cv["prior_check"]["interval_check"]
     return [
         "**With the phonon BTE** (`--bte TABLE`, README \"κ by the phonon BTE\"): where a structure has a trusted κ "
         "from `paraisite bte` (SevenNet-0's force constants, phono3py, no κ label), its route blends the members' mean "
@@ -185,11 +189,11 @@ def bte_prior(routes: list, cv: dict) -> list[str]:
         "with `--bte`:", "",
         "```bash", "paraisite bte shortlist/ --output bte.csv", "paraisite predict shortlist/ --model kappa --bte "
         "bte.csv --output refined.csv", "```", "",
-        "| route | w | a | m | fitted on | its 90 % interval ×/÷ |", "|---|---|---|---|---|---|",
+        "| route | w | a | m | fitted on | its 90 % interval ×/÷ | out-of-fold coverage |", "|---|---|---|---|---|---|---|",
         *(f"| {r.name} | {r.prior.weight:.2f} | {r.prior.shift:+.2f} | {r.prior.centre:+.2f} | "
           f"{r.prior.n_calibration} materials | "
-          f"{math.exp(r.prior.interval.ln_halfwidth) if r.prior.interval else float('nan'):.2f} |"
-          for r in routes if r.prior), "",
+          f"{math.exp(r.prior.interval.ln_halfwidth) if r.prior.interval else float('nan'):.2f} | "
+          f"{coverage[c['data']]['coverage']:.2f} |" for r, c in zip(routes, cards) if r.prior), "",
         "Out of fold (each fold's m, w, a fitted on the other folds; materials without a trusted BTE κ keep p), "
         "paired with the routed model on the same materials:", "",
         "| test set | with a BTE κ | MAPE, routed | MAPE, with the BTE prior | difference (paired; p) |",
@@ -232,7 +236,7 @@ def page(card: dict, routes: list, members: int) -> str:
         "reproduction grid (`docs/benchmarks.md`).", "",
         *expected_error(cv), "",
         *intervals(routes, card["routes"], cv), "",
-        *bte_prior(routes, cv),
+        *bte_prior(routes, card["routes"], cv),
         "**Known limits**:",
         *(f"- Route {r.name}: the training data hold {len(r.domain.elements)} elements and cells of at most "
           f"{r.domain.max_atoms} atoms; a structure with another element or a larger cell is predicted but noted "

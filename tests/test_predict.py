@@ -18,6 +18,7 @@ from paraisite.evaluate import predict_split
 from paraisite.predict import load_ensemble, predict
 from tests.conftest import write_records
 from tests.helpers import compose_cfg
+from tests.test_prior import write_bte_table
 
 
 @pytest.fixture
@@ -370,6 +371,16 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members)
     assert row["route"] == "binaries" and all(r.interval.level == 0.9 for r in routes)
     assert float(row["kappa_lo90"]) < float(row["kappa_mean"]) < float(row["kappa_hi90"])
+    assert all(r.prior is not None and r.prior.interval.level == 0.9 for r in routes)
+    write_bte_table(tmp_path / "bte.csv", [(str(tmp_path / "NaCl.cif"), "NaCl", 2.0, "")])
+    assert cli(["predict", str(tmp_path / "NaCl.cif"), "--model", "kappa", "--bte", str(tmp_path / "bte.csv"),
+                "--output", str(tmp_path / "b.csv"), "--quiet"]) == 0
+    (blended,) = read_rows(tmp_path / "b.csv").values()
+    prior = next(r.prior for r in routes if r.name == "binaries")
+    assert float(blended["kappa_ensemble"]) == pytest.approx(float(row["kappa_mean"]))
+    assert float(blended["kappa_mean"]) == pytest.approx(float(prior.blend(float(row["kappa_mean"]), 2.0)))
+    assert float(blended["kappa_hi90"]) == pytest.approx(
+        float(blended["kappa_mean"]) * np.exp(prior.interval.ln_halfwidth))
 
 
 @pytest.mark.slow
@@ -450,7 +461,6 @@ def test_a_bundle_with_a_bte_prior_blends_structures_that_have_a_bte_kappa(two_r
     perfectly, half the level): the prior takes the physics alone (w 1), and a structure with a BTE κ is blended with
     it, one without keeps the members' mean; a table row of another formula is refused."""
     from paraisite.report import recorded_config
-    from tests.test_prior import write_bte_table
 
     fake_cv_row(tmp_path / "cv", recorded_config(two_runs / "s1"), 0.05 * np.arange(1, 21) * np.where(np.arange(20) % 2, 1, -1))
     write_bte_table(tmp_path / "cv_bte.csv", [(f"mat-{i}", "TiNiSn", 5.0, "") for i in range(20)])
