@@ -31,6 +31,11 @@ def fit_weights(ln_pred: np.ndarray, ln_prior: np.ndarray, true: np.ndarray) -> 
     return float(W_GRID[i]), float(A_GRID[j])
 
 
+def blend(pred, physical, weight: float, shift: float, centre: float):
+    """exp(ln p + w·(ln b + m − ln p) + a) (module docstring)."""
+    return np.exp(np.log(pred) + weight * (np.log(physical) + centre - np.log(pred)) + shift)
+
+
 def folds_of(n: int) -> np.ndarray:
     """The fixed split of n materials into FOLDS folds that every out-of-fold fit here uses."""
     return np.random.default_rng(0).permutation(n) % FOLDS
@@ -51,7 +56,7 @@ class Prior:
     interval: Interval | None = None
 
     def blend(self, pred, physical):
-        return np.exp(np.log(pred) + self.weight * (np.log(physical) + self.centre - np.log(pred)) + self.shift)
+        return blend(pred, physical, self.weight, self.shift, self.centre)
 
     def to_json(self) -> dict:
         return {"weight": self.weight, "shift": self.shift, "centre": self.centre,
@@ -80,7 +85,7 @@ def blended_out_of_fold(pred: np.ndarray, physical: np.ndarray, true: np.ndarray
         apply = known & (fold == f)
         if fit.any() and apply.any():
             centre, w, a = fit_on(pred[fit], physical[fit], true[fit])
-            out[apply] = Prior(w, a, centre, 0, "", 0, 0).blend(pred[apply], physical[apply])
+            out[apply] = blend(pred[apply], physical[apply], w, a, centre)
     return out
 
 

@@ -33,7 +33,7 @@ from functools import cache
 
 import numpy as np
 
-from paraisite.prior import A_GRID, FOLDS, fit_weights, folds_of, physical_kappa
+from paraisite.prior import A_GRID, FOLDS, fit_weights, folds_of, mape, physical_kappa
 from paraisite.report import experts, find_row, find_runs, repeats_of, summarize
 from paraisite.stats import Repeat, bootstrap, paired, rng_for
 
@@ -57,8 +57,8 @@ def member_ensemble(rows: list[dict], spec: str, test: str) -> Repeat:
 def fit(z: np.ndarray, s2: np.ndarray, true: np.ndarray, ks: np.ndarray) -> tuple[float, float]:
     """(a, k) of least MAPE of exp(z − a − k·s2) over the grids (k restricted to `ks`)."""
     shift = A_GRID[:, None, None] + ks[None, :, None] * s2[None, None, :]
-    mape = np.mean(np.abs(np.exp(z[None, None, :] - shift) - true) / true, axis=-1)
-    i, j = np.unravel_index(np.argmin(mape), mape.shape)
+    scores = np.mean(np.abs(np.exp(z[None, None, :] - shift) - true) / true, axis=-1)
+    i, j = np.unravel_index(np.argmin(scores), scores.shape)
     return float(A_GRID[i]), float(ks[j])
 
 
@@ -71,10 +71,6 @@ def decode(z: np.ndarray, s2: np.ndarray, true: np.ndarray, ks: np.ndarray) -> t
         pred[fold == f] = np.exp(z[fold == f] - a - k * s2[fold == f])
         params.append((a, k))
     return pred, params
-
-
-def mape_of(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(pred - true) / true))
 
 
 @cache
@@ -118,7 +114,7 @@ def neighbours(z: np.ndarray, true: np.ndarray, x: np.ndarray) -> tuple[np.ndarr
         scored = []
         for k in K_NEIGHBOURS:
             shift = shifts(order, residual, fold, k, (f,))
-            scored += [(mape_of(np.exp(z[train] - lam * shift[train]), true[train]), k, lam) for lam in LAMBDAS]
+            scored += [(mape(np.exp(z[train] - lam * shift[train]), true[train]), k, lam) for lam in LAMBDAS]
         _, k, lam = min(scored)
         pred[fold == f] = np.exp(z - lam * shifts(order, residual, fold, k, ()))[fold == f]
         params.append((k, lam))
@@ -178,7 +174,7 @@ def with_factor(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> tuple[n
         fit_on, apply = mask & (fold != f), mask & (fold == f)
         b = 0.0
         if fit_on.any():
-            scores = [mape_of(pred[fit_on] * np.exp(-g), true[fit_on]) for g in B_GRID]
+            scores = [mape(pred[fit_on] * np.exp(-g), true[fit_on]) for g in B_GRID]
             b = float(B_GRID[int(np.argmin(scores))])
         out[apply] = pred[apply] * np.exp(-b)
         params.append((b, f" n {int(fit_on.sum())}"))
@@ -235,8 +231,8 @@ def main() -> None:
         for label, pred in candidates.items():
             diff = paired([Repeat("committee", ids[known], true[known], pred)], [base], "mape", "kappa",
                           rng_for("decode-diff", args.name, args.test, f"{label}-part"))
-            print(f"{label} on the {known.sum()} materials the {name} prior covers: {mape_of(base.pred, base.true):.3f}"
-                  f" → {mape_of(pred, base.true):.3f}, {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] "
+            print(f"{label} on the {known.sum()} materials the {name} prior covers: {mape(base.pred, base.true):.3f}"
+                  f" → {mape(pred, base.true):.3f}, {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] "
                   f"(p {diff['p']:.3g}); Spearman ρ(prior, true) {spearman(prior[known], true[known]):+.2f}")
     if args.bte:
         a, b = (Repeat("committee", ids, true, decoded[name][0]) for name in ("bte+unstable", "bte"))
