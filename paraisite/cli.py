@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     bun.set_defaults(func=bundle)
     phon = commands.add_parser(
         "bte", help="κ from SevenNet-0's forces by the phonon Boltzmann equation (phono3py, RTA): no κ data "
-                    "needed; resumable CSV")
+                    "needed; resumable CSV (`predict --model kappa --bte CSV` blends it with the model)")
     phon.add_argument("data", help="a data set (dataset1, dataset2, agl, …) or structures: a file or folder as for "
                                    "predict")
     phon.add_argument("--output", required=True, help="the CSV: one row per structure as it finishes; rerun to "
