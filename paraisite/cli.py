@@ -184,12 +184,12 @@ def prior_for(what: str, models: tuple, rows: list[dict] | None, physical: dict 
     import numpy as np
 
     from paraisite.intervals import out_of_fold_ensemble
-    from paraisite.prior import calibrate_prior
+    from paraisite.prior import calibrate_prior, kappa_of
 
     if not physical or not models:
         return None
     described, own = out_of_fold_ensemble(recipe_config(what, models), rows)
-    kappa = np.array([np.nan if physical.get(i, ("", None))[1] is None else physical[i][1] for i in own.ids])
+    kappa = kappa_of(physical, own.ids)
     if np.isfinite(kappa).sum() < MIN_PRIOR_MATERIALS:
         raise ParaisiteError(f"--bte: {what}: {np.isfinite(kappa).sum()} of the {len(own.ids)} materials of "
                              f"{described} have a trusted κ in the tables; a prior is fitted on at least "

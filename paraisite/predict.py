@@ -447,10 +447,10 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
-    if physical is not None and not any(m.prior for m in members):
-        raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle --bte`; "
-                             "shipped: kappa)")
     if physical is not None:
+        if not any(m.prior for m in members):
+            raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle "
+                                 "--bte`; shipped: kappa)")
         physical = by_file_name(physical)
     intervals = [m.interval for m in members] + ([m.prior.interval for m in members if m.prior]
                                                  if physical is not None else [])

@@ -116,3 +116,9 @@ def physical_kappa(tables: list[str | Path]) -> dict[str, tuple[str, float | Non
             why = "" if row.trusted else (row.flag or f"κ {row.kappa:g} not usable")
             out[rid] = (row.formula, row.kappa if row.trusted else None, why)
     return out
+
+
+def kappa_of(physical: dict, ids) -> np.ndarray:
+    """The trusted κ of each id in `physical` (`physical_kappa`), NaN where it has none."""
+    return np.array([np.nan if physical.get(i, ("", None, ""))[1] is None else physical[i][1] for i in ids],
+                    dtype=float)

@@ -33,7 +33,7 @@ from functools import cache
 
 import numpy as np
 
-from paraisite.prior import A_GRID, FOLDS, fit_weights, folds_of, mape, physical_kappa
+from paraisite.prior import A_GRID, FOLDS, fit_weights, folds_of, kappa_of, mape, physical_kappa
 from paraisite.report import experts, find_row, find_runs, repeats_of, summarize
 from paraisite.stats import Repeat, bootstrap, paired, rng_for
 
@@ -135,11 +135,10 @@ def agl_prior(ids: np.ndarray, test: str) -> np.ndarray:
     return np.log(np.array([table.get(reduced(f), np.nan) for f in formulas_of(ids, test)]))
 
 
-def bte_prior(ids: np.ndarray, test: str, tables: list[str], z: np.ndarray) -> np.ndarray:
+def bte_prior(ids: np.ndarray, test: str, physical: dict, z: np.ndarray) -> np.ndarray:
     """ln κ_BTE of each material centred on the committee's ln predictions `z`, per source of the set (MIX: the
     binaries and the half-Heuslers apart); NaN without a usable BTE κ."""
-    usable = {i: kappa for i, (_, kappa, _) in physical_kappa(tables).items() if kappa is not None}
-    prior = np.log(np.array([usable.get(i, np.nan) for i in ids]))
+    prior = np.log(kappa_of(physical, ids))
     group = np.array([records_by_id(test)[i][0] for i in ids])
     for g in np.unique(group):
         known = np.isfinite(prior) & (group == g)
@@ -160,10 +159,9 @@ def with_prior(z: np.ndarray, true: np.ndarray, prior: np.ndarray) -> tuple[np.n
     return pred, params
 
 
-def unstable_of(ids: np.ndarray, tables: list[str]) -> np.ndarray:
-    """Whether each material's BTE row is flagged dynamically unstable."""
-    why = {i: reason for i, (_, _, reason) in physical_kappa(tables).items()}
-    return np.array([why.get(i) == UNSTABLE for i in ids])
+def unstable_of(ids: np.ndarray, physical: dict) -> np.ndarray:
+    """Whether each material's BTE row (`physical`: `prior.physical_kappa`) is flagged dynamically unstable."""
+    return np.array([i in physical and physical[i][2] == UNSTABLE for i in ids])
 
 
 def with_factor(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list]:
@@ -205,11 +203,12 @@ def main() -> None:
     decoded["neighbours"] = neighbours(np.log(arithmetic.pred), true, chemistry(ids, args.test))
     priors = {"agl": agl_prior(ids, args.test)}
     if args.bte:
-        priors["bte"] = bte_prior(ids, args.test, args.bte, np.log(arithmetic.pred))
+        physical = physical_kappa(args.bte)  # read once
+        priors["bte"] = bte_prior(ids, args.test, physical, np.log(arithmetic.pred))
     for name, prior in priors.items():
         decoded[name] = with_prior(np.log(arithmetic.pred), true, prior)
     if args.bte:
-        decoded["bte+unstable"] = with_factor(decoded["bte"][0], true, unstable_of(ids, args.bte))
+        decoded["bte+unstable"] = with_factor(decoded["bte"][0], true, unstable_of(ids, physical))
     base = bootstrap([arithmetic], "mape", "kappa", rng_for("decode", args.name, args.test))
     print(f"{args.name} on {args.test} ({len(ids)} materials; members: {', '.join(args.member)})")
     print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | fitted per fold |")

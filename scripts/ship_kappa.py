@@ -35,7 +35,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from paraisite.intervals import coverage_out_of_fold  # noqa: E402
 from paraisite.models.bundle import SHIPPED, read_bundle  # noqa: E402
 from paraisite.models.io import read_model_file  # noqa: E402
-from paraisite.prior import blended_out_of_fold, physical_kappa  # noqa: E402
+from paraisite.prior import blended_out_of_fold, kappa_of, physical_kappa  # noqa: E402
 from paraisite.recipe import stages_of  # noqa: E402
 from paraisite.report import compare_rows, experts, find_row, find_runs, repeats_of, summarize  # noqa: E402
 from paraisite.stats import Repeat, bootstrap, rng_for  # noqa: E402
@@ -56,10 +56,10 @@ def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
     its out-of-fold ensemble) against the same with its BTE prior, each fold's prior fitted on the other folds
     (`prior.blended_out_of_fold`), on MIX the routed model, each material blended by its own set's route; and how
     an interval calibrated on the blends, as the route's prior interval is, covers the materials it did not see."""
-    known = {i: kappa for i, (_, kappa, _) in physical_kappa(tables).items() if kappa is not None}
+    physical = physical_kappa(tables)
     pairs, coverage = {}, {}
     for data, e in ensembles.items():
-        kappa = np.array([known.get(i, np.nan) for i in e.ids])
+        kappa = kappa_of(physical, e.ids)
         blended = blended_out_of_fold(e.pred, kappa, e.true)
         covered = np.isfinite(kappa)
         coverage[data] = coverage_out_of_fold(e.true[covered], blended[covered], LEVEL)
@@ -75,7 +75,7 @@ def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
             scores[name] = {"mean": b["estimate"], "lo": b["lo"], "hi": b["hi"]}
         d = paired_difference([blended], [model], "mape", "kappa", rng_for("ship-prior-diff", test))
         scores["diff"] = {"diff": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"]}
-        scores["covered"], scores["n"] = int(np.isin(model.ids, list(known)).sum()), len(model.ids)
+        scores["covered"], scores["n"] = int(np.isfinite(kappa_of(physical, model.ids)).sum()), len(model.ids)
         out[test] = scores
     return {"routed": out, "interval_check": coverage}
 
