@@ -13,6 +13,9 @@ arguments. Optional capabilities are declared here with a default, never probed 
 | `Backbone.takes_fidelity`: reads `batch.fidelity` as a state (multi-fidelity stages) | False (refused there) | MEGNet |
 | `Head.load_source_layer(weight, bias)`: start from the source output layer | ignored | LinearHead |
 | `Head.stored_config()`: what model.pt stores to rebuild the head | None (the run's head config) | SklearnHead |
+
+Physical quantities joined to a backbone's features (`PhysicsAugmented`) are `Descriptors`: Debye–Grüneisen
+(`quasiharmonic`), the phonon-BTE κ of a table (`models/phonon_bte.py`).
 """
 
 from __future__ import annotations
@@ -127,3 +130,18 @@ class Head(nn.Module, ABC):
     def stored_config(self) -> dict | None:
         """The config model.pt stores to rebuild this head (None: the run's `head` config)."""
         return None
+
+
+class Descriptors(ABC):
+    """Per-structure physical quantities that `PhysicsAugmented` joins to an inner backbone's features: a featurizer
+    of (N, len(names)) vectors (a `CompositionSet`), standardised by the fixed `shift` and `scale` (never fitted on a
+    DFT set). The constructor takes `spec` (stored in model.pt: rebuilds the descriptors without the data folder)."""
+
+    names: tuple[str, ...]
+    shift: tuple[float, ...]
+    scale: tuple[float, ...]
+    spec: dict
+    label: str  # for the backbone's name
+
+    @abstractmethod
+    def featurizer(self) -> Featurizer: ...

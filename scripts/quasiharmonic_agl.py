@@ -1,6 +1,6 @@
 """How close backbone=quasiharmonic's Slack κ comes to AFLOW AGL's own 300 K values (the same model on DFT's
 equation of state): Spearman ρ and the ratio over the AGL set (the featurizer's cache; the first call computes it,
-~10 min on one core); and each feature's mean and standard deviation there (`paraisite.models.augmented`'s
+~10 min on one core); and each feature's mean and standard deviation there (`paraisite.models.quasiharmonic`'s
 standardisation constants). No DFT test set is read.
 
     python scripts/quasiharmonic_agl.py

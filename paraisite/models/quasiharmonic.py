@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from paraisite.contracts import Backbone, Featurizer
+from paraisite.contracts import Backbone, Descriptors, Featurizer
 from paraisite.data.composition import CompositionSet
 from paraisite.data.records import NO_EQUILIBRIUM, Record
 from paraisite.errors import ConfigError
@@ -45,6 +45,9 @@ FIXED_GAMMA = 2.0
 FEATURES = ("ln kappa_slack_300K", "ln kappa_slack_gamma2_300K", "ln theta_debye", "ln theta_acoustic", "gamma",
             "ln bulk_modulus_GPa", "bulk_modulus_derivative", "ln mean_atomic_mass", "ln volume_per_atom",
             "ln atoms_per_cell")
+# Mean and standard deviation of each of FEATURES over AGL's 3254 usable structures (scripts/quasiharmonic_agl.py).
+AGL_MEAN = (0.7039, 1.0274, 5.834, 5.1416, 2.4464, 4.5215, 5.2262, 4.4171, 2.9407, 2.0771)
+AGL_STD = (1.3157, 1.0442, 0.398, 0.4363, 0.7317, 0.6652, 1.4633, 0.5377, 0.3263, 0.6995)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,20 @@ class QuasiHarmonicFeaturizer(Featurizer):
     # the cache file and concatenation of every vector feature set
     save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
     concat = staticmethod(CompositionSet.concat)
+
+
+class QuasiHarmonicDescriptors(Descriptors):
+    """The `FEATURES` of CHGNet `energy_model`'s energies as descriptors of `PhysicsAugmented`, standardised by their
+    mean and spread over AGL's structures (a set no DFT test reads)."""
+
+    names, shift, scale = FEATURES, AGL_MEAN, AGL_STD
+
+    def __init__(self, energy_model: str = WEIGHTS, spec: dict | None = None):
+        self.spec = dict(spec) if spec is not None else {"energy_model": energy_model}
+        self.label = f"Debye–Grüneisen (CHGNet {self.spec['energy_model']} energies)"
+
+    def featurizer(self) -> QuasiHarmonicFeaturizer:
+        return QuasiHarmonicFeaturizer(self.spec["energy_model"])
 
 
 class QuasiHarmonicBackbone(Backbone):

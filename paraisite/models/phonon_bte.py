@@ -1,0 +1,107 @@
+"""The phonon-BTE κ of `paraisite bte` tables as descriptors of a structure: the physics as a network input.
+
+`BTEDescriptors(tables)`: per record, by its id in the tables (a later table's row replaces an earlier), the
+`FEATURES` vector — ln κ_BTE where the row is trusted (else 0) and three indicators: trusted, `imaginary_modes`
+(unstable at 0 K for the potential: strongly anharmonic), `no_scattering`. Standardised by fixed constants (ln κ_BTE
+about ln 10 W/mK, spread 2; the indicators as they are). The rows read are stored in the spec, so a saved model
+predicts its tables' structures without the files. A record whose row names another formula is flagged (bad data); a
+record without a row gets the zero vector (no κ, no indicator), with a warning that lists it: every stage featurizes
+all LTC sources (AGL too) for its leakage filter, so a missing row cannot stop a run, but a model trained where every
+record has a row predicts such a record without its physics (run `paraisite bte` on it first). Relative table paths
+are read from the project's root.
+Used by `backbone=megnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
+(`paraisite/prior.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from paraisite.contracts import Descriptors, Featurizer
+from paraisite.data.composition import CompositionSet
+from paraisite.data.records import Record
+from paraisite.errors import ConfigError
+from paraisite.paths import PROJECT_ROOT
+from paraisite.phonons import IMAGINARY_MODES, NO_SCATTERING
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+FEATURES = ("ln kappa_bte", "bte_trusted", "bte_imaginary_modes", "bte_no_scattering")
+BTE_FORMULA_MISMATCH = "bte_formula_mismatch"
+
+
+def reduced(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula
+
+
+@dataclass
+class BTEFeaturizer(Featurizer):
+    """Records → `FEATURES` from `rows` ({id: [formula, κ or None, flag]}, `prior.physical_kappa`'s form)."""
+
+    rows: dict[str, list]
+    by_composition: ClassVar[bool] = False
+
+    def key(self, content_hash: str, extra: str = "") -> str:
+        text = f"phonon_bte|{CACHE_FORMAT}|{content_hash}|{json.dumps(self.rows, sort_keys=True)}|{extra}"
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def build(self, records: list[Record]) -> CompositionSet:
+        x, flags, missing = np.zeros((len(records), len(FEATURES))), [], []
+        for i, rec in enumerate(records):
+            row = self.rows.get(rec.id)
+            if row is None:
+                missing.append(rec.id)
+                flags.append("")
+                continue
+            formula, kappa, why = row
+            if reduced(formula) != reduced(rec.formula):
+                flags.append(f"{BTE_FORMULA_MISMATCH}: the BTE row of {rec.id!r} is {formula}, not {rec.formula}")
+                continue
+            x[i] = [math.log(kappa) if kappa is not None else 0.0, kappa is not None, why == IMAGINARY_MODES,
+                    why == NO_SCATTERING]
+            flags.append("")
+        if missing:
+            log.warning("%d of %d record(s) are in no BTE table and get no phonon-BTE input: %s%s", len(missing),
+                        len(records), ", ".join(missing[:10]), ", …" if len(missing) > 10 else "")
+        return CompositionSet.of_records(records, x, flags)
+
+    save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
+    concat = staticmethod(CompositionSet.concat)
+
+
+class BTEDescriptors(Descriptors):
+    """The `FEATURES` of `tables` (module docstring); `spec` holds the rows read."""
+
+    names = FEATURES
+    shift = (math.log(10.0), 0.0, 0.0, 0.0)
+    scale = (2.0, 1.0, 1.0, 1.0)
+
+    def __init__(self, tables: list[str] | tuple[str, ...] = (), spec: dict | None = None):
+        from paraisite.prior import physical_kappa
+
+        if spec is None:
+            if not tables:
+                raise ConfigError("backbone.physics.tables: name at least one `paraisite bte` table")
+            paths = [PROJECT_ROOT / t if not Path(t).is_absolute() else Path(t) for t in tables]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise ConfigError(f"backbone.physics.tables: no such file {missing} (relative paths are read from "
+                                  f"{PROJECT_ROOT.name}/)")
+            spec = {"tables": [p.name for p in paths],
+                    "rows": {rid: list(row) for rid, row in physical_kappa(paths).items()}}
+        self.spec = spec
+        self.label = f"phonon-BTE κ ({', '.join(spec['tables'])})"
+
+    def featurizer(self) -> BTEFeaturizer:
+        return BTEFeaturizer(self.spec["rows"])
