@@ -36,6 +36,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.intervals import Interval
 from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
+from paraisite.models.phonon_bte import add_rows
 from paraisite.prior import Prior
 from paraisite.recipe import build_model
 
@@ -400,10 +401,11 @@ def output_name(members: list[Member]) -> str:
     return "kappa" if kinds == {"kappa"} else "prediction"
 
 
-def prior_note(rid: str, formula: str, priors: set, physical: dict) -> tuple[float | None, str]:
+def prior_note(rid: str, formula: str, priors: set, physical: dict,
+               as_input: bool = False) -> tuple[float | None, str]:
     """(the BTE κ to blend with, or None; why not) for one predicted row: `priors` those of the members that
-    predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`). A table row of another formula is
-    refused."""
+    predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`), `as_input` whether some of them
+    took the BTE κ as input. A table row of another formula is refused."""
     from pymatgen.core import Composition
 
     key = rid if rid in physical else Path(rid).name
@@ -416,7 +418,7 @@ def prior_note(rid: str, formula: str, priors: set, physical: dict) -> tuple[flo
     if kappa is None:
         return None, why
     if len(priors) != 1 or None in priors:
-        return None, "its models have no BTE prior"
+        return None, "the models' input (no BTE prior)" if as_input else "its models have no BTE prior"
     return kappa, ""
 
 
@@ -447,11 +449,13 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
+    as_input = set()
     if physical is not None:
-        if not any(m.prior for m in members):
-            raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle "
-                                 "--bte`; shipped: kappa)")
         physical = by_file_name(physical)
+        as_input = {j for j, m in enumerate(members) if add_rows(m.featurizer, physical)}
+        if not as_input and not any(m.prior for m in members):
+            raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle "
+                                 "--bte`; shipped: kappa) or takes the BTE κ as input (backbone=megnet_bte, m3gnet_bte)")
     intervals = [m.interval for m in members] + ([m.prior.interval for m in members if m.prior]
                                                  if physical is not None else [])
     levels = sorted({round(100 * i.level) for i in intervals if i})
@@ -490,7 +494,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                             interval = list(calibrated.pop().bounds(mean))
                         if blended:
                             priors = {members[j].prior for j in asked}
-                            kappa, why = prior_note(rid, formula, priors, physical)
+                            kappa, why = prior_note(rid, formula, priors, physical, bool(as_input & set(asked)))
                             prior_columns = [mean, kappa, why]
                             if kappa is not None:
                                 counts["blended"] += 1

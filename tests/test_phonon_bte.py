@@ -1,5 +1,6 @@
 """The phonon-BTE κ of a table as a network input (`backbone=megnet_bte`)."""
 
+import csv
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from paraisite import chain
+from paraisite.cli import main as cli
 from paraisite.data.records import Record
 from paraisite.errors import ConfigError
 from paraisite.models.augmented import PhysicsAugmented
@@ -62,7 +64,21 @@ def test_megnet_bte_joins_the_standardised_descriptors_and_rebuilds_without_the_
     assert member.module.backbone.featurizer().physics.rows == backbone.featurizer().physics.rows
 
 
-def test_a_smoke_run_on_the_shipped_tables_trains_on_every_record(tmp_path):
+def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_table(tmp_path):
     results = chain.run(compose_cfg("backbone=megnet_bte", "finetune=dft", "datamodule.limit=20",
                                     "evaluate_on=[dataset1]"), tmp_path / "run")
     assert results["status"] == "ok" and results["config"]["backbone"] == "megnet_bte"
+    cif = tmp_path / "MgO.cif"
+    rocksalt(4.21, "Mg", "O").to(filename=str(cif))
+    write_bte_table(tmp_path / "bte.csv", [("elsewhere/MgO.cif", "MgO", 60.0, "")])  # matched by file name
+
+    def predicted(*extra) -> dict:
+        assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv"),
+                    "--quiet", *extra]) == 0
+        (row,) = csv.DictReader(open(tmp_path / "p.csv"))
+        return row
+
+    without, with_table = predicted(), predicted("--bte", str(tmp_path / "bte.csv"))
+    assert without["flag"] == with_table["flag"] == ""
+    assert float(with_table["kappa_mean"]) != pytest.approx(float(without["kappa_mean"]), rel=1e-4)
+    assert with_table["bte_note"] == "the models' input (no BTE prior)"

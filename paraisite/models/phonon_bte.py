@@ -7,8 +7,8 @@ about ln 10 W/mK, spread 2; the indicators as they are). The rows read are store
 predicts its tables' structures without the files. A record whose row names another formula is flagged (bad data); a
 record without a row gets the zero vector (no κ, no indicator), with a warning that lists it: every stage featurizes
 all LTC sources (AGL too) for its leakage filter, so a missing row cannot stop a run, but a model trained where every
-record has a row predicts such a record without its physics (run `paraisite bte` on it first). Relative table paths
-are read from the project's root.
+record has a row predicts such a record without its physics: run `paraisite bte` on new structures and give the
+table to `paraisite predict --bte` (`add_rows`). Relative table paths are read from the project's root.
 Used by `backbone=megnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
 (`paraisite/prior.py`).
 """
@@ -59,7 +59,7 @@ class BTEFeaturizer(Featurizer):
     def build(self, records: list[Record]) -> CompositionSet:
         x, flags, missing = np.zeros((len(records), len(FEATURES))), [], []
         for i, rec in enumerate(records):
-            row = self.rows.get(rec.id)
+            row = self.rows.get(rec.id, self.rows.get(Path(rec.id).name))  # a structure file: also by its name
             if row is None:
                 missing.append(rec.id)
                 flags.append("")
@@ -78,6 +78,18 @@ class BTEFeaturizer(Featurizer):
 
     save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
     concat = staticmethod(CompositionSet.concat)
+
+
+def add_rows(featurizer: Featurizer, rows: dict) -> bool:
+    """Give a BTE-input featurizer (`PhysicsAugmented`'s with `BTEDescriptors`) `rows` too (`prior.physical_kappa`'s
+    form; they replace stored rows of the same id): `paraisite predict --bte` on new structures. False, and nothing
+    done, for any other featurizer."""
+    from paraisite.models.augmented import AugmentedFeaturizer
+
+    if not (isinstance(featurizer, AugmentedFeaturizer) and isinstance(featurizer.physics, BTEFeaturizer)):
+        return False
+    featurizer.physics.rows = {**featurizer.physics.rows, **{k: list(v) for k, v in rows.items()}}
+    return True
 
 
 class BTEDescriptors(Descriptors):
