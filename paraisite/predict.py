@@ -455,7 +455,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
         as_input = {j for j, m in enumerate(members) if add_rows(m.featurizer, physical)}
         if not as_input and not any(m.prior for m in members):
             raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle "
-                                 "--bte`; shipped: kappa) or takes the BTE κ as input (backbone=megnet_bte, m3gnet_bte)")
+                                 "--bte`; shipped: kappa) or takes the BTE κ as input (backbone=megnet_bte, "
+                                 "m3gnet_bte)")
     intervals = [m.interval for m in members] + ([m.prior.interval for m in members if m.prior]
                                                  if physical is not None else [])
     levels = sorted({round(100 * i.level) for i in intervals if i})

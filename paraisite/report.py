@@ -348,7 +348,7 @@ def summarize(runs: list[dict], metric: str = "mape", n_boot: int = N_BOOTSTRAP)
     test_sets = list(TEST_SETS) + sorted({t for r in runs for t in r.get("test", {})} - set(TEST_SETS))
     rows = rows_of(runs)
     for row in rows:
-        key, members = row["_key"], row["_members"]
+        members = row["_members"]
         check_seeds(members)
         ok = [r for r in members if r.get("status") == "ok"]
         running = sum(r.get("status") == "running" for r in members)
