@@ -9,7 +9,7 @@ record without a row gets the zero vector (no κ, no indicator), with a warning 
 all LTC sources (AGL too) for its leakage filter, so a missing row cannot stop a run, but a model trained where every
 record has a row predicts such a record without its physics: run `paraisite bte` on new structures and give the
 table to `paraisite predict --bte` (`add_rows`). Relative table paths are read from the project's root.
-Used by `backbone=megnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
+Used by `backbone=megnet_bte` and `m3gnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
 (`paraisite/prior.py`).
 """
 
