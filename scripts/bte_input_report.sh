@@ -7,6 +7,7 @@
 # --committee → docs/results/bte_input_cv/committee/, and its decoders).
 #   scripts/bte_input_report.sh > docs/results/bte_input_cv/decoders.md     # OUT=… TABLES=… PAIRS=…
 #   scripts/bte_input_report.sh committee > docs/results/bte_input_cv/committee.md
+# Without the run folders: tar xzf docs/results/bte_input_cv/runs.tar.gz -C /tmp && OUT=/tmp/bte_input_cv scripts/…
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/bte_input_cv}
