@@ -37,7 +37,7 @@ from paraisite.intervals import Interval
 from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
 from paraisite.models.phonon_bte import add_rows
-from paraisite.prior import Prior
+from paraisite.prior import Prior, row_of
 from paraisite.recipe import build_model
 
 log = logging.getLogger(__name__)
@@ -406,13 +406,11 @@ def prior_note(rid: str, formula: str, priors: set, physical: dict,
     """(the BTE κ to blend with, or None; why not) for one predicted row: `priors` those of the members that
     predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`), `as_input` whether some of them
     took the BTE κ as input. A table row of another formula is refused."""
-    from pymatgen.core import Composition
-
-    key = rid if rid in physical else Path(rid).name
-    if key not in physical:
+    row = row_of(physical, rid)
+    if row is None:
         return None, "not in the BTE tables"
-    table_formula, kappa, why = physical[key]
-    if Composition(table_formula).reduced_formula != Composition(formula).reduced_formula:
+    table_formula, kappa, why = row
+    if parse_formula(table_formula) != parse_formula(formula):
         raise ParaisiteError(f"--bte: {rid}: the BTE table holds {table_formula} under this id, the input is {formula} "
                              "(a table of other structures?)")
     if kappa is None:

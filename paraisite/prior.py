@@ -118,6 +118,12 @@ def physical_kappa(tables: list[str | Path]) -> dict[str, tuple[str, float | Non
     return out
 
 
+def row_of(physical: dict, rid: str) -> tuple | list | None:
+    """The row of `rid` in `physical` (`physical_kappa`'s form), else the row of its file name (a structure file
+    given by another path than the table's); None where there is neither."""
+    return physical.get(rid, physical.get(Path(rid).name))
+
+
 def kappa_of(physical: dict, ids) -> np.ndarray:
     """The trusted κ of each id in `physical` (`physical_kappa`), NaN where it has none."""
     return np.array([np.nan if physical.get(i, ("", None, ""))[1] is None else physical[i][1] for i in ids],

@@ -20,29 +20,23 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from paraisite.contracts import Descriptors, Featurizer
 from paraisite.data.composition import CompositionSet
-from paraisite.data.records import Record
+from paraisite.data.records import Record, parse_formula
 from paraisite.errors import ConfigError
 from paraisite.paths import PROJECT_ROOT
 from paraisite.phonons import IMAGINARY_MODES, NO_SCATTERING
+from paraisite.prior import physical_kappa, row_of
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 FEATURES = ("ln kappa_bte", "bte_trusted", "bte_imaginary_modes", "bte_no_scattering")
 BTE_FORMULA_MISMATCH = "bte_formula_mismatch"
-
-
-def reduced(formula: str) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(formula).reduced_formula
 
 
 @dataclass
@@ -59,13 +53,13 @@ class BTEFeaturizer(Featurizer):
     def build(self, records: list[Record]) -> CompositionSet:
         x, flags, missing = np.zeros((len(records), len(FEATURES))), [], []
         for i, rec in enumerate(records):
-            row = self.rows.get(rec.id, self.rows.get(Path(rec.id).name))  # a structure file: also by its name
+            row = row_of(self.rows, rec.id)
             if row is None:
                 missing.append(rec.id)
                 flags.append("")
                 continue
             formula, kappa, why = row
-            if reduced(formula) != reduced(rec.formula):
+            if parse_formula(formula) != parse_formula(rec.formula):
                 flags.append(f"{BTE_FORMULA_MISMATCH}: the BTE row of {rec.id!r} is {formula}, not {rec.formula}")
                 continue
             x[i] = [math.log(kappa) if kappa is not None else 0.0, kappa is not None, why == IMAGINARY_MODES,
@@ -100,12 +94,10 @@ class BTEDescriptors(Descriptors):
     scale = (2.0, 1.0, 1.0, 1.0)
 
     def __init__(self, tables: list[str] | tuple[str, ...] = (), spec: dict | None = None):
-        from paraisite.prior import physical_kappa
-
         if spec is None:
             if not tables:
                 raise ConfigError("backbone.physics.tables: name at least one `paraisite bte` table")
-            paths = [PROJECT_ROOT / t if not Path(t).is_absolute() else Path(t) for t in tables]
+            paths = [PROJECT_ROOT / t for t in tables]  # an absolute path stays itself
             missing = [str(p) for p in paths if not p.is_file()]
             if missing:
                 raise ConfigError(f"backbone.physics.tables: no such file {missing} (relative paths are read from "
