@@ -119,27 +119,43 @@ def predict_progress(inputs, every_s: float):
 def bundle(args) -> int:
     import json
 
-    from paraisite.models.bundle import RouteModels, parse_stoichiometry, write_bundle
-    from paraisite.predict import find_models, load_ensemble
+    from paraisite.models.bundle import RouteModels, parse_stoichiometry, read_bundle, write_bundle
+    from paraisite.models.phonon_bte import reads_bte
+    from paraisite.predict import find_models, load_ensemble, property_of
     from paraisite.prior import physical_kappa
 
     try:
         card = json.loads(open(args.card).read()) if args.card else {}
     except (OSError, ValueError) as exc:
         raise ParaisiteError(f"--card {args.card}: {exc}") from None
+    if not args.runs and not args.extend:
+        raise ParaisiteError("give the runs of every structure no route takes (or --extend a bundle that has them)")
     routed = [(name, parse_stoichiometry(stoichiometry), [run]) for name, stoichiometry, run in args.route or []]
+    rest = [("other" if routed or args.extend else "all", None, args.runs)] if args.runs else []
     calibration = cv_rows(args.interval_cv)  # read once for every route
     if args.bte and not calibration:
         raise ParaisiteError("--bte fits each route's prior on its recipe's cv runs: give them with --interval-cv")
     physical = physical_kappa(args.bte) if args.bte else None
     routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
                           prior_for(f"route {name}", models, calibration, physical, args.level))
-              for name, amounts, runs in [*routed, ("other" if routed else "all", None, args.runs)]
-              for models in [tuple(find_models(runs))]]
+              for name, amounts, runs in [*routed, *rest] for models in [tuple(find_models(runs))]]
+    if args.bte_route:
+        models = tuple(find_models(args.bte_route))
+        routes.append(RouteModels("bte", None, models, interval_for("route bte", models, calibration, args.level),
+                                  needs_bte=True))
+        not_bte = [m.path for m in load_ensemble(args.bte_route, data_dir=args.data_dir) if not reads_bte(m.featurizer)]
+        if not_bte:
+            raise ParaisiteError(f"--bte-route: {', '.join(not_bte)} do not take the BTE κ as input (train them with "
+                                 "backbone=megnet_bte or m3gnet_bte)")
     # every member loads, and all predict one property
-    members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed)], data_dir=args.data_dir)
+    members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed), *(args.bte_route or [])],
+                            data_dir=args.data_dir)
+    kept = {property_of(m.config) for m in read_bundle(args.extend)[0]} if args.extend else set()
+    if kept and kept != {members[0].property}:
+        raise ParaisiteError(f"--extend {args.extend}: its members predict {sorted(kept)}, the runs "
+                             f"{members[0].property}")
     manifest, written = write_bundle(routes, args.output, card, members[0].featurizer.by_composition, args.data_dir,
-                                     half=args.half)
+                                     half=args.half, extend=args.extend)
     for route in written:
         print(f"route {route.name} ({route.describe()}): {len(route.members)} member(s); training domain "
               f"{len(route.domain.elements)} elements, cells up to {route.domain.max_atoms or '—'} atoms")
@@ -368,11 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     pred.set_defaults(func=predict)
     bun = commands.add_parser("bundle", help="an ensemble of finished runs as one portable model folder (safetensors "
                                              "+ JSON) for `paraisite predict --model DIR`")
-    bun.add_argument("runs", nargs="+", help="run or sweep folders (every model.pt under them is a member); with "
+    bun.add_argument("runs", nargs="*", help="run or sweep folders (every model.pt under them is a member); with "
                                               "--route, the members of every structure no route takes")
     bun.add_argument("--route", nargs=3, action="append", metavar=("NAME", "STOICHIOMETRY", "RUNS"),
                      help="the models under RUNS predict the compounds of this stoichiometry, e.g. --route binaries 1:1 "
                           "outputs/final_dataset1 (repeatable; the output gets a route column)")
+    bun.add_argument("--bte-route", nargs="+", default=None, metavar="RUNS",
+                     help="models that take the phonon-BTE κ as input (backbone=megnet_bte, m3gnet_bte): they predict "
+                          "every structure that `predict --bte` gives a BTE row (route bte; unused without --bte)")
+    bun.add_argument("--extend", default=None, metavar="BUNDLE",
+                     help="keep this bundle's members and routes (a folder or a shipped name), add the new routes "
+                          "and update its card; e.g. --extend kappa --bte-route RUNS --output DIR")
     bun.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; predictions "
                                                          "within ~1e-3 relative)")
     bun.add_argument("--interval-cv", nargs="+", action="extend", default=None, metavar="FOLDER",

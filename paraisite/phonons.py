@@ -23,7 +23,7 @@ import csv
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,8 +71,7 @@ class BTEResult:
 
     @property
     def trusted(self) -> bool:
-        """A κ to use: computed, unflagged, finite, positive and below MAX_KAPPA (rows written before that rule
-        included)."""
+        """A κ to use: computed, unflagged, finite, positive and below MAX_KAPPA."""
         return not self.flag and math.isfinite(self.kappa) and 0 < self.kappa <= MAX_KAPPA
 
 
@@ -148,7 +147,8 @@ def missing(rec: Record, flag: str) -> BTEResult:
 
 
 def read_table(path: Path) -> dict[str, BTEResult]:
-    """The rows of a κ table written by `kappa_table`, by id."""
+    """The rows of a κ table written by `kappa_table`, by id; an unflagged row above `MAX_KAPPA` (written before that
+    rule) is flagged `no_scattering`, as the rule flags it now."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != COLUMNS:
@@ -158,9 +158,11 @@ def read_table(path: Path) -> dict[str, BTEResult]:
         rows = {}
         for line, row in enumerate(reader, start=2):
             try:
-                rows[row["id"]] = BTEResult(**{k: cast[types[k]](v) for k, v in row.items()})
+                result = BTEResult(**{k: cast[types[k]](v) for k, v in row.items()})
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{path}, line {line} ({row.get('id')}): unreadable row ({exc})") from None
+            rows[row["id"]] = replace(result, flag=NO_SCATTERING) if not result.flag and result.kappa > MAX_KAPPA \
+                else result
         return rows
 
 

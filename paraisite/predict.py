@@ -402,22 +402,29 @@ def output_name(members: list[Member]) -> str:
 
 
 def prior_note(rid: str, formula: str, priors: set, physical: dict,
-               as_input: bool = False) -> tuple[float | None, str]:
-    """(the BTE κ to blend with, or None; why not) for one predicted row: `priors` those of the members that
-    predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`), `as_input` whether some of them
-    took the BTE κ as input. A table row of another formula is refused."""
+               as_input: bool = False) -> tuple[float | None, bool, str]:
+    """(the row's trusted BTE κ or None, whether to blend the prediction with it, why not) for one predicted row:
+    `priors` those of the members that predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`),
+    `as_input` whether some of them took the BTE row as input. A table row of another formula is refused."""
     row = row_of(physical, rid)
     if row is None:
-        return None, "not in the BTE tables"
+        return None, False, "not in the BTE tables"
     table_formula, kappa, why = row
     if parse_formula(table_formula) != parse_formula(formula):
         raise ParaisiteError(f"--bte: {rid}: the BTE table holds {table_formula} under this id, the input is {formula} "
                              "(a table of other structures?)")
+    if as_input:
+        return kappa, False, f"the models' input{f' ({why})' if why else ''}, no BTE prior"
     if kappa is None:
-        return None, why
+        return None, False, why
     if len(priors) != 1 or None in priors:
-        return None, "the models' input (no BTE prior)" if as_input else "its models have no BTE prior"
-    return kappa, ""
+        return kappa, False, "its models have no BTE prior"
+    return kappa, True, ""
+
+
+def bte_route_of(members: list[Member]) -> Route | None:
+    """The BTE route of a bundle's members (`Route.needs_bte`), None without one."""
+    return next((m.route for m in members if m.route is not None and m.route.needs_bte), None)
 
 
 def by_file_name(physical: dict) -> dict:
@@ -439,13 +446,17 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
     route that took the structure (only its members predict it), flag, extrapolation (inputs beyond the training
     domain, members predicting far outside their training range; the prediction is kept). With `physical`
-    (`prior.physical_kappa`: the BTE κ of the inputs, by id), the mean of a structure with a trusted BTE κ is the
-    blend of its route's `Prior` (and the interval the prior's); then also <name>_ensemble (the members' mean),
-    <name>_bte (the BTE κ blended) and bte_note (why not blended). The output is written to a temporary file renamed
-    at the end; an output that is one of the inputs is refused."""
+    (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE route (`Route.needs_bte`; unused
+    without `physical`) predicts every structure with a row, and elsewhere the mean of a structure with a trusted BTE
+    κ is the blend of its route's `Prior` (and the interval the prior's); then also <name>_ensemble (the members'
+    mean), <name>_bte (the row's trusted κ) and bte_note (why not blended). The output is written to a temporary
+    file renamed at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
+    bte_route = bte_route_of(members)
+    if physical is None and bte_route is not None:  # it takes structures given a BTE row: none without `--bte`
+        members = [m for m in members if m.route != bte_route]
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
     as_input = set()
     if physical is not None:
@@ -472,6 +483,9 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     try:
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes)
         for meta, features in prepared:
+            if bte_route is not None and physical is not None:  # structures given a BTE row: the BTE route's
+                meta = [(rid, formula, n_atoms, flag, bte_route.name if not flag and row_of(physical, rid) else route)
+                        for rid, formula, n_atoms, flag, route in meta]
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],
                              dtype=bool).reshape(len(parsed), len(members))
@@ -493,9 +507,10 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                             interval = list(calibrated.pop().bounds(mean))
                         if blended:
                             priors = {members[j].prior for j in asked}
-                            kappa, why = prior_note(rid, formula, priors, physical, bool(as_input & set(asked)))
+                            kappa, blend, why = prior_note(rid, formula, priors, physical,
+                                                           bool(as_input & set(asked)))
                             prior_columns = [mean, kappa, why]
-                            if kappa is not None:
+                            if blend:
                                 counts["blended"] += 1
                                 prior = priors.pop()
                                 mean = float(prior.blend(mean, kappa))

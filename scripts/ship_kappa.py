@@ -13,6 +13,13 @@ cross-validation sweeps of the same recipe on Dataset1, Dataset2 and MIX, whose 
 intervals) are the card's expected error and whose out-of-fold ensembles calibrate each route's 90 % prediction
 interval (`paraisite bundle --interval-cv`); `--bte`: the `paraisite bte` tables of their materials, on which each
 route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
+
+The BTE route (members that read the phonon-BTE κ as input; they predict every structure `predict --bte` gives a
+row): `--bte-route` its members, `--bte-cv` its recipe's cv sweep (trained on MIX, tested on each set), whose
+out-of-fold ensemble calibrates its interval. Without the positional folder the shipped bundle keeps its routes and
+card and gets the BTE route:
+
+    python scripts/ship_kappa.py --bte-route outputs/kappa_bte_final --bte-cv outputs/bte_mix_cv/m3gnet_bte
 """
 
 from __future__ import annotations
@@ -125,6 +132,60 @@ def route_card(name: str, stoichiometry: str | None, members: Path) -> dict:
             "versions": first["versions"]}
 
 
+def bte_route_card(members: Path, cv: list[Path], row: str) -> dict:
+    """The BTE route's facts: its members, their recipe, and its recipe's cv row (`row`) on each test set, as
+    single models and as the out-of-fold ensemble of the repeats (what the route is), with the interval check of
+    that ensemble on the set it trained on."""
+    runs = find_runs(cv)
+    card = {**route_card("bte", None, members), "row": row, "recipe": recipe(next(members.rglob("model.pt")))}
+    for metric in METRICS:
+        found = find_row(summarize(runs, metric), row)
+        ensembles = repeats_of(found, as_ensemble=True)["committee"]
+        card.setdefault("single", {})[metric] = scores(found)
+        card.setdefault("ensemble", {})[metric] = {
+            t: {k: b[j] for k, j in (("mean", "estimate"), ("lo", "lo"), ("hi", "hi"))}
+            for t in TESTS if t in ensembles for b in [bootstrap([ensembles[t]], metric, "kappa",
+                                                                 rng_for("ship-bte", metric, t))]}
+        card["folds"], card["repeats"] = found["folds"], len(found["_repeats"])
+        own = ensembles[card["data"]]
+        card["interval_check"] = coverage_out_of_fold(own.true, own.pred, LEVEL)
+    return card
+
+
+def bte_route(routes: list, card: dict) -> list[str]:
+    """The page's section on the BTE route (none without it)."""
+    facts = card.get("bte_route")
+    route = next((r for r in routes if r.needs_bte), None)
+    if not facts or route is None:
+        return []
+    single, ensemble, check = facts["single"], facts["ensemble"], facts["interval_check"]
+    prior = card["cv"].get("prior_check", {}).get("routed", {})
+    width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
+    return [
+        f"**With the phonon BTE as input: route `{route.name}`** (`--bte` only). Every structure that the `--bte` "
+        f"table gives a row is predicted by this route's {len(route.members)} members instead of its own route "
+        f"and prior: recipe `{facts['row'].removesuffix(' [cv]')}`, seeds {', '.join(map(str, facts['seeds']))} "
+        f"(`protocol=final`, all of {facts['data']}): the backbone's features joined by the row's ln κ_BTE (where "
+        "trusted) and its flags (trusted, imaginary modes, no scattering), read by the MLP head — the network "
+        "weighs the physics per material, where the prior above has one weight per route. Flagged rows are inputs "
+        "too. Its stages: " + "; ".join(f"{s['name']} on {s['data']}: {s['epochs']} epochs, batch {s['batch_size']}, "
+                                       f"lr {s['lr']:g}" for s in facts["recipe"]) + ".", "",
+        f"Expected error (the recipe under {facts['folds']}-fold cross-validation × {facts['repeats']} repeats on "
+        f"seeds other than the members', trained on {facts['data']} and scored on each set's materials out of fold; "
+        "95 % bootstrap intervals over materials; `docs/benchmarks.md`, \"M3GNet-BTE trained on MIX, on fresh "
+        "folds\"). The route is an ensemble, so its own estimate is the ensemble's column:", "",
+        "| test set | MAPE, single models | **MAPE, ensemble of the repeats** | MAE (W/mK), ensemble | log10 MAE, "
+        "ensemble | Spearman ρ, ensemble | MAPE, routed model with its prior (above; other folds, not paired) |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {t} | {fmt(single['mape'][t])} | **{fmt(ensemble['mape'][t])}** | "
+          + " | ".join(fmt(ensemble[m][t]) for m in METRICS[1:])
+          + f" | {fmt(prior[t]['blended']) if t in prior else '—'} |" for t in ensemble["mape"]), "",
+        f"Its {LEVEL:.0%} interval: ×/÷ {width}, calibrated on {route.interval.calibrated_on if route.interval else '—'}"
+        f"; out-of-fold coverage {check['coverage']:.2f} (median hi/lo {check['width']:.1f}). It needs each "
+        "structure's row: `paraisite bte` (about a minute per binary or half-Heusler on one core); structures "
+        "without one keep their route.", ""]
+
+
 def card_of(routes: list[dict], members: Path, cv: dict, configuration: str) -> dict:
     return {"name": "kappa", "property": "lattice thermal conductivity κ (W m⁻¹ K⁻¹, 300 K)",
             "configuration": configuration, "recipe": recipe(next(members.rglob("model.pt"))),
@@ -205,13 +266,18 @@ def bte_prior(routes: list, cards: list[dict], cv: dict) -> list[str]:
         "fitted on binaries and half-Heuslers, not on the compounds it takes.", ""]
 
 
-def page(card: dict, routes: list, members: int) -> str:
+def page(card: dict, written: list, members: int) -> str:
+    """docs/models.md from the card and the bundle's routes (`written`)."""
     cv = card["cv"]
+    routes = [r for r in written if not r.needs_bte]  # those of card["routes"], in order
+    in_bte = sum(len(r.members) for r in written if r.needs_bte)
     lines = [
         "# Models shipped with paraisite", "",
         "## `kappa`: lattice thermal conductivity from a crystal structure", "",
         "```bash", "paraisite predict my_structures/ --model kappa --output kappa.csv --top 20 --below 2", "```", "",
-        f"**What**: {card['property']}; {members} members in {len(routes)} routes, recipe `{card['configuration']}` "
+        f"**What**: {card['property']}; {members - in_bte} members in {len(routes)} routes"
+        f"{f' (and {in_bte} in the BTE route, used with `--bte`: below)' if in_bte else ''}, recipe "
+        f"`{card['configuration']}` "
         "(MEGNet-Eform pre-trained on Materials Project formation energies → AGL (AFLOW, Debye-Callaway κ) → a DFT "
         "κ set, the paper's Step III), each member trained with `protocol=final` (all the data of its set; the "
         "validation slice picks the epoch), one per seed. **Routes**: a structure's reduced stoichiometry and its "
@@ -237,10 +303,11 @@ def page(card: dict, routes: list, members: int) -> str:
         *expected_error(cv), "",
         *intervals(routes, card["routes"], cv), "",
         *bte_prior(routes, card["routes"], cv),
+        *bte_route(written, card),
         "**Known limits**:",
         *(f"- Route {r.name}: the training data hold {len(r.domain.elements)} elements and cells of at most "
           f"{r.domain.max_atoms} atoms; a structure with another element or a larger cell is predicted but noted "
-          "in the `extrapolation` column." for r in routes),
+          "in the `extrapolation` column." for r in written),
         "- Routing reads the stoichiometry and the space group only: a 1:1 compound in the rocksalt, zincblende or "
         "wurtzite space group (225, 216, 186) is taken by the binaries' models whatever its chemistry (e.g. "
         "metallic transition-metal monoborides), and the space group is read from the given cell: a distorted or "
@@ -264,25 +331,43 @@ def page(card: dict, routes: list, members: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("members", type=Path, help="the members of every structure no route takes (trained on MIX)")
+    parser.add_argument("members", type=Path, nargs="?", default=None,
+                        help="the members of every structure no route takes (trained on MIX); absent: the shipped "
+                             "bundle keeps its routes and card, and gets --bte-route")
     parser.add_argument("--route", nargs=3, action="append", default=[], metavar=("NAME", "STOICHIOMETRY", "RUNS"))
-    parser.add_argument("--cv", type=Path, nargs="+", required=True, help="the cv sweeps of the same recipe")
+    parser.add_argument("--cv", type=Path, nargs="+", default=[], help="the cv sweeps of the same recipe")
     parser.add_argument("--row", default="megnet/eform/agl_dft/{data} [cv]", help="the cv rows' label ({data}: set)")
     parser.add_argument("--bte", type=Path, nargs="+", default=None, help="`paraisite bte` tables of the cv materials")
+    parser.add_argument("--bte-route", type=Path, default=None, help="members that read the BTE κ as input")
+    parser.add_argument("--bte-cv", type=Path, nargs="+", default=[], help="the cv sweep of the BTE route's recipe")
+    parser.add_argument("--bte-row", default="m3gnet_bte/eform/dft/mix [cv]", help="its cv row's label")
     parser.add_argument("--output", type=Path, default=SHIPPED / "kappa")
     args = parser.parse_args()
-    routes = [route_card(name, stoichiometry, Path(runs)) for name, stoichiometry, runs in args.route]
-    routes.append(route_card("other", None, args.members))
-    cv = cv_metrics(args.cv, {t: args.row.format(data=t) for t in TESTS}, args.bte)
-    card = card_of(routes, args.members, cv, args.row.format(data="<set>").removesuffix(" [cv]"))
+    if args.members is None and args.bte_route is None:
+        parser.error("give the members (a full build) or --bte-route (added to the shipped bundle)")
+    if (args.members is not None and not args.cv) or (args.bte_route is not None and not args.bte_cv):
+        parser.error("the members need --cv, and --bte-route needs --bte-cv")
+    if args.members is not None:
+        routes = [route_card(name, stoichiometry, Path(runs)) for name, stoichiometry, runs in args.route]
+        routes.append(route_card("other", None, args.members))
+        cv = cv_metrics(args.cv, {t: args.row.format(data=t) for t in TESTS}, args.bte)
+        card = card_of(routes, args.members, cv, args.row.format(data="<set>").removesuffix(" [cv]"))
+        build = [str(args.members), *(a for name, stoichiometry, runs in args.route
+                                      for a in ("--route", name, stoichiometry, runs)),
+                 *(["--bte", *map(str, args.bte)] if args.bte else [])]
+    else:
+        card = read_bundle(args.output)[1]
+        build = ["--extend", str(args.output)]
+    if args.bte_route is not None:
+        card["bte_route"] = bte_route_card(args.bte_route, args.bte_cv, args.bte_row)
+        build += ["--bte-route", str(args.bte_route)]
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(card, f)
         f.flush()
-        route_args = [a for name, stoichiometry, runs in args.route for a in ("--route", name, stoichiometry, runs)]
-        subprocess.run([sys.executable, "-m", "paraisite.cli", "bundle", str(args.members), *route_args, "--half",
-                        "--interval-cv", *map(str, args.cv), "--level", str(LEVEL), "--output", str(args.output),
-                        "--card", f.name, *(["--bte", *map(str, args.bte)] if args.bte else [])], check=True, cwd=ROOT)
-    members, _, written = read_bundle(args.output)
+        subprocess.run([sys.executable, "-m", "paraisite.cli", "bundle", *build, "--half", "--interval-cv",
+                        *map(str, [*args.cv, *args.bte_cv]), "--level", str(LEVEL), "--output", str(args.output),
+                        "--card", f.name], check=True, cwd=ROOT)
+    members, card, written = read_bundle(args.output)
     (ROOT / "docs" / "models.md").write_text(page(card, written, len(members)))
     size = sum(p.stat().st_size for p in args.output.iterdir()) / 1e6
     print(f"{args.output}: {len(members)} members, {size:.1f} MB; docs/models.md written")

@@ -20,16 +20,19 @@ from tests.test_quasiharmonic import rocksalt
 
 
 def test_rows_become_log_kappa_and_indicators_a_wrong_formula_is_flagged_a_missing_row_is_zero(tmp_path, caplog):
+    """An unflagged row above MAX_KAPPA (written before the `no_scattering` rule) is read as unscattered."""
     write_bte_table(tmp_path / "t.csv", [("a", "NaCl", 5.0, ""), ("b", "CuCl", 0.4, "imaginary_modes"),
-                                         ("c", "BAs", 1e9, "no_scattering"), ("d", "KBr", 2.0, "")])
+                                         ("c", "BAs", 1e9, "no_scattering"), ("d", "KBr", 2.0, ""),
+                                         ("f", "AlSb", 9.5e5, ""), ("g", "GaN", float("inf"), "")])
     data = BTEDescriptors([str(tmp_path / "t.csv")]).featurizer().build(
-        [Record("a", "Na2Cl2", 6.0), Record("b", "CuCl", 1.0), Record("c", "BAs", 900.0), Record("d", "NaCl", 6.0),
-         Record("e", "MgO", 50.0)])
-    torch.testing.assert_close(data.x[:3], torch.tensor([[math.log(5.0), 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
-    assert data.flags[:3] == ["", "", ""]
-    assert data.flags[3].startswith(BTE_FORMULA_MISMATCH) and "KBr" in data.flags[3]
-    assert data.flags[4] == "" and not data.x[4].any()
-    assert "1 of 5 record(s) are in no BTE table" in caplog.text and ": e" in caplog.text
+        [Record("a", "Na2Cl2", 6.0), Record("b", "CuCl", 1.0), Record("c", "BAs", 900.0), Record("f", "AlSb", 100.0),
+         Record("g", "GaN", 200.0), Record("d", "NaCl", 6.0), Record("e", "MgO", 50.0)])
+    torch.testing.assert_close(data.x[:5], torch.tensor([[math.log(5.0), 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1],
+                                                         [0, 0, 0, 1], [0, 0, 0, 1]]))
+    assert data.flags[:5] == [""] * 5
+    assert data.flags[5].startswith(BTE_FORMULA_MISMATCH) and "KBr" in data.flags[5]
+    assert data.flags[6] == "" and not data.x[6].any()
+    assert "1 of 7 record(s) are in no BTE table" in caplog.text and ": e" in caplog.text
 
 
 def test_a_missing_table_is_refused_by_name(tmp_path):
@@ -64,16 +67,23 @@ def test_megnet_bte_joins_the_standardised_descriptors_and_rebuilds_without_the_
     assert member.module.backbone.featurizer().physics.rows == backbone.featurizer().physics.rows
 
 
-def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_table(tmp_path):
+@pytest.fixture(scope="module")
+def bte_run(tmp_path_factory):
+    """A finished megnet_bte smoke run (20 records, the shipped tables)."""
+    run = tmp_path_factory.mktemp("bte") / "run"
     results = chain.run(compose_cfg("backbone=megnet_bte", "finetune=dft", "datamodule.limit=20",
-                                    "evaluate_on=[dataset1]"), tmp_path / "run")
+                                    "evaluate_on=[dataset1]"), run)
     assert results["status"] == "ok" and results["config"]["backbone"] == "megnet_bte"
+    return run
+
+
+def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_table(bte_run, tmp_path):
     cif = tmp_path / "MgO.cif"
     rocksalt(4.21, "Mg", "O").to(filename=str(cif))
     write_bte_table(tmp_path / "bte.csv", [("elsewhere/MgO.cif", "MgO", 60.0, "")])  # matched by file name
 
     def predicted(*extra) -> dict:
-        assert cli(["predict", str(cif), "--run", str(tmp_path / "run"), "--output", str(tmp_path / "p.csv"),
+        assert cli(["predict", str(cif), "--run", str(bte_run), "--output", str(tmp_path / "p.csv"),
                     "--quiet", *extra]) == 0
         (row,) = csv.DictReader(open(tmp_path / "p.csv"))
         return row
@@ -81,4 +91,50 @@ def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_ta
     without, with_table = predicted(), predicted("--bte", str(tmp_path / "bte.csv"))
     assert without["flag"] == with_table["flag"] == ""
     assert float(with_table["kappa_mean"]) != pytest.approx(float(without["kappa_mean"]), rel=1e-4)
-    assert with_table["bte_note"] == "the models' input (no BTE prior)"
+    assert with_table["bte_note"] == "the models' input, no BTE prior" and float(with_table["kappa_bte"]) == 60.0
+
+
+def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_run, two_runs, tmp_path, capsys):
+    """`bundle --extend B --bte-route RUN`: B's routes and members are kept; without `--bte` the bundle predicts as
+    B did and its BTE members are left out; with it, a structure with a row (even a flagged one) is predicted by the
+    BTE route alone, one without keeps its route."""
+    from tests.test_predict import read_rows
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, a in (("ab.cif", 4.21), ("cd.cif", 4.5), ("ef.cif", 4.3)):
+        rocksalt(a, "Mg", "O").to(filename=str(folder / name))
+    assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "base")]) == 0
+    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", str(two_runs / "s1"),
+                "--output", str(tmp_path / "x")]) == 2
+    assert "do not take the BTE κ as input" in capsys.readouterr().err
+    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", str(bte_run),
+                "--output", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "route all (every structure no other route takes): 2 member(s)" in out
+    assert "route bte (every structure given a BTE row (`predict --bte`)): 1 member(s)" in out
+    assert cli(["bundle", "--extend", str(tmp_path / "b"), "--bte-route", str(bte_run),
+                "--output", str(tmp_path / "x")]) == 2
+    assert "at most one BTE route" in capsys.readouterr().err
+
+    def predicted(model, *extra) -> dict:
+        assert cli(["predict", str(folder), "--model", str(tmp_path / model), "--output", str(tmp_path / "p.csv"),
+                    "--quiet", *extra]) == 0
+        return read_rows(tmp_path / "p.csv")
+
+    base, plain = predicted("base"), predicted("b")
+    assert {n: {k: v for k, v in r.items() if k != "route"} for n, r in plain.items()} == base  # no BTE member
+    assert {r["route"] for r in plain.values()} == {"all"}
+    write_bte_table(tmp_path / "bte.csv", [("ab.cif", "MgO", 60.0, ""), ("cd.cif", "MgO", 0.5, "imaginary_modes")])
+    rows = predicted("b", "--bte", str(tmp_path / "bte.csv"))
+    bte_member = next(k for k in rows["ab.cif"] if k.startswith("kappa_m2-"))
+    for name in ("ab.cif", "cd.cif"):
+        row = rows[name]
+        assert row["route"] == "bte" and row["kappa_mean"] == row[bte_member] and float(row["kappa_std"]) == 0.0
+        assert row["kappa_m0-s1"] == row["kappa_m1-s2"] == ""
+    assert rows["ab.cif"]["bte_note"] == "the models' input, no BTE prior"
+    assert rows["cd.cif"]["bte_note"] == "the models' input (imaginary_modes), no BTE prior"
+    assert rows["ab.cif"]["kappa_mean"] != rows["cd.cif"]["kappa_mean"]
+    ef = rows["ef.cif"]
+    assert ef["route"] == "all" and ef[bte_member] == "" and ef["bte_note"] == "not in the BTE tables"
+    assert float(ef["kappa_mean"]) == pytest.approx(float(base["ef.cif"]["kappa_mean"]), rel=1e-6)

@@ -4,9 +4,11 @@
 with `half`); `model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the
 data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
-stoichiometry and space group) predict it, each route with its own training domain. `paraisite bundle RUN...
-[--route NAME STOICH RUN]... --output DIR` writes one; `paraisite predict ... --model DIR|NAME` reads one, NAME being
-a bundle shipped inside the package (`paraisite/bundles/<NAME>/`, e.g. `kappa`).
+stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
+the phonon-BTE κ as input) takes every structure that `paraisite predict --bte` gives a BTE row. `paraisite bundle
+RUN... [--route NAME STOICH RUN]... [--bte-route RUN] [--extend BUNDLE] --output DIR` writes one; `paraisite predict
+... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package (`paraisite/bundles/<NAME>/`, e.g.
+`kappa`).
 """
 
 from __future__ import annotations
@@ -105,9 +107,11 @@ def space_group_of(structure) -> int | None:
 @dataclass(frozen=True)
 class Route:
     """Members that predict the compounds of one stoichiometry whose space group their training set holds
-    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. With an
-    `interval`, its predictions come with that calibrated interval; with a `prior`, `paraisite predict --bte` blends
-    them with the phonon-BTE κ of the structures that have one."""
+    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. A route
+    with `needs_bte` (members that read the phonon-BTE κ as input) takes instead every structure that `paraisite
+    predict --bte` gives a BTE row, and nothing without `--bte`. With an `interval`, its predictions come with that
+    calibrated interval; with a `prior`, `paraisite predict --bte` blends them with the phonon-BTE κ of the
+    structures that have one."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
@@ -116,6 +120,7 @@ class Route:
     domain: Domain
     interval: Interval | None = None
     prior: Prior | None = None
+    needs_bte: bool = False
 
     def takes(self, amounts: tuple[float, ...], structure) -> bool:
         """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure."""
@@ -125,6 +130,8 @@ class Route:
 
     def describe(self) -> str:
         """What the route takes, in words."""
+        if self.needs_bte:
+            return "every structure given a BTE row (`predict --bte`)"
         if not self.stoichiometry:
             return "every structure no other route takes"
         groups = f" in space group(s) {', '.join(map(str, self.space_groups))}" if self.space_groups else ""
@@ -135,14 +142,15 @@ class Route:
                 "space_groups": list(self.space_groups) if self.space_groups else None,
                 "members": list(self.members), "domain": self.domain.to_json(),
                 "interval": self.interval.to_json() if self.interval else None,
-                "prior": self.prior.to_json() if self.prior else None}
+                "prior": self.prior.to_json() if self.prior else None, "needs_bte": self.needs_bte}
 
 
 def route_for(routes: list[Route], formula: str, structure) -> Route:
-    """The first route that takes the compound, else the route without a stoichiometry."""
+    """The first route that takes the compound, else the route without a stoichiometry (the BTE route aside: what
+    it takes, structures with a BTE row, `predict` knows)."""
     amounts = stoichiometry_of(formula)
     return next((r for r in routes if r.takes(amounts, structure)), None) or next(
-        r for r in routes if r.stoichiometry is None)
+        r for r in routes if r.stoichiometry is None and not r.needs_bte)
 
 
 def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], by_composition: bool,
@@ -171,13 +179,14 @@ def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], b
 @dataclass(frozen=True)
 class RouteModels:
     """What `write_bundle` puts in one route: the final models (`model.pt` files) of finished runs, and the interval
-    and BTE prior calibrated for them (None: none)."""
+    and BTE prior calibrated for them (None: none); `needs_bte`: the BTE route (`Route`)."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
     models: tuple[Path, ...]
     interval: Interval | None = None
     prior: Prior | None = None
+    needs_bte: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,42 +209,63 @@ def bundle_folder(model: str | Path) -> Path:
                          f"({', '.join(names) or 'none shipped'})")
 
 
-def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composition: bool,
-                 data_dir: str | None = None, half: bool = False) -> tuple[Path, list[Route]]:
-    """Bundle the routes' models into `folder`, with the model card's facts and each route's training domain
-    (`half`: floating-point weights stored as float16, half the size); returns the manifest's path and the routes.
-    Exactly one route has no stoichiometry (it takes what the others do not); no two share one."""
-    from safetensors.torch import save
-
-    if [r.stoichiometry for r in routes].count(None) != 1:
+def check_routes(routes: list[Route] | list[RouteModels]) -> None:
+    """A bundle's routes: exactly one without a stoichiometry (it takes what the others do not) besides at most one
+    BTE route, no two with one stoichiometry or one name, one interval level."""
+    if sum(r.stoichiometry is None and not r.needs_bte for r in routes) != 1:
         raise ParaisiteError("a bundle needs exactly one route without a stoichiometry (for every other structure)")
+    if sum(r.needs_bte for r in routes) > 1:
+        raise ParaisiteError("a bundle takes at most one BTE route")
     stoichiometries = [r.stoichiometry for r in routes if r.stoichiometry]
     if len(set(stoichiometries)) < len(stoichiometries):
         raise ParaisiteError(f"two routes share a stoichiometry ({stoichiometries})")
+    names = [r.name for r in routes]
+    if len(set(names)) < len(names):
+        raise ParaisiteError(f"two routes share a name ({names})")
     levels = {r.interval.level for r in routes if r.interval}
     if len(levels) > 1:
         raise ParaisiteError(f"the routes' intervals have different levels ({', '.join(map(str, sorted(levels)))}); "
                              "give every route the same level")
+
+
+def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composition: bool,
+                 data_dir: str | None = None, half: bool = False,
+                 extend: str | Path | None = None) -> tuple[Path, list[Route]]:
+    """Bundle the routes' models into `folder`, with the model card's facts and each route's training domain
+    (`half`: floating-point weights stored as float16, half the size); returns the manifest's path and the routes
+    (`check_routes`). `extend`: a bundle (folder or shipped name) whose members and routes are kept and the new
+    routes added, its card updated by `card` (its members stored again as `half` says)."""
+    from safetensors.torch import save
+
     tensors, members, written = {}, [], []
+
+    def add(name: str, config: dict, state: dict, origin) -> None:
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise ParaisiteError(f"{origin}: state entry {key!r} is not a tensor ({type(value).__name__}); "
+                                     "only network members can be bundled")
+            value = value.detach().cpu().contiguous().clone()
+            tensors[f"{name}/{key}"] = value.half() if half and value.is_floating_point() else value
+        members.append({"name": name, "config": config})
+
+    if extend is not None:
+        kept, kept_card, written = read_bundle(extend)
+        for member in kept:
+            add(member.name, member.config, member.state_dict, extend)
+        card = {**kept_card, **card}
+    check_routes([*written, *routes])
     for route in routes:
         names = []
         for path in route.models:
-            config, state = read_model_file(path)
             name = f"m{len(members)}-{path.parent.name}"
-            for key, value in state.items():
-                if not isinstance(value, torch.Tensor):
-                    raise ParaisiteError(f"{path}: state entry {key!r} is not a tensor ({type(value).__name__}); "
-                                         "only network members can be bundled")
-                value = value.detach().cpu().contiguous().clone()
-                tensors[f"{name}/{key}"] = value.half() if half and value.is_floating_point() else value
-            members.append({"name": name, "config": config})
+            add(name, *read_model_file(path), path)
             names.append(name)
         configs = [m["config"] for m in members[-len(names):]]
         space_groups = (training_space_groups(configs, route.stoichiometry, by_composition, data_dir)
                         if route.stoichiometry else None)
         domain = training_domain(configs, by_composition, data_dir)
         written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval,
-                             route.prior))
+                             route.prior, route.needs_bte))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
     manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card,
@@ -277,4 +307,4 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
               tuple(r["space_groups"]) if r["space_groups"] else None, tuple(r["members"]),
               Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"]),
               Interval.from_json(r["interval"]) if r.get("interval") else None,
-              Prior.from_json(r["prior"]) if r.get("prior") else None) for r in routes]
+              Prior.from_json(r["prior"]) if r.get("prior") else None, bool(r.get("needs_bte"))) for r in routes]

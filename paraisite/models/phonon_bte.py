@@ -74,13 +74,18 @@ class BTEFeaturizer(Featurizer):
     concat = staticmethod(CompositionSet.concat)
 
 
-def add_rows(featurizer: Featurizer, rows: dict) -> bool:
-    """Give a BTE-input featurizer (`PhysicsAugmented`'s with `BTEDescriptors`) `rows` too (`prior.physical_kappa`'s
-    form; they replace stored rows of the same id): `paraisite predict --bte` on new structures. False, and nothing
-    done, for any other featurizer."""
+def reads_bte(featurizer: Featurizer) -> bool:
+    """Whether a featurizer takes the BTE rows as input (`PhysicsAugmented`'s with `BTEDescriptors`)."""
     from paraisite.models.augmented import AugmentedFeaturizer
 
-    if not (isinstance(featurizer, AugmentedFeaturizer) and isinstance(featurizer.physics, BTEFeaturizer)):
+    return isinstance(featurizer, AugmentedFeaturizer) and isinstance(featurizer.physics, BTEFeaturizer)
+
+
+def add_rows(featurizer: Featurizer, rows: dict) -> bool:
+    """Give a BTE-input featurizer (`reads_bte`) `rows` too (`prior.physical_kappa`'s form; they replace stored rows
+    of the same id): `paraisite predict --bte` on new structures. False, and nothing done, for any other
+    featurizer."""
+    if not reads_bte(featurizer):
         return False
     featurizer.physics.rows = {**featurizer.physics.rows, **{k: list(v) for k, v in rows.items()}}
     return True
