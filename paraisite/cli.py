@@ -85,10 +85,10 @@ def predict(args) -> int:
     far = f" ({counts['extrapolated']} far outside a member's training range: column extrapolation)" \
         if counts["extrapolated"] else ""
     of_row = f" (row {row})" if row else ""
-    routes = list(dict.fromkeys(m.route.name for m in members if m.route is not None))
-    of_row += f" in {len(routes)} routes ({', '.join(routes)}: column route)" if routes else ""
+    routes = counts["routes"]
+    of_row += f" in {len(routes)} route(s) ({', '.join(routes)}: column route)" if routes else ""
     blended = f"; {counts['blended']} blended with their BTE κ (column bte_note: why not)" if args.bte else ""
-    print(f"{len(members)} model(s){of_row}; {counts['predicted']} predicted{far}, {counts['flagged']} flagged"
+    print(f"{counts['models']} model(s){of_row}; {counts['predicted']} predicted{far}, {counts['flagged']} flagged"
           f"{blended} → {args.output}")
     if args.top:
         from rich.console import Console

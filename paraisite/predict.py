@@ -536,6 +536,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
         raise
     writer.close()
     counts["column"], counts["interval_level"] = name, levels[0] if levels else None
+    counts["models"], counts["routes"] = len(members), [r.name for r in routes]  # those used (a BTE route: with --bte)
     counts["top"] = [{"id": i, "formula": f, "mean": m, "std": s, "relative_std": s / m if m else float("nan"),
                       "extrapolation": e, "interval": b if b and None not in b else None}
                      for _, i, f, m, s, e, b in sorted(best, reverse=True)]

@@ -123,10 +123,12 @@ def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_
         return read_rows(tmp_path / "p.csv")
 
     base, plain = predicted("base"), predicted("b")
+    assert "2 model(s) in 1 route(s) (all: column route)" in capsys.readouterr().out
     assert {n: {k: v for k, v in r.items() if k != "route"} for n, r in plain.items()} == base  # no BTE member
     assert {r["route"] for r in plain.values()} == {"all"}
     write_bte_table(tmp_path / "bte.csv", [("ab.cif", "MgO", 60.0, ""), ("cd.cif", "MgO", 0.5, "imaginary_modes")])
     rows = predicted("b", "--bte", str(tmp_path / "bte.csv"))
+    assert "3 model(s) in 2 route(s) (all, bte: column route)" in capsys.readouterr().out
     bte_member = next(k for k in rows["ab.cif"] if k.startswith("kappa_m2-"))
     for name in ("ab.cif", "cd.cif"):
         row = rows[name]
