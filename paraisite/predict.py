@@ -243,15 +243,16 @@ def featurize(records: list[Record], featurizers: dict[str, object]) -> dict[str
     return {key: f.build(records) for key, f in featurizers.items()}
 
 
-def prepare_chunk(items: list[RawItem], featurizers: dict[str, object],
-                  routes: tuple[Route, ...] = ()) -> tuple[list[tuple], dict[str, object]]:
+def prepare_chunk(items: list[RawItem], featurizers: dict[str, object], routes: tuple[Route, ...] = (),
+                  physical: dict | None = None) -> tuple[list[tuple], dict[str, object]]:
     """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag, route)], features
-    of the parsed records, in order; route: the name of the route that takes the record, "" without routes). Only
-    tensors and strings travel back, never structures."""
+    of the parsed records, in order; route: the name of the route that takes the record, "" without routes; a BTE
+    route takes only records with a row in `physical`). Only tensors and strings travel back, never structures."""
     parsed = [parse(item) for item in items]
     records = [rec for _, rec, _ in parsed if rec is not None]
     meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
-             route_for(routes, rec.formula, rec.structure).name if rec and routes else "")
+             route_for(routes, rec.formula, rec.structure, physical is not None and row_of(physical, rid) is not None)
+             .name if rec and routes else "")
             for rid, rec, flag in parsed]
     return meta, featurize(records, featurizers) if records else {}
 
@@ -297,9 +298,9 @@ def _worker_init() -> None:
 
 
 def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int, workers: int,
-                    routes: tuple[Route, ...] = ()) -> Iterator:
+                    routes: tuple[Route, ...] = (), physical: dict | None = None) -> Iterator:
     """prepare_chunk over the input, in order; with workers, at most 2 chunks per worker are in flight."""
-    work = partial(prepare_chunk, featurizers=featurizers, routes=routes)
+    work = partial(prepare_chunk, featurizers=featurizers, routes=routes, physical=physical)
     if workers <= 0:
         yield from map(work, chunks(items, chunk_size))
         return
@@ -446,9 +447,10 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
     route that took the structure (only its members predict it), flag, extrapolation (inputs beyond the training
     domain, members predicting far outside their training range; the prediction is kept). With `physical`
-    (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE route (`Route.needs_bte`; unused
-    without `physical`) predicts every structure with a row, and elsewhere the mean of a structure with a trusted BTE
-    κ is the blend of its route's `Prior` (and the interval the prior's); then also <name>_ensemble (the members'
+    (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE route (`Route.bte_kinds`; unused
+    without `physical`) predicts the structures of its kinds that have a row, and elsewhere the mean of a structure
+    with a trusted BTE κ is the blend of its route's `Prior` (and the interval the prior's); then also
+    <name>_ensemble (the members'
     mean), <name>_bte (the row's trusted κ) and bte_note (why not blended). The output is written to a temporary
     file renamed at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
@@ -481,11 +483,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0, "blended": 0}
     best: list[tuple] = []
     try:
-        prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes)
+        prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes, physical)
         for meta, features in prepared:
-            if bte_route is not None and physical is not None:  # structures given a BTE row: the BTE route's
-                meta = [(rid, formula, n_atoms, flag, bte_route.name if not flag and row_of(physical, rid) else route)
-                        for rid, formula, n_atoms, flag, route in meta]
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],
                              dtype=bool).reshape(len(parsed), len(members))

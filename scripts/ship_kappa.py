@@ -15,7 +15,7 @@ interval (`paraisite bundle --interval-cv`); `--bte`: the `paraisite bte` tables
 route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
 
 The BTE route (members that read the phonon-BTE κ as input; they predict every structure `predict --bte` gives a
-row): `--bte-route` its members, `--bte-cv` its recipe's cv sweep (trained on MIX, tested on each set), whose
+row, of the kinds its training data hold): `--bte-route` its members, `--bte-cv` its recipe's cv sweep (trained on MIX, tested on each set), whose
 out-of-fold ensemble calibrates its interval. Without the positional folder the shipped bundle keeps its routes and
 card and gets the BTE route:
 
@@ -162,9 +162,10 @@ def bte_route(routes: list, card: dict) -> list[str]:
     prior = card["cv"].get("prior_check", {}).get("routed", {})
     width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
     return [
-        f"**With the phonon BTE as input: route `{route.name}`** (`--bte` only). Every structure that the `--bte` "
-        f"table gives a row is predicted by this route's {len(route.members)} members instead of its own route "
-        f"and prior: recipe `{facts['row'].removesuffix(' [cv]')}`, seeds {', '.join(map(str, facts['seeds']))} "
+        f"**With the phonon BTE as input: route `{route.name}`** (`--bte` only). The {route.describe()} — the "
+        "kinds of compound its training data hold — are predicted by this route's "
+        f"{len(route.members)} members instead of their own route and prior; every other structure keeps its route "
+        f"(and prior): recipe `{facts['row'].removesuffix(' [cv]')}`, seeds {', '.join(map(str, facts['seeds']))} "
         f"(`protocol=final`, all of {facts['data']}): the backbone's features joined by the row's ln κ_BTE (where "
         "trusted) and its flags (trusted, imaginary modes, no scattering), read by the MLP head — the network "
         "weighs the physics per material, where the prior above has one weight per route. Flagged rows are inputs "

@@ -1,6 +1,7 @@
 """The phonon-BTE κ of a table as a network input (`backbone=megnet_bte`)."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -69,9 +70,9 @@ def test_megnet_bte_joins_the_standardised_descriptors_and_rebuilds_without_the_
 
 @pytest.fixture(scope="module")
 def bte_run(tmp_path_factory):
-    """A finished megnet_bte smoke run (20 records, the shipped tables)."""
+    """A finished megnet_bte smoke run on MIX (20 records of each set, the shipped tables)."""
     run = tmp_path_factory.mktemp("bte") / "run"
-    results = chain.run(compose_cfg("backbone=megnet_bte", "finetune=dft", "datamodule.limit=20",
+    results = chain.run(compose_cfg("backbone=megnet_bte", "finetune=dft", "data=mix", "datamodule.limit=20",
                                     "evaluate_on=[dataset1]"), run)
     assert results["status"] == "ok" and results["config"]["backbone"] == "megnet_bte"
     return run
@@ -96,23 +97,34 @@ def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_ta
 
 def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_run, two_runs, tmp_path, capsys):
     """`bundle --extend B --bte-route RUN`: B's routes and members are kept; without `--bte` the bundle predicts as
-    B did and its BTE members are left out; with it, a structure with a row (even a flagged one) is predicted by the
-    BTE route alone, one without keeps its route."""
+    B did and its BTE members are left out; with it, a structure with a row (even a flagged one) of a kind the BTE
+    route trained on (rock-salt 1:1, F-43m 1:1:1: it trained on MIX) is predicted by that route alone, before B's
+    half-Heusler route; one without a row, or of another kind (fluorite 1:2), keeps its route."""
+    from pymatgen.core import Lattice, Structure
+
     from tests.test_predict import read_rows
 
     folder = tmp_path / "in"
     folder.mkdir()
     for name, a in (("ab.cif", 4.21), ("cd.cif", 4.5), ("ef.cif", 4.3)):
         rocksalt(a, "Mg", "O").to(filename=str(folder / name))
-    assert cli(["bundle", str(two_runs), "--output", str(tmp_path / "base")]) == 0
+    for name, a in (("hh.cif", 5.9), ("hh2.cif", 6.0)):
+        Structure.from_spacegroup("F-43m", Lattice.cubic(a), ["Ti", "Ni", "Sn"],
+                                  [[0, 0, 0], [.25, .25, .25], [.5, .5, .5]]).to(filename=str(folder / name))
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.46), ["Ca", "F"], [[0, 0, 0], [.25, .25, .25]]).to(
+        filename=str(folder / "fl.cif"))
+    assert cli(["bundle", str(two_runs / "s2"), "--route", "half-heuslers", "1:1:1", str(two_runs / "s1"),
+                "--output", str(tmp_path / "base")]) == 0
     assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", str(two_runs / "s1"),
                 "--output", str(tmp_path / "x")]) == 2
     assert "do not take the BTE κ as input" in capsys.readouterr().err
     assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", str(bte_run),
                 "--output", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "route all (every structure no other route takes): 2 member(s)" in out
-    assert "route bte (every structure given a BTE row (`predict --bte`)): 1 member(s)" in out
+    assert "route other (every structure no other route takes): 1 member(s)" in out
+    assert "route bte (1:1 compounds in space group(s) " in out and "given a BTE row (`predict --bte`)): 1 member" in out
+    (bte,) = [r for r in json.loads((tmp_path / "b" / "model.json").read_text())["routes"] if r["bte_kinds"]]
+    assert [[1, 1, 1], [216]] in bte["bte_kinds"] and [1, 2] not in [k[0] for k in bte["bte_kinds"]]
     assert cli(["bundle", "--extend", str(tmp_path / "b"), "--bte-route", str(bte_run),
                 "--output", str(tmp_path / "x")]) == 2
     assert "at most one BTE route" in capsys.readouterr().err
@@ -123,20 +135,23 @@ def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_
         return read_rows(tmp_path / "p.csv")
 
     base, plain = predicted("base"), predicted("b")
-    assert "2 model(s) in 1 route(s) (all: column route)" in capsys.readouterr().out
-    assert {n: {k: v for k, v in r.items() if k != "route"} for n, r in plain.items()} == base  # no BTE member
-    assert {r["route"] for r in plain.values()} == {"all"}
-    write_bte_table(tmp_path / "bte.csv", [("ab.cif", "MgO", 60.0, ""), ("cd.cif", "MgO", 0.5, "imaginary_modes")])
+    assert "2 model(s) in 2 route(s) (half-heuslers, other: column route)" in capsys.readouterr().out
+    assert plain == base  # no BTE member column
+    write_bte_table(tmp_path / "bte.csv", [("ab.cif", "MgO", 60.0, ""), ("cd.cif", "MgO", 0.5, "imaginary_modes"),
+                                           ("hh.cif", "TiNiSn", 9.0, ""), ("fl.cif", "CaF2", 9.0, "")])
     rows = predicted("b", "--bte", str(tmp_path / "bte.csv"))
-    assert "3 model(s) in 2 route(s) (all, bte: column route)" in capsys.readouterr().out
+    assert "3 model(s) in 3 route(s) (half-heuslers, other, bte: column route)" in capsys.readouterr().out
     bte_member = next(k for k in rows["ab.cif"] if k.startswith("kappa_m2-"))
-    for name in ("ab.cif", "cd.cif"):
+    for name in ("ab.cif", "cd.cif", "hh.cif"):
         row = rows[name]
         assert row["route"] == "bte" and row["kappa_mean"] == row[bte_member] and float(row["kappa_std"]) == 0.0
         assert row["kappa_m0-s1"] == row["kappa_m1-s2"] == ""
-    assert rows["ab.cif"]["bte_note"] == "the models' input, no BTE prior"
+    assert rows["ab.cif"]["bte_note"] == rows["hh.cif"]["bte_note"] == "the models' input, no BTE prior"
     assert rows["cd.cif"]["bte_note"] == "the models' input (imaginary_modes), no BTE prior"
     assert rows["ab.cif"]["kappa_mean"] != rows["cd.cif"]["kappa_mean"]
-    ef = rows["ef.cif"]
-    assert ef["route"] == "all" and ef[bte_member] == "" and ef["bte_note"] == "not in the BTE tables"
-    assert float(ef["kappa_mean"]) == pytest.approx(float(base["ef.cif"]["kappa_mean"]), rel=1e-6)
+    for name, route, note in (("ef.cif", "other", "not in the BTE tables"),
+                              ("hh2.cif", "half-heuslers", "not in the BTE tables"),
+                              ("fl.cif", "other", "its models have no BTE prior")):
+        row = rows[name]
+        assert (row["route"], row["bte_note"], row[bte_member]) == (route, note, "")
+        assert float(row["kappa_mean"]) == pytest.approx(float(base[name]["kappa_mean"]), rel=1e-6)

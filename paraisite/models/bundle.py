@@ -5,7 +5,8 @@ with `half`); `model.json` holds the format, each member's name and config (with
 data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
 stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
-the phonon-BTE κ as input) takes every structure that `paraisite predict --bte` gives a BTE row. `paraisite bundle
+the phonon-BTE κ as input) takes the structures of its training kinds that `paraisite predict --bte` gives a BTE
+row. `paraisite bundle
 RUN... [--route NAME STOICH RUN]... [--bte-route RUN] [--extend BUNDLE] --output DIR` writes one; `paraisite predict
 ... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package (`paraisite/bundles/<NAME>/`, e.g.
 `kappa`).
@@ -107,11 +108,12 @@ def space_group_of(structure) -> int | None:
 @dataclass(frozen=True)
 class Route:
     """Members that predict the compounds of one stoichiometry whose space group their training set holds
-    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. A route
-    with `needs_bte` (members that read the phonon-BTE κ as input) takes instead every structure that `paraisite
-    predict --bte` gives a BTE row, and nothing without `--bte`. With an `interval`, its predictions come with that
-    calibrated interval; with a `prior`, `paraisite predict --bte` blends them with the phonon-BTE κ of the
-    structures that have one."""
+    (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. A BTE
+    route (`bte_kinds`: members that read the phonon-BTE κ as input) takes first, from any other route, the
+    structures that `paraisite predict --bte` gives a BTE row and that are of a kind its training data hold (a
+    stoichiometry in one of its space groups); it takes nothing without `--bte`. With an `interval`, its predictions
+    come with that calibrated interval; with a `prior`, `paraisite predict --bte` blends them with the phonon-BTE κ
+    of the structures that have one."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
@@ -120,60 +122,81 @@ class Route:
     domain: Domain
     interval: Interval | None = None
     prior: Prior | None = None
-    needs_bte: bool = False
+    bte_kinds: tuple[tuple[tuple[int, ...], tuple[int, ...] | None], ...] = ()  # ((stoichiometry, space groups), …)
+
+    @property
+    def needs_bte(self) -> bool:
+        return bool(self.bte_kinds)
 
     def takes(self, amounts: tuple[float, ...], structure) -> bool:
-        """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure."""
-        if self.stoichiometry is None or amounts != self.stoichiometry:
-            return False
-        return self.space_groups is None or (structure is not None and space_group_of(structure) in self.space_groups)
+        """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure (a BTE
+        route: given a BTE row)."""
+        kinds = self.bte_kinds or ((self.stoichiometry, self.space_groups),)
+        return any(stoichiometry is not None and amounts == stoichiometry and (
+            groups is None or (structure is not None and space_group_of(structure) in groups))
+            for stoichiometry, groups in kinds)
 
     def describe(self) -> str:
         """What the route takes, in words."""
         if self.needs_bte:
-            return "every structure given a BTE row (`predict --bte`)"
+            return f"{' and '.join(kind(*k) for k in self.bte_kinds)} given a BTE row (`predict --bte`)"
         if not self.stoichiometry:
             return "every structure no other route takes"
-        groups = f" in space group(s) {', '.join(map(str, self.space_groups))}" if self.space_groups else ""
-        return f"{':'.join(map(str, self.stoichiometry))} compounds{groups}"
+        return kind(self.stoichiometry, self.space_groups)
 
     def to_json(self) -> dict:
         return {"name": self.name, "stoichiometry": list(self.stoichiometry) if self.stoichiometry else None,
                 "space_groups": list(self.space_groups) if self.space_groups else None,
                 "members": list(self.members), "domain": self.domain.to_json(),
                 "interval": self.interval.to_json() if self.interval else None,
-                "prior": self.prior.to_json() if self.prior else None, "needs_bte": self.needs_bte}
+                "prior": self.prior.to_json() if self.prior else None,
+                "bte_kinds": [[list(s), list(g) if g else None] for s, g in self.bte_kinds]}
 
 
-def route_for(routes: list[Route], formula: str, structure) -> Route:
-    """The first route that takes the compound, else the route without a stoichiometry (the BTE route aside: what
-    it takes, structures with a BTE row, `predict` knows)."""
+def kind(stoichiometry: tuple[int, ...], space_groups: tuple[int, ...] | None) -> str:
+    """A stoichiometry and its space groups in words: '1:1 compounds in space group(s) 186, 216'."""
+    groups = f" in space group(s) {', '.join(map(str, space_groups))}" if space_groups else ""
+    return f"{':'.join(map(str, stoichiometry))} compounds{groups}"
+
+
+def route_for(routes: list[Route], formula: str, structure, bte_row: bool = False) -> Route:
+    """The BTE route when the compound has a BTE row (`bte_row`) and the route takes it; else the first other route
+    that takes it; else the route without a stoichiometry."""
     amounts = stoichiometry_of(formula)
-    return next((r for r in routes if r.takes(amounts, structure)), None) or next(
+    candidates = [r for r in routes if r.needs_bte and bte_row] + [r for r in routes if not r.needs_bte]
+    return next((r for r in candidates if r.takes(amounts, structure)), None) or next(
         r for r in routes if r.stoichiometry is None and not r.needs_bte)
+
+
+def training_kinds(configs: list[dict], by_composition: bool,
+                   data_dir: str | None = None) -> dict[tuple[int, ...], tuple[int, ...] | None]:
+    """{stoichiometry: its space groups (None for composition data)} of the compounds in the data sets the
+    members' last stages trained on."""
+    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.records import read_records
+
+    read = {(source, c["datamodule"]["limit"]) for c in configs
+            for source in sources_of(list(c["finetune"]["stages"].values())[-1]["data"])}
+    kinds: dict[tuple[int, ...], set] = {}
+    for source, limit in sorted(read, key=str):
+        for record in read_records(source_path(source, data_dir, by_composition), on_bad="skip", limit=limit):
+            amounts = stoichiometry_of(record.formula)
+            if all(float(a).is_integer() for a in amounts):
+                group = None if by_composition else space_group_of(record.structure)
+                kinds.setdefault(tuple(int(a) for a in amounts), set()).add(group)
+    return {s: None if by_composition else tuple(sorted(g - {None})) for s, g in sorted(kinds.items())}
 
 
 def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], by_composition: bool,
                           data_dir: str | None = None) -> tuple[int, ...] | None:
     """The space groups of the compounds of `stoichiometry` in the data sets the members' last stages trained on
     (None for composition data); a clear error when those sets hold no such compound."""
-    from paraisite.data.datasets import source_path, sources_of
-    from paraisite.data.records import read_records
-
-    if by_composition:
-        return None
-    read = {(source, c["datamodule"]["limit"]) for c in configs
-            for source in sources_of(list(c["finetune"]["stages"].values())[-1]["data"])}
-    groups = set()
-    for source, limit in sorted(read, key=str):
-        for record in read_records(source_path(source, data_dir, by_composition), on_bad="skip", limit=limit):
-            if stoichiometry_of(record.formula) == stoichiometry:
-                groups.add(space_group_of(record.structure))
-    groups.discard(None)
-    if not groups:
+    kinds = training_kinds(configs, by_composition, data_dir)
+    if stoichiometry not in kinds or kinds[stoichiometry] == ():
+        sets = sorted({s for c in configs for s in [list(c["finetune"]["stages"].values())[-1]["data"]]}, key=str)
         raise ParaisiteError(f"stoichiometry {':'.join(map(str, stoichiometry))}: the route's training data "
-                             f"({', '.join(sorted(s for s, _ in read))}) hold no such compound")
-    return tuple(sorted(groups))
+                             f"({', '.join(map(str, sets))}) hold no such compound")
+    return kinds[stoichiometry]
 
 
 @dataclass(frozen=True)
@@ -263,9 +286,10 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
         configs = [m["config"] for m in members[-len(names):]]
         space_groups = (training_space_groups(configs, route.stoichiometry, by_composition, data_dir)
                         if route.stoichiometry else None)
+        bte_kinds = tuple(training_kinds(configs, by_composition, data_dir).items()) if route.needs_bte else ()
         domain = training_domain(configs, by_composition, data_dir)
         written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval,
-                             route.prior, route.needs_bte))
+                             route.prior, bte_kinds))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
     manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card,
@@ -307,4 +331,5 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
               tuple(r["space_groups"]) if r["space_groups"] else None, tuple(r["members"]),
               Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"]),
               Interval.from_json(r["interval"]) if r.get("interval") else None,
-              Prior.from_json(r["prior"]) if r.get("prior") else None, bool(r.get("needs_bte"))) for r in routes]
+              Prior.from_json(r["prior"]) if r.get("prior") else None,
+              tuple((tuple(s), tuple(g) if g else None) for s, g in r.get("bte_kinds") or ())) for r in routes]
