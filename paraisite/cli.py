@@ -228,14 +228,14 @@ def recipe_config(what: str, models: tuple) -> dict:
 
 
 def bte(args) -> int:
-    from paraisite.models.sevennet import sevennet_calculator, unusable
+    from paraisite.models.sevennet import WEIGHTS, sevennet_calculator, unusable
     from paraisite.phonons import BTESettings, kappa_table
 
     shard, shards = parse_shard(args.shard)
     records, flagged = bte_inputs(args.data, args.data_dir)
     records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
-    calculator = sevennet_calculator()
+    calculator = sevennet_calculator(args.potential or WEIGHTS)
     flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
     settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
                            cutoff_pair_distance=args.cutoff_pair_distance or None)
@@ -424,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     phon.add_argument("--cutoff-pair-distance", type=float, default=BTESettings.cutoff_pair_distance,
                       help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
     phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
+    phon.add_argument("--potential", default=None,
+                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (several times "
+                           "slower); keep one potential per table: a resumed table does not record it")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
                                                       "each with its own --output); smaller cells run first")
     phon.add_argument("--data-dir", default=None)

@@ -97,3 +97,6 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     cscl, pora = sorted(table.values(), key=lambda r: r.formula)
     assert cscl.formula == "CsCl" and cscl.kappa > 0 and cscl.supercell == "2x2x2" and cscl.atoms == 16
     assert pora.flag.startswith("element_not_in_model") and math.isnan(pora.kappa)
+    assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "x.csv"), "--potential", "7net-9"]) == 2
+    assert "unknown SevenNet weights '7net-9': use one of ['7net-0', '7net-l3i5']" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

@@ -27,7 +27,8 @@ from paraisite.errors import DataError
 from paraisite.models.io import safe_load
 
 WEIGHTS = "7net-0"
-WEIGHT_FILES = {"7net-0": "SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth"}  # in sevenn/pretrained_potentials/
+WEIGHT_FILES = {"7net-0": "SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth",  # in sevenn/pretrained_potentials/
+                "7net-l3i5": "SevenNet_l3i5/checkpoint_l3i5.pth"}  # l_max 3, 5 layers: slower, closer to DFT
 CUT_AT = "reduce_input_to_hidden"  # the readout's first module: it and everything after it are cut
 CACHE_FORMAT = 1
 FIELDS = ("atomic_numbers", "edges", "edge_vec")  # per structure; edges: (source, destination) rows, local indices
