@@ -139,17 +139,16 @@ def bundle(args) -> int:
     routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
                           prior_for(f"route {name}", models, calibration, physical, args.level))
               for name, amounts, runs in [*routed, *rest] for models in [tuple(find_models(runs))]]
-    if args.bte_route:
-        models = tuple(find_models(args.bte_route))
-        routes.append(RouteModels("bte", None, models, interval_for("route bte", models, calibration, args.level),
-                                  needs_bte=True))
-        not_bte = [m.path for m in load_ensemble(args.bte_route, data_dir=args.data_dir) if not reads_bte(m.featurizer)]
-        if not_bte:
-            raise ParaisiteError(f"--bte-route: {', '.join(not_bte)} do not take the BTE κ as input (train them with "
-                                 "backbone=megnet_bte or m3gnet_bte)")
+    bte_models = tuple(find_models(args.bte_route)) if args.bte_route else ()
+    if bte_models:
+        routes.append(RouteModels("bte", None, bte_models, interval_for("route bte", bte_models, calibration,
+                                                                        args.level), needs_bte=True))
     # every member loads, and all predict one property
-    members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed), *(args.bte_route or [])],
-                            data_dir=args.data_dir)
+    members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed), *bte_models], data_dir=args.data_dir)
+    not_bte = [m.path for m in members if m.path in map(str, bte_models) and not reads_bte(m.featurizer)]
+    if not_bte:
+        raise ParaisiteError(f"--bte-route: {', '.join(not_bte)} do not take the BTE κ as input (train them with "
+                             "backbone=megnet_bte or m3gnet_bte)")
     kept = {property_of(m.config) for m in read_bundle(args.extend)[0]} if args.extend else set()
     if kept and kept != {members[0].property}:
         raise ParaisiteError(f"--extend {args.extend}: its members predict {sorted(kept)}, the runs "
@@ -391,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                           "outputs/final_dataset1 (repeatable; the output gets a route column)")
     bun.add_argument("--bte-route", nargs="+", default=None, metavar="RUNS",
                      help="models that take the phonon-BTE κ as input (backbone=megnet_bte, m3gnet_bte): they predict "
-                          "every structure that `predict --bte` gives a BTE row (route bte; unused without --bte)")
+                          "the structures that `predict --bte` gives a BTE row, of the kinds (stoichiometry, space "
+                          "group) their training data hold (route bte; unused without --bte)")
     bun.add_argument("--extend", default=None, metavar="BUNDLE",
                      help="keep this bundle's members and routes (a folder or a shipped name), add the new routes "
                           "and update its card; e.g. --extend kappa --bte-route RUNS --output DIR")
@@ -425,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
     phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
     phon.add_argument("--potential", default=None,
-                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (several times "
-                           "slower); keep one potential per table: a resumed table does not record it")
+                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about twice "
+                           "the time); keep one potential per table: a resumed table does not record it")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
                                                       "each with its own --output); smaller cells run first")
     phon.add_argument("--data-dir", default=None)
