@@ -355,30 +355,46 @@ def test_the_training_domain_notes_new_elements_and_larger_cells():
 
 
 def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeypatch, capsys):
+    """Without --bte: the three routes of plain members, each with its interval and BTE prior. With --bte: a
+    rock-salt binary with a row goes to the BTE route (its members read the row); a fluorite (a kind the BTE route
+    did not train on) with a row keeps its route, blended with the prior."""
     from paraisite.models.bundle import read_bundle
 
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
     members, card, routes = read_bundle("kappa")
     assert len(members) >= 5 and card["name"] == "kappa" and all({"Na", "Cl"} <= r.domain.elements for r in routes)
+    (bte,) = [r for r in routes if r.needs_bte]
+    plain = [r for r in routes if not r.needs_bte]
+    assert ((1, 1), (186, 216, 225)) in bte.bte_kinds and bte.prior is None and bte.interval.level == 0.9
     nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
                      [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
     nacl.to(filename=str(tmp_path / "NaCl.cif"))
-    assert cli(["predict", str(tmp_path / "NaCl.cif"), "--model", "kappa", "--output", str(tmp_path / "p.csv"),
-                "--quiet", "--top", "1"]) == 0
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.46), ["Ca", "F"], [[0, 0, 0], [.25, .25, .25]]).to(
+        filename=str(tmp_path / "CaF2.cif"))
+    inputs = [str(tmp_path / "NaCl.cif"), str(tmp_path / "CaF2.cif")]
+    assert cli(["predict", *inputs, "--model", "kappa", "--output", str(tmp_path / "p.csv"), "--quiet", "--top", "1"]) == 0
     assert "90 % interval" in capsys.readouterr().out
-    (row,) = read_rows(tmp_path / "p.csv").values()
+    rows = read_rows(tmp_path / "p.csv")
+    row = rows["NaCl.cif"]
     assert float(row["kappa_mean"]) > 0 and float(row["kappa_std"]) >= 0 and row["flag"] == ""
-    assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members)
-    assert row["route"] == "binaries" and all(r.interval.level == 0.9 for r in routes)
+    assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members) - len(bte.members)
+    assert row["route"] == "binaries" and rows["CaF2.cif"]["route"] == "other"
+    assert all(r.interval.level == 0.9 for r in routes)
     assert float(row["kappa_lo90"]) < float(row["kappa_mean"]) < float(row["kappa_hi90"])
-    assert all(r.prior is not None and r.prior.interval.level == 0.9 for r in routes)
-    write_bte_table(tmp_path / "bte.csv", [(str(tmp_path / "NaCl.cif"), "NaCl", 2.0, "")])
-    assert cli(["predict", str(tmp_path / "NaCl.cif"), "--model", "kappa", "--bte", str(tmp_path / "bte.csv"),
+    assert all(r.prior is not None and r.prior.interval.level == 0.9 for r in plain)
+    write_bte_table(tmp_path / "bte.csv", [(inputs[0], "NaCl", 2.0, ""), (inputs[1], "CaF2", 3.0, "")])
+    assert cli(["predict", *inputs, "--model", "kappa", "--bte", str(tmp_path / "bte.csv"),
                 "--output", str(tmp_path / "b.csv"), "--quiet"]) == 0
-    (blended,) = read_rows(tmp_path / "b.csv").values()
-    prior = next(r.prior for r in routes if r.name == "binaries")
-    assert float(blended["kappa_ensemble"]) == pytest.approx(float(row["kappa_mean"]))
-    assert float(blended["kappa_mean"]) == pytest.approx(float(prior.blend(float(row["kappa_mean"]), 2.0)))
+    with_bte = read_rows(tmp_path / "b.csv")
+    by_input = with_bte["NaCl.cif"]
+    own = [float(by_input[f"kappa_{name}"]) for name in bte.members]
+    assert by_input["route"] == "bte" and by_input["bte_note"] == "the models' input, no BTE prior"
+    assert float(by_input["kappa_mean"]) == pytest.approx(np.mean(own))
+    assert float(by_input["kappa_hi90"]) == pytest.approx(float(by_input["kappa_mean"]) * np.exp(bte.interval.ln_halfwidth))
+    blended, other = with_bte["CaF2.cif"], rows["CaF2.cif"]
+    prior = next(r.prior for r in routes if r.name == "other")
+    assert blended["route"] == "other" and float(blended["kappa_ensemble"]) == pytest.approx(float(other["kappa_mean"]))
+    assert float(blended["kappa_mean"]) == pytest.approx(float(prior.blend(float(other["kappa_mean"]), 3.0)))
     assert float(blended["kappa_hi90"]) == pytest.approx(
         float(blended["kappa_mean"]) * np.exp(prior.interval.ln_halfwidth))
 
