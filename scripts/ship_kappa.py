@@ -161,10 +161,12 @@ def bte_route(routes: list, card: dict) -> list[str]:
     single, ensemble, check = facts["single"], facts["ensemble"], facts["interval_check"]
     prior = card["cv"].get("prior_check", {}).get("routed", {})
     width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
+    few = " (fewer than the other routes': the bundle stays under its 20 MB)" if len(route.members) < min(
+        len(r.members) for r in routes if not r.needs_bte) else ""
     return [
         f"**With the phonon BTE as input: route `{route.name}`** (`--bte` only). The {route.describe()} — the "
         "kinds of compound its training data hold — are predicted by this route's "
-        f"{len(route.members)} members instead of their own route and prior; every other structure keeps its route "
+        f"{len(route.members)} members{few} instead of their own route and prior; every other structure keeps its route "
         f"(and prior): recipe `{facts['row'].removesuffix(' [cv]')}`, seeds {', '.join(map(str, facts['seeds']))} "
         f"(`protocol=final`, all of {facts['data']}): the backbone's features joined by the row's ln κ_BTE (where "
         "trusted) and its flags (trusted, imaginary modes, no scattering), read by the MLP head — the network "
