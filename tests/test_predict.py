@@ -328,6 +328,8 @@ def test_bad_routes_are_refused(two_runs, tmp_path, capsys):
     assert cli(["bundle", str(two_runs), "--route", "x", "1:1:1", str(two_runs / "s1"), "--route", "y", "1:1:1",
                 str(two_runs / "s2"), "--output", str(tmp_path / "b")]) == 2
     assert "two routes share a stoichiometry" in capsys.readouterr().err
+    assert cli(["bundle", "--output", str(tmp_path / "b")]) == 2
+    assert "give the runs of every structure no route takes (or --extend" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
