@@ -425,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
     phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
     phon.add_argument("--potential", default=None,
-                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about twice "
-                           "the time); keep one potential per table: a resumed table does not record it")
+                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about three "
+                           "times the time); keep one potential per table: a resumed table does not record it")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
                                                       "each with its own --output); smaller cells run first")
     phon.add_argument("--data-dir", default=None)
