@@ -145,7 +145,8 @@ def bundle(args) -> int:
                                                                         args.level), needs_bte=True))
     # every member loads, and all predict one property
     members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed), *bte_models], data_dir=args.data_dir)
-    not_bte = [m.path for m in members if m.path in map(str, bte_models) and not reads_bte(m.featurizer)]
+    bte_paths = {str(path) for path in bte_models}
+    not_bte = [m.path for m in members if m.path in bte_paths and not reads_bte(m.featurizer)]
     if not_bte:
         raise ParaisiteError(f"--bte-route: {', '.join(not_bte)} do not take the BTE κ as input (train them with "
                              "backbone=megnet_bte or m3gnet_bte)")

@@ -450,9 +450,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE route (`Route.bte_kinds`; unused
     without `physical`) predicts the structures of its kinds that have a row, and elsewhere the mean of a structure
     with a trusted BTE κ is the blend of its route's `Prior` (and the interval the prior's); then also
-    <name>_ensemble (the members'
-    mean), <name>_bte (the row's trusted κ) and bte_note (why not blended). The output is written to a temporary
-    file renamed at the end; an output that is one of the inputs is refused."""
+    <name>_ensemble (the members' mean), <name>_bte (the row's trusted κ) and bte_note (why not blended). The output
+    is written to a temporary file renamed at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
@@ -483,7 +482,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0, "blended": 0}
     best: list[tuple] = []
     try:
-        prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes, physical)
+        prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes,
+                                   physical if bte_route is not None else None)  # the rows only route to it
         for meta, features in prepared:
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],

@@ -15,9 +15,9 @@ interval (`paraisite bundle --interval-cv`); `--bte`: the `paraisite bte` tables
 route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
 
 The BTE route (members that read the phonon-BTE κ as input; they predict every structure `predict --bte` gives a
-row, of the kinds its training data hold): `--bte-route` its members, `--bte-cv` its recipe's cv sweep (trained on MIX, tested on each set), whose
-out-of-fold ensemble calibrates its interval. Without the positional folder the shipped bundle keeps its routes and
-card and gets the BTE route:
+row, of the kinds its training data hold): `--bte-route` its members, `--bte-cv` its recipe's cv sweep (trained on
+MIX, tested on each set), whose out-of-fold ensemble calibrates its interval. Without the positional folder the
+shipped bundle keeps its routes and card and gets the BTE route:
 
     python scripts/ship_kappa.py --bte-route outputs/kappa_bte_final --bte-cv outputs/bte_mix_cv/m3gnet_bte
 """
@@ -57,6 +57,12 @@ def scores(row: dict) -> dict:
     return {t: {k: row[f"{t}_{k}"] for k in ("mean", "lo", "hi")} for t in TESTS if row.get(f"{t}_n")}
 
 
+def bootstrapped(repeat: Repeat, metric: str, *key) -> dict:
+    """{mean, lo, hi}: `metric` of one repeat (an ensemble) and its 95 % bootstrap interval over materials."""
+    b = bootstrap([repeat], metric, "kappa", rng_for(*key))
+    return {"mean": b["estimate"], "lo": b["lo"], "hi": b["hi"]}
+
+
 def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
     """{"routed": {test set: {model, blended: {mean, lo, hi}, diff: {diff, ci_lo, ci_hi, p}, covered, n}},
     "interval_check": {data set: `coverage_out_of_fold`}}: each route's recipe out of fold (`ensembles`: data set →
@@ -78,8 +84,7 @@ def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
     for test, (model, blended) in pairs.items():
         scores = {}
         for name, repeat in (("model", model), ("blended", blended)):
-            b = bootstrap([repeat], "mape", "kappa", rng_for("ship-prior", name, test))
-            scores[name] = {"mean": b["estimate"], "lo": b["lo"], "hi": b["hi"]}
+            scores[name] = bootstrapped(repeat, "mape", "ship-prior", name, test)
         d = paired_difference([blended], [model], "mape", "kappa", rng_for("ship-prior-diff", test))
         scores["diff"] = {"diff": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"]}
         scores["covered"], scores["n"] = int(np.isfinite(kappa_of(physical, model.ids)).sum()), len(model.ids)
@@ -138,17 +143,16 @@ def bte_route_card(members: Path, cv: list[Path], row: str) -> dict:
     that ensemble on the set it trained on."""
     runs = find_runs(cv)
     card = {**route_card("bte", None, members), "row": row, "recipe": recipe(next(members.rglob("model.pt")))}
+    card["single"], card["ensemble"] = {}, {}
     for metric in METRICS:
         found = find_row(summarize(runs, metric), row)
         ensembles = repeats_of(found, as_ensemble=True)["committee"]
-        card.setdefault("single", {})[metric] = scores(found)
-        card.setdefault("ensemble", {})[metric] = {
-            t: {k: b[j] for k, j in (("mean", "estimate"), ("lo", "lo"), ("hi", "hi"))}
-            for t in TESTS if t in ensembles for b in [bootstrap([ensembles[t]], metric, "kappa",
-                                                                 rng_for("ship-bte", metric, t))]}
-        card["folds"], card["repeats"] = found["folds"], len(found["_repeats"])
-        own = ensembles[card["data"]]
-        card["interval_check"] = coverage_out_of_fold(own.true, own.pred, LEVEL)
+        card["single"][metric] = scores(found)
+        card["ensemble"][metric] = {t: bootstrapped(ensembles[t], metric, "ship-bte", metric, t)
+                                    for t in TESTS if t in ensembles}
+    own = ensembles[card["data"]]  # the repeats and their ensembles are the same under every metric
+    card["folds"], card["repeats"] = found["folds"], len(found["_repeats"])
+    card["interval_check"] = coverage_out_of_fold(own.true, own.pred, LEVEL)
     return card
 
 

@@ -6,10 +6,9 @@ data folder nor the runs are needed), the routes and the model card's facts (`ca
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
 stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
 the phonon-BTE κ as input) takes the structures of its training kinds that `paraisite predict --bte` gives a BTE
-row. `paraisite bundle
-RUN... [--route NAME STOICH RUN]... [--bte-route RUN] [--extend BUNDLE] --output DIR` writes one; `paraisite predict
-... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package (`paraisite/bundles/<NAME>/`, e.g.
-`kappa`).
+row. `paraisite bundle RUN... [--route NAME STOICH RUN]... [--bte-route RUN] [--extend BUNDLE] --output DIR` writes
+one; `paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package
+(`paraisite/bundles/<NAME>/`, e.g. `kappa`).
 """
 
 from __future__ import annotations
@@ -168,17 +167,23 @@ def route_for(routes: list[Route], formula: str, structure, bte_row: bool = Fals
         r for r in routes if r.stoichiometry is None and not r.needs_bte)
 
 
+def last_stage_sources(configs: list[dict]) -> list[tuple[str, int | None]]:
+    """(source, record limit) of every data source the members' last stages trained on."""
+    from paraisite.data.datasets import sources_of
+
+    return sorted({(source, c["datamodule"]["limit"]) for c in configs
+                   for source in sources_of(list(c["finetune"]["stages"].values())[-1]["data"])}, key=str)
+
+
 def training_kinds(configs: list[dict], by_composition: bool,
                    data_dir: str | None = None) -> dict[tuple[int, ...], tuple[int, ...] | None]:
     """{stoichiometry: its space groups (None for composition data)} of the compounds in the data sets the
     members' last stages trained on."""
-    from paraisite.data.datasets import source_path, sources_of
+    from paraisite.data.datasets import source_path
     from paraisite.data.records import read_records
 
-    read = {(source, c["datamodule"]["limit"]) for c in configs
-            for source in sources_of(list(c["finetune"]["stages"].values())[-1]["data"])}
     kinds: dict[tuple[int, ...], set] = {}
-    for source, limit in sorted(read, key=str):
+    for source, limit in last_stage_sources(configs):
         for record in read_records(source_path(source, data_dir, by_composition), on_bad="skip", limit=limit):
             amounts = stoichiometry_of(record.formula)
             if all(float(a).is_integer() for a in amounts):
@@ -193,9 +198,9 @@ def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], b
     (None for composition data); a clear error when those sets hold no such compound."""
     kinds = training_kinds(configs, by_composition, data_dir)
     if stoichiometry not in kinds or kinds[stoichiometry] == ():
-        sets = sorted({s for c in configs for s in [list(c["finetune"]["stages"].values())[-1]["data"]]}, key=str)
+        sources = sorted({source for source, _ in last_stage_sources(configs)})
         raise ParaisiteError(f"stoichiometry {':'.join(map(str, stoichiometry))}: the route's training data "
-                             f"({', '.join(map(str, sets))}) hold no such compound")
+                             f"({', '.join(sources)}) hold no such compound")
     return kinds[stoichiometry]
 
 
