@@ -410,7 +410,7 @@ def prior_note(rid: str, formula: str, priors: set, physical: dict,
     row = row_of(physical, rid)
     if row is None:
         return None, False, "not in the BTE tables"
-    table_formula, kappa, why = row
+    table_formula, kappa, why = row.formula, row.kappa, row.why
     if parse_formula(table_formula) != parse_formula(formula):
         raise ParaisiteError(f"--bte: {rid}: the BTE table holds {table_formula} under this id, the input is {formula} "
                              "(a table of other structures?)")

@@ -10,8 +10,10 @@ bundle's route stores (`paraisite bundle --bte`); `paraisite predict --bte TABLE
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -105,23 +107,36 @@ def mape(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - true) / true))
 
 
-def physical_kappa(tables: list[str | Path]) -> dict[str, tuple[str, float | None, str]]:
-    """{id: (formula, κ or None, why not)} from `paraisite bte` tables (a later table's row replaces an earlier);
-    κ only where the row is trusted (`BTEResult.trusted`), else the row's flag."""
+class BTERow(NamedTuple):
+    """One structure's row of `paraisite bte` tables as priors and the BTE input read it (stored in a model's spec
+    as a list; rows stored before `computed` and `min_frequency` existed have the first three)."""
+
+    formula: str
+    kappa: float | None  # W/mK, only where the row is trusted (`BTEResult.trusted`)
+    why: str  # why not trusted: the row's flag; "" where trusted
+    computed: float | None = None  # W/mK, the κ computed, trusted or not (None: none, or not finite)
+    min_frequency: float | None = None  # THz, the lowest over the mesh (negative: imaginary modes)
+
+
+def physical_kappa(tables: list[str | Path]) -> dict[str, BTERow]:
+    """{id: `BTERow`} from `paraisite bte` tables (a later table's row replaces an earlier)."""
     from paraisite.phonons import read_table
 
     out = {}
     for path in tables:
         for rid, row in read_table(Path(path)).items():
             why = "" if row.trusted else (row.flag or f"κ {row.kappa:g} not usable")
-            out[rid] = (row.formula, row.kappa if row.trusted else None, why)
+            finite = math.isfinite(row.kappa) and row.kappa > 0
+            out[rid] = BTERow(row.formula, row.kappa if row.trusted else None, why, row.kappa if finite else None,
+                              row.min_frequency if math.isfinite(row.min_frequency) else None)
     return out
 
 
-def row_of(physical: dict, rid: str) -> tuple | list | None:
-    """The row of `rid` in `physical` (`physical_kappa`'s form), else the row of its file name (a structure file
-    given by another path than the table's); None where there is neither."""
-    return physical.get(rid, physical.get(Path(rid).name))
+def row_of(physical: dict, rid: str) -> BTERow | None:
+    """The row of `rid` in `physical` (`physical_kappa`'s form, or its rows as stored lists), else the row of its
+    file name (a structure file given by another path than the table's); None where there is neither."""
+    row = physical.get(rid, physical.get(Path(rid).name))
+    return None if row is None else BTERow(*row)
 
 
 def kappa_of(physical: dict, ids) -> np.ndarray:

@@ -26,6 +26,5 @@ for data in dataset1 dataset2; do  # the BTE route by domain: each set's own row
   fi
 done
 if [[ ! -f $DEST/runs.tar.gz || ${ARCHIVE:-0} == 1 ]]; then
-  (cd "$(dirname "$OUT")" && find "$(basename "$OUT")" \( -name results.json -o -name test_predictions.csv \) -print0 \
-    | sort -z | tar czf - --null -T -) > "$DEST/runs.tar.gz"
+  scripts/archive_runs.sh "$OUT" "$DEST"
 fi

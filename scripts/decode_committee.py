@@ -35,12 +35,13 @@ import numpy as np
 
 from paraisite.prior import A_GRID, FOLDS, fit_weights, folds_of, kappa_of, mape, physical_kappa
 from paraisite.report import experts, find_row, find_runs, repeats_of, summarize
-from paraisite.stats import Repeat, bootstrap, paired, rng_for
+from paraisite.stats import Repeat, bootstrap, ensemble, paired, rng_for
 
 K_NEIGHBOURS = (3, 5, 10)
 LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
 B_GRID = np.round(np.arange(-1.0, 1.501, 0.05), 2)
+COMMITTEE = " & "  # joins the rows of a committee in a member's spec
 UNSTABLE = "imaginary_modes"  # the BTE table's flag of a dynamically unstable lattice
 # how each decoder's fit is shown
 PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})",
@@ -48,7 +49,10 @@ PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bt
 
 
 def member_ensemble(rows: list[dict], spec: str, test: str) -> Repeat:
-    """The out-of-fold ensemble of one member row (`spec`: a label, or "A|B" for the experts of rows A and B)."""
+    """The out-of-fold ensemble of one member row (`spec`: a label, "A|B" for the experts of rows A and B, or
+    "A & B" for the committee of A and B: per material, the arithmetic mean of their ensembles)."""
+    if COMMITTEE in spec:
+        return ensemble([member_ensemble(rows, name, test) for name in spec.split(COMMITTEE)])
     names = spec.split("|")
     row = experts(rows, names, "mape", n_boot=1) if len(names) > 1 else find_row(rows, spec)
     return repeats_of(row, as_ensemble=True)["committee"][test]

@@ -36,6 +36,27 @@ def test_rows_become_log_kappa_and_indicators_a_wrong_formula_is_flagged_a_missi
     assert "1 of 7 record(s) are in no BTE table" in caplog.text and ": e" in caplog.text
 
 
+def test_unstable_modes_give_the_computed_kappa_floored_and_the_depth_of_the_instability(tmp_path):
+    """A trusted row reads as without the mode; an unstable row gets its κ (floored at 0.1 W/mK) and |lowest
+    frequency|; an unscattered row none of either. A spec stored before the mode (rows of three) reads without it."""
+    write_bte_table(tmp_path / "t.csv", [("a", "NaCl", 5.0, ""), ("b", "CuCl", 0.4, "imaginary_modes", -0.6),
+                                         ("c", "RbBr", 0.003, "imaginary_modes", -1.9),
+                                         ("d", "BAs", float("inf"), "no_scattering")])
+    records = [Record("a", "NaCl", 6.0), Record("b", "CuCl", 1.0), Record("c", "RbBr", 3.0), Record("d", "BAs", 900.0)]
+    descriptors = BTEDescriptors([str(tmp_path / "t.csv")], unstable_modes=True)
+    assert descriptors.names[-1] == "bte_instability_thz" and len(descriptors.shift) == len(descriptors.scale) == 5
+    data = descriptors.featurizer().build(records)
+    torch.testing.assert_close(data.x, torch.tensor([[math.log(5.0), 1, 0, 0, 0], [math.log(0.4), 0, 1, 0, 0.6],
+                                                     [math.log(0.1), 0, 1, 0, 1.9], [0, 0, 0, 1, 0]]))
+    plain = BTEDescriptors([str(tmp_path / "t.csv")])
+    torch.testing.assert_close(plain.featurizer().build(records).x,
+                               torch.tensor([[math.log(5.0), 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    old = BTEDescriptors(spec={"tables": ["t.csv"], "rows": {k: v[:3] for k, v in plain.spec["rows"].items()}})
+    assert old.names == plain.names and not old.unstable_modes
+    torch.testing.assert_close(old.featurizer().build(records).x, plain.featurizer().build(records).x)
+    assert descriptors.featurizer().key("h") != plain.featurizer().key("h")
+
+
 def test_a_missing_table_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="nothere.csv"):
         BTEDescriptors([str(tmp_path / "nothere.csv")])
