@@ -2,7 +2,9 @@
 # The BTE input with the unstable rows (docs/benchmarks.md, "The unstable rows' κ as a network input"): the report of
 # the four MIX-trained BTE-input rows (single models and out-of-fold ensembles on Dataset1, Dataset2, MIX), the
 # committee of the two `_unstable` rows (the goal candidate) and of the two plain ones, the paired ensembles of each
-# backbone's two rows and of the two committees, and the runs' archive (scripts/archive_runs.sh).
+# backbone's two rows and of the two committees, and the runs' archive (scripts/archive_runs.sh). With the by_set runs
+# (the plain rows trained on Dataset1 alone and on Dataset2 alone): each set's own committee against the MIX-trained
+# one, and on MIX the per-source committees (each material by its own set's committee).
 #   scripts/bte_unstable_report.sh > docs/results/bte_unstable_cv/paired.md        # OUT=… DEST=…
 # Without the run folders: tar xzf docs/results/bte_unstable_cv/runs.tar.gz -C DIR, then OUT=DIR/bte_unstable_cv …
 set -euo pipefail
@@ -25,4 +27,12 @@ for data in dataset1 dataset2 mix; do
     $PY scripts/paired_ensembles.py "$OUT" --test $data --rows "$(row ${backbone}_unstable)" "$(row $backbone)"
   done
 done
+if [[ -d $OUT/by_set ]]; then
+  own() { echo "m3gnet_bte/eform/dft/$1 [cv] & megnet_bte/eform/dft/$1 [cv]"; }
+  for data in dataset1 dataset2; do
+    $PY scripts/paired_ensembles.py "$OUT" --test $data --rows "$(own $data)" "$OLD"
+  done
+  EXPERTS="m3gnet_bte/eform/dft/dataset1 [cv]|m3gnet_bte/eform/dft/dataset2 [cv] & megnet_bte/eform/dft/dataset1 [cv]|megnet_bte/eform/dft/dataset2 [cv]"
+  $PY scripts/paired_ensembles.py "$OUT" --test mix --rows "$EXPERTS" "$OLD"
+fi
 scripts/archive_runs.sh "$OUT" "$DEST"
