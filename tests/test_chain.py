@@ -39,6 +39,7 @@ def test_presets_and_labels(overrides, label):
     assert (config["pretrain"], config["finetune"], config["data"]) == label
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_agl_leakage_filter_on_a_constructed_overlap(tmp_path, mirror_records):
     """A stage's training data never holds a formula that another source tests on (holdout)."""
     datamodule = partial(LTCDataModule, featurizer=FEATURIZER, seed=5)

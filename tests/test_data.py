@@ -43,7 +43,8 @@ def test_corrupt_and_missing_files_are_named(tmp_path):
     assert "ltc/dataset1.json.gz" in report["corrupt"] and "ltc/dataset2.json.gz" in report["missing"]
 
 
-@pytest.mark.parametrize("name,count", [("dataset1", 95), ("dataset2", 143), ("agl", 3256)])
+@pytest.mark.parametrize("name,count", [("dataset1", 95), ("dataset2", 143),
+                                        pytest.param("agl", 3256, marks=pytest.mark.slow)])
 def test_named_datasets_load(name, count):
     records = read_records(datasets.source_path(name))
     assert len(records) == count

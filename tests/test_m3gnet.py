@@ -32,6 +32,7 @@ def test_published_state_loads_exactly():
     assert all(model.get_buffer(name).item() == args["cutoff"] for name in CUTOFF_BUFFERS)
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 @torch.no_grad()
 def test_reproduces_materials_project_formation_energies(backbone):
     """CsCl and NaCl against MP's values, and the MAE over the LTC structures with one MP entry (matgl: 0.019)."""

@@ -151,7 +151,8 @@ def test_stage_optimizer_follows_the_reference_adam(mirror_records):
 
 
 @pytest.mark.parametrize("backbone, features, name", [("chgnet", 64, "CHGNet 0.3.0 (random init)"),
-                                                      ("sevennet", 128, "SevenNet 7net-0 (random init)")])
+                                                      pytest.param("sevennet", 128, "SevenNet 7net-0 (random init)",
+                                                                   marks=pytest.mark.slow)])
 def test_stage_policy_freezes_or_trains_a_potential_backbone(backbone, features, name):
     module = build_model(compose_cfg(f"backbone={backbone}", "pretrain=scratch", "finetune=dft"), weights=None)
     assert module.backbone.out_dim == features and module.backbone.name == name

@@ -99,6 +99,7 @@ def bte_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_table(bte_run, tmp_path):
     cif = tmp_path / "MgO.cif"
     rocksalt(4.21, "Mg", "O").to(filename=str(cif))
@@ -116,6 +117,7 @@ def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_ta
     assert with_table["bte_note"] == "the models' input, no BTE prior" and float(with_table["kappa_bte"]) == 60.0
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_run, two_runs, tmp_path, capsys):
     """`bundle --extend B --bte-route RUN`: B's routes and members are kept; without `--bte` the bundle predicts as
     B did and its BTE members are left out; with it, a structure with a row (even a flagged one) of a kind the BTE

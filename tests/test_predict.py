@@ -356,6 +356,7 @@ def test_the_training_domain_notes_new_elements_and_larger_cells():
     assert Domain(frozenset({"Na"}), None).outside("Na", 500) == ""  # composition data: no cell size
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeypatch, capsys):
     """Without --bte: the three routes of plain members, each with its interval and BTE prior. With --bte: a
     rock-salt binary with a row goes to the BTE route (its members read the row); a fluorite (a kind the BTE route

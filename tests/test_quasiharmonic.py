@@ -61,6 +61,7 @@ def test_energies_without_a_minimum_are_refused():
         debye_gruneisen(volumes, -0.1 * volumes, [22.99, 35.45])
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_chgnet_equation_of_state_of_rocksalt_and_flags():
     nacl, conventional = rocksalt(5.64), rocksalt(5.64)
     heavy = Structure(Lattice.cubic(5.0), ["Am", "O"], ROCKSALT)
@@ -117,6 +118,7 @@ def test_features_run_and_predict_equal_the_regressor_on_the_features(tmp_path):
 AUGMENTED = ["backbone=m3gnet_physics", "finetune=dft", "datamodule.limit=20", "evaluate_on=[dataset2]"]
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_augmented_backbone_joins_inner_and_standardised_physics_features(tmp_path):
     from paraisite.models.augmented import AugmentedFeaturizer, PhysicsAugmented
     from paraisite.models.quasiharmonic import AGL_MEAN, AGL_STD

@@ -18,6 +18,7 @@ def backbone():
     return SevenNetBackbone(WEIGHTS).eval()
 
 
+@pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 @torch.no_grad()
 def test_the_weights_load_exactly_and_the_features_are_per_atom(backbone):
     from sevenn import _keys as KEY
