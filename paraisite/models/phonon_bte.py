@@ -45,6 +45,10 @@ KAPPA_FLOOR = 0.1  # W/mK: below any crystal's κ at 300 K; a strongly unstable 
 BTE_FORMULA_MISMATCH = "bte_formula_mismatch"
 
 
+def feature_names(unstable_modes: bool) -> tuple[str, ...]:
+    return FEATURES_UNSTABLE if unstable_modes else FEATURES
+
+
 @dataclass
 class BTEFeaturizer(Featurizer):
     """Records → `FEATURES` (`FEATURES_UNSTABLE` with `unstable_modes`) from `rows` ({id: `prior.BTERow` as a
@@ -71,8 +75,7 @@ class BTEFeaturizer(Featurizer):
         return [*x, max(0.0, -row.min_frequency) if unstable and row.min_frequency is not None else 0.0]
 
     def build(self, records: list[Record]) -> CompositionSet:
-        names = FEATURES_UNSTABLE if self.unstable_modes else FEATURES
-        x, flags, missing = np.zeros((len(records), len(names))), [], []
+        x, flags, missing = np.zeros((len(records), len(feature_names(self.unstable_modes)))), [], []
         for i, rec in enumerate(records):
             row = row_of(self.rows, rec.id)
             if row is None:
@@ -128,7 +131,7 @@ class BTEDescriptors(Descriptors):
                     "rows": {rid: list(row) for rid, row in physical_kappa(paths).items()}}
         self.spec = spec
         self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before the mode existed: off
-        self.names = FEATURES_UNSTABLE if self.unstable_modes else FEATURES
+        self.names = feature_names(self.unstable_modes)
         self.shift = (math.log(10.0), 0.0, 0.0, 0.0, 0.0)[:len(self.names)]
         self.scale = (2.0, 1.0, 1.0, 1.0, 1.0)[:len(self.names)]
         self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{', unstable modes' if self.unstable_modes else ''})"
