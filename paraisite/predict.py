@@ -410,17 +410,16 @@ def prior_note(rid: str, formula: str, priors: set, physical: dict,
     row = row_of(physical, rid)
     if row is None:
         return None, False, "not in the BTE tables"
-    table_formula, kappa, why = row.formula, row.kappa, row.why
-    if parse_formula(table_formula) != parse_formula(formula):
-        raise ParaisiteError(f"--bte: {rid}: the BTE table holds {table_formula} under this id, the input is {formula} "
+    if parse_formula(row.formula) != parse_formula(formula):
+        raise ParaisiteError(f"--bte: {rid}: the BTE table holds {row.formula} under this id, the input is {formula} "
                              "(a table of other structures?)")
     if as_input:
-        return kappa, False, f"the models' input{f' ({why})' if why else ''}, no BTE prior"
-    if kappa is None:
-        return None, False, why
+        return row.kappa, False, f"the models' input{f' ({row.why})' if row.why else ''}, no BTE prior"
+    if row.kappa is None:
+        return None, False, row.why
     if len(priors) != 1 or None in priors:
-        return kappa, False, "its models have no BTE prior"
-    return kappa, True, ""
+        return row.kappa, False, "its models have no BTE prior"
+    return row.kappa, True, ""
 
 
 def bte_route_of(members: list[Member]) -> Route | None:

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/bte_unstable_cv}
 DEST=${DEST:-docs/results/bte_unstable_cv}
 PY=${PY:-.venv/bin/python}
-row() { echo "$1/eform/dft/mix [cv]"; }
+row() { echo "$1/eform/dft/${2:-mix} [cv]"; }  # a cv row's label: backbone [data set]
 NEW="$(row m3gnet_bte_unstable) & $(row megnet_bte_unstable)"
 OLD="$(row m3gnet_bte) & $(row megnet_bte)"
 
@@ -28,11 +28,11 @@ for data in dataset1 dataset2 mix; do
   done
 done
 if [[ -d $OUT/by_set ]]; then
-  own() { echo "m3gnet_bte/eform/dft/$1 [cv] & megnet_bte/eform/dft/$1 [cv]"; }
   for data in dataset1 dataset2; do
-    $PY scripts/paired_ensembles.py "$OUT" --test $data --rows "$(own $data)" "$OLD"
+    $PY scripts/paired_ensembles.py "$OUT" --test $data --rows "$(row m3gnet_bte $data) & $(row megnet_bte $data)" "$OLD"
   done
-  EXPERTS="m3gnet_bte/eform/dft/dataset1 [cv]|m3gnet_bte/eform/dft/dataset2 [cv] & megnet_bte/eform/dft/dataset1 [cv]|megnet_bte/eform/dft/dataset2 [cv]"
+  experts() { echo "$(row "$1" dataset1)|$(row "$1" dataset2)"; }
+  EXPERTS="$(experts m3gnet_bte) & $(experts megnet_bte)"
   $PY scripts/paired_ensembles.py "$OUT" --test mix --rows "$EXPERTS" "$OLD"
 fi
 scripts/archive_runs.sh "$OUT" "$DEST"

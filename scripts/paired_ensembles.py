@@ -1,7 +1,8 @@
 """Two rows' out-of-fold ensembles, paired: MAPE of A − B on the same materials (95 % paired bootstrap interval over
 materials, permutation p). Each side is a row's ensemble (per material, the mean of its out-of-fold predictions over
-the repeats), a committee "A & B" (the mean of the rows' ensembles), or with `+bte` after its label that ensemble with the phonon-BTE prior of `scripts/decode_committee.py`
-(the `bte` decoder: each fold's weights fitted on the other folds; --bte names the tables).
+the repeats), a committee "A & B" (the mean of the rows' ensembles), or with `+bte` after its label that ensemble with
+the phonon-BTE prior of `scripts/decode_committee.py` (the `bte` decoder: each fold's weights fitted on the other
+folds; --bte names the tables).
     python scripts/paired_ensembles.py outputs/bte_input_cv --test dataset1 --bte docs/results/bte/*.csv \
         --rows "megnet_bte/eform/dft/dataset1 [cv]" "megnet/eform/dft/dataset1 [cv]+bte"
 """
