@@ -139,23 +139,26 @@ def bundle(args) -> int:
     routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
                           prior_for(f"route {name}", models, calibration, physical, args.level))
               for name, amounts, runs in [*routed, *rest] for models in [tuple(find_models(runs))]]
-    bte_models = tuple(find_models(args.bte_route)) if args.bte_route else ()
-    if bte_models:
-        routes.append(RouteModels("bte", None, bte_models, interval_for("route bte", bte_models, calibration,
-                                                                        args.level), needs_bte=True))
+    for name, runs in args.bte_route or []:
+        models = tuple(find_models([runs]))
+        routes.append(RouteModels(name, None, models, interval_for(f"route {name}", models, calibration, args.level),
+                                  needs_bte=True))
+    bte_models = [str(path) for r in routes if r.needs_bte for path in r.models]
     # every member loads, and all predict one property
     members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed), *bte_models], data_dir=args.data_dir)
-    bte_paths = {str(path) for path in bte_models}
-    not_bte = [m.path for m in members if m.path in bte_paths and not reads_bte(m.featurizer)]
+    not_bte = [m.path for m in members if m.path in bte_models and not reads_bte(m.featurizer)]
     if not_bte:
         raise ParaisiteError(f"--bte-route: {', '.join(not_bte)} do not take the BTE κ as input (train them with "
                              "backbone=megnet_bte or m3gnet_bte)")
     kept = {property_of(m.config) for m in read_bundle(args.extend)[0]} if args.extend else set()
-    if kept and kept != {members[0].property}:
+    if members and kept and kept != {members[0].property}:
         raise ParaisiteError(f"--extend {args.extend}: its members predict {sorted(kept)}, the runs "
                              f"{members[0].property}")
-    manifest, written = write_bundle(routes, args.output, card, members[0].featurizer.by_composition, args.data_dir,
-                                     half=args.half, extend=args.extend)
+    if args.keep and not args.extend:
+        raise ParaisiteError("--keep picks routes of the bundle given with --extend")
+    by_composition = members[0].featurizer.by_composition if members else False  # no new route: not read
+    manifest, written = write_bundle(routes, args.output, card, by_composition, args.data_dir, half=args.half,
+                                     extend=args.extend, keep=kept_spec(args.keep))
     for route in written:
         print(f"route {route.name} ({route.describe()}): {len(route.members)} member(s); training domain "
               f"{len(route.domain.elements)} elements, cells up to {route.domain.max_atoms or '—'} atoms")
@@ -172,6 +175,19 @@ def bundle(args) -> int:
                   f"fold{width}")
     print(f"→ {manifest.parent} (model.json, weights.safetensors{', float16' if args.half else ''})")
     return 0
+
+
+def kept_spec(specs: list[str] | None) -> dict[str, int | None] | None:
+    """--keep ROUTE[:N]... as {route: N (None: all its members)}; None: keep every route."""
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        name, _, n = spec.partition(":")
+        if n and not n.isdigit():
+            raise ParaisiteError(f"--keep {spec}: give ROUTE or ROUTE:N (N the number of its first members kept)")
+        out[name] = int(n) if n else None
+    return out
 
 
 def cv_rows(folders: list | None) -> list[dict] | None:
@@ -389,13 +405,16 @@ def main(argv: list[str] | None = None) -> int:
     bun.add_argument("--route", nargs=3, action="append", metavar=("NAME", "STOICHIOMETRY", "RUNS"),
                      help="the models under RUNS predict the compounds of this stoichiometry, e.g. --route binaries 1:1 "
                           "outputs/final_dataset1 (repeatable; the output gets a route column)")
-    bun.add_argument("--bte-route", nargs="+", default=None, metavar="RUNS",
+    bun.add_argument("--bte-route", nargs=2, action="append", default=None, metavar=("NAME", "RUNS"),
                      help="models that take the phonon-BTE κ as input (backbone=megnet_bte, m3gnet_bte): they predict "
                           "the structures that `predict --bte` gives a BTE row, of the kinds (stoichiometry, space "
-                          "group) their training data hold (route bte; unused without --bte)")
+                          "group) their training data hold (unused without --bte; repeatable, one route per kind)")
     bun.add_argument("--extend", default=None, metavar="BUNDLE",
                      help="keep this bundle's members and routes (a folder or a shipped name), add the new routes "
-                          "and update its card; e.g. --extend kappa --bte-route RUNS --output DIR")
+                          "and update its card; e.g. --extend kappa --bte-route bte RUNS --output DIR")
+    bun.add_argument("--keep", nargs="+", default=None, metavar="ROUTE[:N]",
+                     help="with --extend: keep only these of its routes, ROUTE:N with its first N members "
+                          "(e.g. --keep other binaries:3 half-heuslers:3)")
     bun.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; predictions "
                                                          "within ~1e-3 relative)")
     bun.add_argument("--interval-cv", nargs="+", action="extend", default=None, metavar="FOLDER",

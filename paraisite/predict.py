@@ -422,9 +422,9 @@ def prior_note(rid: str, formula: str, priors: set, physical: dict,
     return row.kappa, True, ""
 
 
-def bte_route_of(members: list[Member]) -> Route | None:
-    """The BTE route of a bundle's members (`Route.needs_bte`), None without one."""
-    return next((m.route for m in members if m.route is not None and m.route.needs_bte), None)
+def bte_routes_of(members: list[Member]) -> set[Route]:
+    """The BTE routes of a bundle's members (`Route.needs_bte`)."""
+    return {m.route for m in members if m.route is not None and m.route.needs_bte}
 
 
 def by_file_name(physical: dict) -> dict:
@@ -446,17 +446,17 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
     route that took the structure (only its members predict it), flag, extrapolation (inputs beyond the training
     domain, members predicting far outside their training range; the prediction is kept). With `physical`
-    (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE route (`Route.bte_kinds`; unused
-    without `physical`) predicts the structures of its kinds that have a row, and elsewhere the mean of a structure
+    (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE routes (`Route.bte_kinds`; unused
+    without `physical`) predict the structures of their kinds that have a row, and elsewhere the mean of a structure
     with a trusted BTE κ is the blend of its route's `Prior` (and the interval the prior's); then also
     <name>_ensemble (the members' mean), <name>_bte (the row's trusted κ) and bte_note (why not blended). The output
     is written to a temporary file renamed at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
     name = output_name(members)
     mean_column = "kappa_mean" if name == "kappa" else "prediction"
-    bte_route = bte_route_of(members)
-    if physical is None and bte_route is not None:  # it takes structures given a BTE row: none without `--bte`
-        members = [m for m in members if m.route != bte_route]
+    bte_routes = bte_routes_of(members)
+    if physical is None:  # they take structures given a BTE row: none without `--bte`
+        members = [m for m in members if m.route not in bte_routes]
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
     as_input = set()
     if physical is not None:
@@ -482,7 +482,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     best: list[tuple] = []
     try:
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes,
-                                   physical if bte_route is not None else None)  # the rows only route to it
+                                   physical if bte_routes else None)  # the rows only route to them
         for meta, features in prepared:
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],

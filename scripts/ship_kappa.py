@@ -14,12 +14,15 @@ intervals) are the card's expected error and whose out-of-fold ensembles calibra
 interval (`paraisite bundle --interval-cv`); `--bte`: the `paraisite bte` tables of their materials, on which each
 route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
 
-The BTE route (members that read the phonon-BTE κ as input; they predict every structure `predict --bte` gives a
-row, of the kinds its training data hold): `--bte-route` its members, `--bte-cv` its recipe's cv sweep (trained on
-MIX, tested on each set), whose out-of-fold ensemble calibrates its interval. Without the positional folder the
-shipped bundle keeps its routes and card and gets the BTE route:
+The BTE routes (members that read the phonon-BTE κ as input; each predicts the structures `predict --bte` gives a
+row, of the kinds its training set holds): `--bte-route NAME RUNS` a route's members (trained on one set),
+`--bte-cv` the cv sweeps of their recipe on each set (`--bte-row`), whose out-of-fold ensembles give each route's
+expected error and calibrate its interval. Without the positional folder the shipped bundle keeps its routes
+(`--keep`: only those named, ROUTE:N with its first N members) and card, and gets the BTE routes:
 
-    python scripts/ship_kappa.py --bte-route outputs/kappa_bte_final --bte-cv outputs/bte_mix_cv/m3gnet_bte
+    python scripts/ship_kappa.py --keep other binaries:3 half-heuslers:3 \\
+        --bte-route binaries-bte outputs/bte_domain_route/final_dataset1 \\
+        --bte-route half-heuslers-bte outputs/bte_domain_route/final_dataset2 --bte-cv outputs/bte_domain_route/cv
 """
 
 from __future__ import annotations
@@ -137,60 +140,92 @@ def route_card(name: str, stoichiometry: str | None, members: Path) -> dict:
             "versions": first["versions"]}
 
 
-def bte_route_card(members: Path, cv: list[Path], row: str) -> dict:
-    """The BTE route's facts: its members, their recipe, and its recipe's cv row (`row`) on each test set, as
+def ensemble_scores(found: dict, metric: str, tests, key: str) -> dict:
+    """{test set: {mean, lo, hi}}: `metric` of a cv row's out-of-fold ensemble of the repeats on each test set."""
+    ensembles = repeats_of(found, as_ensemble=True)["committee"]
+    return {t: bootstrapped(ensembles[t], metric, "ship-bte", key, metric, t) for t in tests if t in ensembles}
+
+
+def bte_route_cards(routes: list[tuple[str, Path]], cv: list[Path], row: str) -> tuple[list[dict], dict]:
+    """The BTE routes' facts, and those of them together (the per-source experts of their rows, {} for one route):
+    each route's members and recipe, and its recipe's cv row (`row`, {data}: the set it trained on) on that set, as
     single models and as the out-of-fold ensemble of the repeats (what the route is), with the interval check of
-    that ensemble on the set it trained on."""
+    that ensemble."""
     runs = find_runs(cv)
-    card = {**route_card("bte", None, members), "row": row, "recipe": recipe(next(members.rglob("model.pt")))}
-    card["single"], card["ensemble"] = {}, {}
-    for metric in METRICS:
-        found = find_row(summarize(runs, metric), row)
-        ensembles = repeats_of(found, as_ensemble=True)["committee"]
-        card["single"][metric] = scores(found)
-        card["ensemble"][metric] = {t: bootstrapped(ensembles[t], metric, "ship-bte", metric, t)
-                                    for t in TESTS if t in ensembles}
-    own = ensembles[card["data"]]  # the repeats and their ensembles are the same under every metric
-    card["folds"], card["repeats"] = found["folds"], len(found["_repeats"])
-    card["interval_check"] = coverage_out_of_fold(own.true, own.pred, LEVEL)
-    return card
+    cards, labels = [], []
+    for name, members in routes:
+        card = route_card(name, None, members)
+        card.update(row=row.format(data=card["data"]), recipe=recipe(next(members.rglob("model.pt"))))
+        card["single"], card["ensemble"] = {}, {}
+        for metric in METRICS:
+            found = find_row(summarize(runs, metric), card["row"])
+            card["single"][metric] = {card["data"]: scores(found)[card["data"]]}
+            card["ensemble"][metric] = ensemble_scores(found, metric, [card["data"]], name)
+        own = repeats_of(found, as_ensemble=True)["committee"][card["data"]]
+        card["folds"], card["repeats"] = found["folds"], len(found["_repeats"])
+        card["interval_check"] = coverage_out_of_fold(own.true, own.pred, LEVEL)
+        cards.append(card)
+        labels.append(card["row"])
+    together = {}
+    if len(cards) > 1:
+        for metric in METRICS:
+            rows = summarize(runs, metric)
+            together[metric] = ensemble_scores(experts(rows, labels, metric), metric, TESTS, "experts")
+    return cards, together
 
 
-def bte_route(routes: list, card: dict) -> list[str]:
-    """The page's section on the BTE route (none without it)."""
-    facts = card.get("bte_route")
-    route = next((r for r in routes if r.needs_bte), None)
-    if not facts or route is None:
+def bte_routes(routes: list, card: dict) -> list[str]:
+    """The page's section on the BTE routes (none without them)."""
+    facts = {c["name"]: c for c in card.get("bte_routes", [])}
+    written = [r for r in routes if r.needs_bte and r.name in facts]
+    if not written:
         return []
-    single, ensemble, check = facts["single"], facts["ensemble"], facts["interval_check"]
+    first, together = facts[written[0].name], card.get("bte_together", {})
+    others = min(len(r.members) for r in routes if not r.needs_bte)
     prior = card["cv"].get("prior_check", {}).get("routed", {})
-    width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
-    few = " (fewer than the other routes': the bundle stays under its 20 MB)" if len(route.members) < min(
-        len(r.members) for r in routes if not r.needs_bte) else ""
-    return [
-        f"**With the phonon BTE as input: route `{route.name}`** (`--bte` only). The {route.describe()} — the "
-        "kinds of compound its training data hold — are predicted by this route's "
-        f"{len(route.members)} members{few} instead of their own route and prior; every other structure keeps its route "
-        f"(and prior): recipe `{facts['row'].removesuffix(' [cv]')}`, seeds {', '.join(map(str, facts['seeds']))} "
-        f"(`protocol=final`, all of {facts['data']}): the backbone's features joined by the row's ln κ_BTE (where "
-        "trusted) and its flags (trusted, imaginary modes, no scattering), read by the MLP head — the network "
-        "weighs the physics per material, where the prior above has one weight per route. Flagged rows are inputs "
-        "too. Its stages: " + "; ".join(f"{s['name']} on {s['data']}: {s['epochs']} epochs, batch {s['batch_size']}, "
-                                       f"lr {s['lr']:g}" for s in facts["recipe"]) + ".", "",
-        f"Expected error (the recipe under {facts['folds']}-fold cross-validation × {facts['repeats']} repeats on "
-        f"seeds other than the members', trained on {facts['data']} and scored on each set's materials out of fold; "
-        "95 % bootstrap intervals over materials; `docs/benchmarks.md`, \"M3GNet-BTE trained on MIX, on fresh "
-        "folds\"). The route is an ensemble, so its own estimate is the ensemble's column:", "",
-        "| test set | MAPE, single models | **MAPE, ensemble of the repeats** | MAE (W/mK), ensemble | log10 MAE, "
-        "ensemble | Spearman ρ, ensemble | MAPE, routed model with its prior (above; other folds, not paired) |",
-        "|---|---|---|---|---|---|---|",
-        *(f"| {t} | {fmt(single['mape'][t])} | **{fmt(ensemble['mape'][t])}** | "
-          + " | ".join(fmt(ensemble[m][t]) for m in METRICS[1:])
-          + f" | {fmt(prior[t]['blended']) if t in prior else '—'} |" for t in ensemble["mape"]), "",
-        f"Its {LEVEL:.0%} interval: ×/÷ {width}, calibrated on {route.interval.calibrated_on if route.interval else '—'}"
-        f"; out-of-fold coverage {check['coverage']:.2f} (median hi/lo {check['width']:.1f}). It needs each "
-        "structure's row: `paraisite bte` (about a minute per binary or half-Heusler on one core); structures "
-        "without one keep their route.", ""]
+
+    def row(route) -> str:
+        c = facts[route.name]
+        width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
+        return (f"| {route.name} | {route.describe()} | {c['data']} | {len(route.members)} "
+                f"({', '.join(map(str, c['seeds']))}) | {fmt(c['single']['mape'][c['data']])} | "
+                f"**{fmt(c['ensemble']['mape'][c['data']])}** | "
+                + " | ".join(fmt(c["ensemble"][m][c["data"]]) for m in METRICS[1:])
+                + f" | {width} | {c['interval_check']['coverage']:.2f} |")
+
+    lines = [
+        f"**With the phonon BTE as input: routes {', '.join(f'`{r.name}`' for r in written)}** (`--bte` only). "
+        "Each takes the kinds of compound its training set holds, given a BTE row, instead of their own route and "
+        "prior; every other structure keeps its route (and prior). Their members read the backbone's features "
+        "joined by the row's ln κ_BTE (where trusted) and its flags (trusted, imaginary modes, no scattering) in the "
+        "MLP head — the network weighs the physics per material, where the prior above has one weight per route; "
+        "flagged rows are inputs too. Recipe `" + first["row"].removesuffix(" [cv]").replace(first["data"], "<set>")
+        + "`, each route trained on its own DFT set alone (`protocol=final`), "
+        + "; ".join(f"{s['name']}: {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}"
+                    for s in first["recipe"])
+        + (f"; {len(written[0].members)} members a route (fewer than the other routes' {others}: the bundle stays "
+           "under its 20 MB)" if len(written[0].members) < others else "") + ".", "",
+        f"Expected error: the recipe under {first['folds']}-fold cross-validation × {first['repeats']} repeats on "
+        "seeds other than the members', out of fold on the set each route trained on (95 % bootstrap intervals over "
+        "materials); the route is an ensemble, so its estimate is the ensemble's column. The recipe was chosen on "
+        "other folds and then tested on these, as declared (`docs/benchmarks.md`, \"M3GNet-BTE by domain on folds "
+        "not yet drawn\", 5 repeats):", "",
+        "| route | takes | trained on | members (seeds) | MAPE, single models | **MAPE, ensemble of the repeats** | "
+        "MAE (W/mK), ensemble | log10 MAE, ensemble | Spearman ρ, ensemble | 90 % interval ×/÷ | out-of-fold "
+        "coverage |", "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(row(r) for r in written), ""]
+    if together:
+        lines += [
+            "The routes together (each material by its own set's route, out of fold), beside the routed model with "
+            "its prior (above; other folds, not paired):", "",
+            "| test set | **MAPE, BTE routes** | MAE (W/mK) | log10 MAE | Spearman ρ | MAPE, routed model with its "
+            "prior |", "|---|---|---|---|---|---|",
+            *(f"| {t} | **{fmt(together['mape'][t])}** | " + " | ".join(fmt(together[m][t]) for m in METRICS[1:])
+              + f" | {fmt(prior[t]['blended']) if t in prior else '—'} |" for t in together["mape"]), ""]
+    return lines + [
+        "Each route's interval is calibrated on its recipe's out-of-fold ensemble of its own set (the coverage "
+        "column: each fifth calibrated on the other four). It needs each structure's row: `paraisite bte` (about a "
+        "minute per binary or half-Heusler on one core); structures without one keep their route.", ""]
 
 
 def card_of(routes: list[dict], members: Path, cv: dict, configuration: str) -> dict:
@@ -273,6 +308,12 @@ def bte_prior(routes: list, cards: list[dict], cv: dict) -> list[str]:
         "fitted on binaries and half-Heuslers, not on the compounds it takes.", ""]
 
 
+def members_cell(route: dict) -> str:
+    """A route's members in the page: their number (of how many were trained, where fewer ship) and seeds."""
+    trained = f" of the {route['trained']} trained" if route.get("trained") else ""
+    return f"{len(route['seeds'])}{trained} ({', '.join(map(str, route['seeds']))})"
+
+
 def page(card: dict, written: list, members: int) -> str:
     """docs/models.md from the card and the bundle's routes (`written`)."""
     cv = card["cv"]
@@ -283,7 +324,7 @@ def page(card: dict, written: list, members: int) -> str:
         "## `kappa`: lattice thermal conductivity from a crystal structure", "",
         "```bash", "paraisite predict my_structures/ --model kappa --output kappa.csv --top 20 --below 2", "```", "",
         f"**What**: {card['property']}; {members - in_bte} members in {len(routes)} routes"
-        f"{f' (and {in_bte} in the BTE route, used with `--bte`: below)' if in_bte else ''}, recipe "
+        f"{f' (and {in_bte} in the BTE routes, used with `--bte`: below)' if in_bte else ''}, recipe "
         f"`{card['configuration']}` "
         "(MEGNet-Eform pre-trained on Materials Project formation energies → AGL (AFLOW, Debye-Callaway κ) → a DFT "
         "κ set, the paper's Step III), each member trained with `protocol=final` (all the data of its set; the "
@@ -293,7 +334,7 @@ def page(card: dict, written: list, members: int) -> str:
         "the route's members; the `route` column names the route:", "",
         "| route | takes | trained on (DFT set) | members (seeds) | its recipe's CV MAPE on its own set |",
         "|---|---|---|---|---|",
-        *(f"| {r.name} | {r.describe()} | {c['data']} | {len(c['seeds'])} ({', '.join(map(str, c['seeds']))}) | "
+        *(f"| {r.name} | {r.describe()} | {c['data']} | {members_cell(c)} | "
           f"{fmt(cv['mape'][c['data']][c['data']])} |" for r, c in zip(routes, card["routes"])), "",
         "Stored as `paraisite/bundles/kappa/` (safetensors, weights in float16, + JSON; loaded without unpickling, "
         "no data folder needed).", "",
@@ -310,7 +351,7 @@ def page(card: dict, written: list, members: int) -> str:
         *expected_error(cv), "",
         *intervals(routes, card["routes"], cv), "",
         *bte_prior(routes, card["routes"], cv),
-        *bte_route(written, card),
+        *bte_routes(written, card),
         "**Known limits**:",
         *(f"- Route {r.name}: the training data hold {len(r.domain.elements)} elements and cells of at most "
           f"{r.domain.max_atoms} atoms; a structure with another element or a larger cell is predicted but noted "
@@ -340,20 +381,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("members", type=Path, nargs="?", default=None,
                         help="the members of every structure no route takes (trained on MIX); absent: the shipped "
-                             "bundle keeps its routes and card, and gets --bte-route")
+                             "bundle keeps its routes (--keep) and card, and gets the --bte-route routes")
     parser.add_argument("--route", nargs=3, action="append", default=[], metavar=("NAME", "STOICHIOMETRY", "RUNS"))
     parser.add_argument("--cv", type=Path, nargs="+", default=[], help="the cv sweeps of the same recipe")
     parser.add_argument("--row", default="megnet/eform/agl_dft/{data} [cv]", help="the cv rows' label ({data}: set)")
     parser.add_argument("--bte", type=Path, nargs="+", default=None, help="`paraisite bte` tables of the cv materials")
-    parser.add_argument("--bte-route", type=Path, default=None, help="members that read the BTE κ as input")
-    parser.add_argument("--bte-cv", type=Path, nargs="+", default=[], help="the cv sweep of the BTE route's recipe")
-    parser.add_argument("--bte-row", default="m3gnet_bte/eform/dft/mix [cv]", help="its cv row's label")
+    parser.add_argument("--bte-route", nargs=2, action="append", default=[], metavar=("NAME", "RUNS"),
+                        help="members that read the BTE κ as input, trained on one set (repeatable)")
+    parser.add_argument("--bte-cv", type=Path, nargs="+", default=[], help="the cv sweeps of the BTE routes' recipe")
+    parser.add_argument("--bte-row", default="m3gnet_bte/eform/dft/{data} [cv]", help="its cv rows' label")
+    parser.add_argument("--keep", nargs="+", default=None, metavar="ROUTE[:N]",
+                        help="without the members: the shipped bundle's routes kept, ROUTE:N its first N members")
     parser.add_argument("--output", type=Path, default=SHIPPED / "kappa")
     args = parser.parse_args()
-    if args.members is None and args.bte_route is None:
+    if args.members is None and not args.bte_route:
         parser.error("give the members (a full build) or --bte-route (added to the shipped bundle)")
-    if (args.members is not None and not args.cv) or (args.bte_route is not None and not args.bte_cv):
+    if (args.members is not None and not args.cv) or (args.bte_route and not args.bte_cv):
         parser.error("the members need --cv, and --bte-route needs --bte-cv")
+    if args.keep and args.members is not None:
+        parser.error("--keep picks routes of the shipped bundle: give it without the members")
     if args.members is not None:
         routes = [route_card(name, stoichiometry, Path(runs)) for name, stoichiometry, runs in args.route]
         routes.append(route_card("other", None, args.members))
@@ -364,10 +410,16 @@ def main() -> None:
                  *(["--bte", *map(str, args.bte)] if args.bte else [])]
     else:
         card = read_bundle(args.output)[1]
-        build = ["--extend", str(args.output)]
-    if args.bte_route is not None:
-        card["bte_route"] = bte_route_card(args.bte_route, args.bte_cv, args.bte_row)
-        build += ["--bte-route", str(args.bte_route)]
+        build = ["--extend", str(args.output), *(["--keep", *args.keep] if args.keep else [])]
+        for route in card["routes"]:
+            n = next((int(k.partition(":")[2]) for k in args.keep or [] if k.partition(":")[0] == route["name"]
+                      and k.partition(":")[2]), None)
+            if n is not None and n < len(route["seeds"]):
+                route["trained"], route["seeds"] = route.get("trained", len(route["seeds"])), route["seeds"][:n]
+    card["bte_route"] = None  # removes the single BTE route's facts of bundles before the routes by domain
+    card["bte_routes"], card["bte_together"] = bte_route_cards([(n, Path(r)) for n, r in args.bte_route],
+                                                               args.bte_cv, args.bte_row)
+    build += [a for name, runs in args.bte_route for a in ("--bte-route", name, runs)]
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(card, f)
         f.flush()

@@ -119,7 +119,7 @@ def test_a_smoke_run_on_the_shipped_tables_predicts_new_structures_with_their_ta
 
 @pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_run, two_runs, tmp_path, capsys):
-    """`bundle --extend B --bte-route RUN`: B's routes and members are kept; without `--bte` the bundle predicts as
+    """`bundle --extend B --bte-route bte RUN`: B's routes and members are kept; without `--bte` the bundle predicts as
     B did and its BTE members are left out; with it, a structure with a row (even a flagged one) of a kind the BTE
     route trained on (rock-salt 1:1, F-43m 1:1:1: it trained on MIX) is predicted by that route alone, before B's
     half-Heusler route; one without a row, or of another kind (fluorite 1:2), keeps its route."""
@@ -138,19 +138,20 @@ def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_
         filename=str(folder / "fl.cif"))
     assert cli(["bundle", str(two_runs / "s2"), "--route", "half-heuslers", "1:1:1", str(two_runs / "s1"),
                 "--output", str(tmp_path / "base")]) == 0
-    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", str(two_runs / "s1"),
+    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", "bte", str(two_runs / "s1"),
                 "--output", str(tmp_path / "x")]) == 2
     assert "do not take the BTE κ as input" in capsys.readouterr().err
-    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", str(bte_run),
+    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--bte-route", "bte", str(bte_run),
                 "--output", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "route other (every structure no other route takes): 1 member(s)" in out
     assert "route bte (1:1 compounds in space group(s) " in out and "given a BTE row (`predict --bte`)): 1 member" in out
     (bte,) = [r for r in json.loads((tmp_path / "b" / "model.json").read_text())["routes"] if r["bte_kinds"]]
     assert [[1, 1, 1], [216]] in bte["bte_kinds"] and [1, 2] not in [k[0] for k in bte["bte_kinds"]]
-    assert cli(["bundle", "--extend", str(tmp_path / "b"), "--bte-route", str(bte_run),
+    assert cli(["bundle", "--extend", str(tmp_path / "b"), "--bte-route", "bte2", str(bte_run),
                 "--output", str(tmp_path / "x")]) == 2
-    assert "at most one BTE route" in capsys.readouterr().err
+    assert "BTE routes bte and bte2 both take 1:1 compounds in space group(s) " in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
     def predicted(model, *extra) -> dict:
         assert cli(["predict", str(folder), "--model", str(tmp_path / model), "--output", str(tmp_path / "p.csv"),
@@ -178,3 +179,47 @@ def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_
         row = rows[name]
         assert (row["route"], row["bte_note"], row[bte_member]) == (route, note, "")
         assert float(row["kappa_mean"]) == pytest.approx(float(base[name]["kappa_mean"]), rel=1e-6)
+
+
+@pytest.mark.slow  # trains two smoke runs: left out of the edit loop (make test-fast)
+def test_bte_routes_by_domain_take_their_own_kinds_and_keep_trims_the_extended_routes(two_runs, tmp_path, capsys):
+    """Two BTE routes, one trained on Dataset1 (binaries) and one on Dataset2 (half-Heuslers), each take the
+    structures of their own training kinds given a BTE row; `--keep` picks the extended bundle's routes and trims
+    them to their first members, refusing a route it does not have or more members than it holds."""
+    from pymatgen.core import Lattice, Structure
+
+    from tests.test_predict import read_rows
+
+    runs = {}
+    for data in ("dataset1", "dataset2"):
+        runs[data] = tmp_path / data
+        results = chain.run(compose_cfg("backbone=megnet_bte", "finetune=dft", f"data={data}", "datamodule.limit=20",
+                                        "evaluate_on=[]"), runs[data])
+        assert results["status"] == "ok"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rocksalt(4.21, "Mg", "O").to(filename=str(folder / "ab.cif"))
+    Structure.from_spacegroup("F-43m", Lattice.cubic(5.9), ["Ti", "Ni", "Sn"],
+                              [[0, 0, 0], [.25, .25, .25], [.5, .5, .5]]).to(filename=str(folder / "hh.cif"))
+    assert cli(["bundle", str(two_runs / "s2"), "--route", "half-heuslers", "1:1:1", str(two_runs),
+                "--output", str(tmp_path / "base")]) == 0
+    for keep, error in ((["nothing"], "--keep nothing: "), (["half-heuslers:3"], "has 2 member(s)")):
+        assert cli(["bundle", "--extend", str(tmp_path / "base"), "--keep", *keep, "other",
+                    "--output", str(tmp_path / "x")]) == 2
+        assert error in capsys.readouterr().err
+    assert cli(["bundle", "--extend", str(tmp_path / "base"), "--keep", "half-heuslers:1", "other",
+                "--bte-route", "binaries-bte", str(runs["dataset1"]),
+                "--bte-route", "half-heuslers-bte", str(runs["dataset2"]), "--output", str(tmp_path / "b")]) == 0
+    routes = {r["name"]: r for r in json.loads((tmp_path / "b" / "model.json").read_text())["routes"]}
+    assert len(routes["half-heuslers"]["members"]) == 1 and routes["half-heuslers"]["members"][0].endswith("s1")
+    assert [k[0] for k in routes["binaries-bte"]["bte_kinds"]] == [[1, 1]]
+    assert [k[0] for k in routes["half-heuslers-bte"]["bte_kinds"]] == [[1, 1, 1]]
+    write_bte_table(tmp_path / "bte.csv", [("ab.cif", "MgO", 60.0, ""), ("hh.cif", "TiNiSn", 9.0, "")])
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--output", str(tmp_path / "p.csv"),
+                "--quiet", "--bte", str(tmp_path / "bte.csv")]) == 0
+    rows = read_rows(tmp_path / "p.csv")
+    assert rows["ab.cif"]["route"] == "binaries-bte" and rows["hh.cif"]["route"] == "half-heuslers-bte"
+    assert cli(["predict", str(folder), "--model", str(tmp_path / "b"), "--output", str(tmp_path / "p.csv"),
+                "--quiet"]) == 0
+    rows = read_rows(tmp_path / "p.csv")
+    assert rows["ab.cif"]["route"] == "other" and rows["hh.cif"]["route"] == "half-heuslers"

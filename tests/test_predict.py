@@ -359,16 +359,20 @@ def test_the_training_domain_notes_new_elements_and_larger_cells():
 @pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeypatch, capsys):
     """Without --bte: the three routes of plain members, each with its interval and BTE prior. With --bte: a
-    rock-salt binary with a row goes to the BTE route (its members read the row); a fluorite (a kind the BTE route
-    did not train on) with a row keeps its route, blended with the prior."""
+    rock-salt binary with a row goes to the binaries' BTE route (its members read the row); a fluorite (a kind no
+    BTE route trained on) with a row keeps its route, blended with the prior."""
     from paraisite.models.bundle import read_bundle
 
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
     members, card, routes = read_bundle("kappa")
-    assert len(members) >= 5 and card["name"] == "kappa" and all({"Na", "Cl"} <= r.domain.elements for r in routes)
-    (bte,) = [r for r in routes if r.needs_bte]
+    assert len(members) >= 5 and card["name"] == "kappa"
+    by_domain = {r.name: r for r in routes if r.needs_bte}
     plain = [r for r in routes if not r.needs_bte]
-    assert ((1, 1), (186, 216, 225)) in bte.bte_kinds and bte.prior is None and bte.interval.level == 0.9
+    assert all({"Na", "Cl"} <= r.domain.elements for r in [*plain, by_domain["binaries-bte"]])
+    bte = by_domain["binaries-bte"]
+    assert bte.bte_kinds == (((1, 1), (186, 216, 225)),)
+    assert by_domain["half-heuslers-bte"].bte_kinds == (((1, 1, 1), (216,)),)
+    assert all(r.prior is None and r.interval.level == 0.9 for r in by_domain.values())
     nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
                      [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])
     nacl.to(filename=str(tmp_path / "NaCl.cif"))
@@ -380,7 +384,8 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     rows = read_rows(tmp_path / "p.csv")
     row = rows["NaCl.cif"]
     assert float(row["kappa_mean"]) > 0 and float(row["kappa_std"]) >= 0 and row["flag"] == ""
-    assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members) - len(bte.members)
+    assert sum(key.startswith("kappa_m") and key != "kappa_mean" for key in row) == len(members) - sum(
+        len(r.members) for r in by_domain.values())
     assert row["route"] == "binaries" and rows["CaF2.cif"]["route"] == "other"
     assert all(r.interval.level == 0.9 for r in routes)
     assert float(row["kappa_lo90"]) < float(row["kappa_mean"]) < float(row["kappa_hi90"])
@@ -391,7 +396,7 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     with_bte = read_rows(tmp_path / "b.csv")
     by_input = with_bte["NaCl.cif"]
     own = [float(by_input[f"kappa_{name}"]) for name in bte.members]
-    assert by_input["route"] == "bte" and by_input["bte_note"] == "the models' input, no BTE prior"
+    assert by_input["route"] == "binaries-bte" and by_input["bte_note"] == "the models' input, no BTE prior"
     assert float(by_input["kappa_mean"]) == pytest.approx(np.mean(own))
     assert float(by_input["kappa_hi90"]) == pytest.approx(float(by_input["kappa_mean"]) * np.exp(bte.interval.ln_halfwidth))
     blended, other = with_bte["CaF2.cif"], rows["CaF2.cif"]

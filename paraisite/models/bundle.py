@@ -5,16 +5,16 @@ with `half`); `model.json` holds the format, each member's name and config (with
 data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
 stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
-the phonon-BTE κ as input) takes the structures of its training kinds that `paraisite predict --bte` gives a BTE
-row. `paraisite bundle RUN... [--route NAME STOICH RUN]... [--bte-route RUN] [--extend BUNDLE] --output DIR` writes
-one; `paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package
+the phonon-BTE κ as input; several, each for its own kinds) takes the structures of its training kinds that
+`paraisite predict --bte` gives a BTE row. `paraisite bundle RUN... [--route NAME STOICH RUN]... [--bte-route NAME
+RUN]... [--extend BUNDLE [--keep ROUTE[:N]...]] --output DIR` writes one; `paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package
 (`paraisite/bundles/<NAME>/`, e.g. `kappa`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -237,13 +237,31 @@ def bundle_folder(model: str | Path) -> Path:
                          f"({', '.join(names) or 'none shipped'})")
 
 
+def shared_kind(a: Route, b: Route) -> tuple[tuple[int, ...], tuple[int, ...] | None] | None:
+    """A kind of compound (stoichiometry, space groups) that both BTE routes take; None if none."""
+    for stoichiometry, groups in a.bte_kinds:
+        for other, other_groups in b.bte_kinds:
+            if stoichiometry != other:
+                continue
+            if groups is None or other_groups is None:
+                return stoichiometry, groups or other_groups
+            if both := tuple(sorted(set(groups) & set(other_groups))):
+                return stoichiometry, both
+    return None
+
+
 def check_routes(routes: list[Route] | list[RouteModels]) -> None:
-    """A bundle's routes: exactly one without a stoichiometry (it takes what the others do not) besides at most one
-    BTE route, no two with one stoichiometry or one name, one interval level."""
+    """A bundle's routes: exactly one without a stoichiometry (it takes what the others do not) besides the BTE
+    routes, no two with one stoichiometry or one name, no two BTE routes that take one kind of compound (written
+    routes: a stoichiometry in a space group both hold), one interval level."""
     if sum(r.stoichiometry is None and not r.needs_bte for r in routes) != 1:
         raise ParaisiteError("a bundle needs exactly one route without a stoichiometry (for every other structure)")
-    if sum(r.needs_bte for r in routes) > 1:
-        raise ParaisiteError("a bundle takes at most one BTE route")
+    bte = [r for r in routes if isinstance(r, Route) and r.needs_bte]  # written: their kinds are known
+    for k, a in enumerate(bte):
+        for b in bte[k + 1:]:
+            if (shared := shared_kind(a, b)) is not None:
+                raise ParaisiteError(f"BTE routes {a.name} and {b.name} both take {kind(*shared)}; give each kind of "
+                                     "compound one BTE route")
     stoichiometries = [r.stoichiometry for r in routes if r.stoichiometry]
     if len(set(stoichiometries)) < len(stoichiometries):
         raise ParaisiteError(f"two routes share a stoichiometry ({stoichiometries})")
@@ -258,11 +276,13 @@ def check_routes(routes: list[Route] | list[RouteModels]) -> None:
 
 def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composition: bool,
                  data_dir: str | None = None, half: bool = False,
-                 extend: str | Path | None = None) -> tuple[Path, list[Route]]:
+                 extend: str | Path | None = None, keep: dict[str, int | None] | None = None
+                 ) -> tuple[Path, list[Route]]:
     """Bundle the routes' models into `folder`, with the model card's facts and each route's training domain
     (`half`: floating-point weights stored as float16, half the size); returns the manifest's path and the routes
     (`check_routes`). `extend`: a bundle (folder or shipped name) whose members and routes are kept and the new
-    routes added, its card updated by `card` (its members stored again as `half` says)."""
+    routes added, its card updated by `card` (a key given as None is removed; its members stored again as `half`
+    says); `keep`: only these of its routes, each with its first N members (None: all of them)."""
     from safetensors.torch import save
 
     tensors, members, written = {}, [], []
@@ -278,9 +298,12 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
 
     if extend is not None:
         kept, kept_card, written = read_bundle(extend)
+        written = kept_routes(written, keep, extend)
+        names = {name for route in written for name in route.members}
         for member in kept:
-            add(member.name, member.config, member.state_dict, extend)
-        card = {**kept_card, **card}
+            if member.name in names:
+                add(member.name, member.config, member.state_dict, extend)
+        card = {k: v for k, v in {**kept_card, **card}.items() if v is not None}  # a key given as null goes
     check_routes([*written, *routes])
     for route in routes:
         names = []
@@ -295,12 +318,27 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
         domain = training_domain(configs, by_composition, data_dir)
         written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval,
                              route.prior, bte_kinds))
+    check_routes(written)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
     manifest = {"format": BUNDLE_FORMAT, "members": members, "card": card,
                 "routes": [r.to_json() for r in written]}
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return folder / MANIFEST, written
+
+
+def kept_routes(routes: list[Route], keep: dict[str, int | None] | None, bundle) -> list[Route]:
+    """The routes of `bundle` that `keep` names (None: all), each trimmed to its first N members."""
+    if keep is None:
+        return routes
+    by_name = {r.name: r for r in routes}
+    for name, n in keep.items():
+        if name not in by_name:
+            raise ParaisiteError(f"--keep {name}: {bundle} has no such route (its routes: {', '.join(by_name)})")
+        if n is not None and not 1 <= n <= len(by_name[name].members):
+            raise ParaisiteError(f"--keep {name}:{n}: route {name} of {bundle} has {len(by_name[name].members)} "
+                                 "member(s); keep 1 to all of them")
+    return [replace(r, members=r.members[:keep[r.name]]) for r in routes if r.name in keep]
 
 
 def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route]]:
