@@ -113,6 +113,12 @@ class Backbone(nn.Module, ABC):
         """(weight, bias) of the source task's output layer, if the backbone keeps it."""
         return None
 
+    def baseline(self, batch) -> torch.Tensor | None:
+        """(B,) physical predictions of the target (its units; NaN where there is none) that the head's output
+        corrects (Δ-learning: `TransferRegressor` adds their standardised value to the head's); None: the head
+        predicts the target alone."""
+        return None
+
 
 class Head(nn.Module, ABC):
     """(B, in_dim) features → (B,) standardised prediction."""
@@ -142,6 +148,12 @@ class Descriptors(ABC):
     scale: tuple[float, ...]
     spec: dict
     label: str  # for the backbone's name
+    gives_baseline: ClassVar[bool] = False  # `baseline` is implemented
 
     @abstractmethod
     def featurizer(self) -> Featurizer: ...
+
+    def baseline(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) physical predictions of the target from the raw descriptor vectors `x` (NaN where there is none);
+        only where `gives_baseline`."""
+        raise NotImplementedError(f"{type(self).__name__} gives no baseline")

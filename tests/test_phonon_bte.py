@@ -223,3 +223,34 @@ def test_bte_routes_by_domain_take_their_own_kinds_and_keep_trims_the_extended_r
                 "--quiet"]) == 0
     rows = read_rows(tmp_path / "p.csv")
     assert rows["ab.cif"]["route"] == "other" and rows["hh.cif"]["route"] == "half-heuslers"
+
+
+def test_a_residual_bte_model_predicts_the_trusted_bte_kappa_plus_the_heads_correction(tmp_path):
+    """learn_residual: where a row is trusted the prediction is decode(encode(κ_BTE) + head), elsewhere (flagged,
+    no row) decode(head); it survives a save and rebuild; descriptors without a physical prediction refuse it."""
+    from paraisite.models.io import model_file_bytes, read_model_file
+    from paraisite.predict import member_of
+
+    table = tmp_path / "t.csv"
+    write_bte_table(table, [("mgo", "MgO", 40.0, ""), ("nacl", "NaCl", 0.3, "imaginary_modes")])
+    cfg = compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]", "backbone.learn_residual=true")
+    module = build_model(cfg, "MEGNet-MP-2018.6.1-Eform").eval()
+    module.transform.fit(torch.tensor([2.0, 30.0, 300.0]))
+    data = module.backbone.featurizer().build([Record("mgo", "MgO", 50.0, rocksalt(4.21, "Mg", "O")),
+                                               Record("nacl", "NaCl", 6.5, rocksalt(5.64)),
+                                               Record("kcl", "KCl", 7.0, rocksalt(6.29, "K", "Cl"))])
+    batch = data.collate([0, 1, 2])
+    head = module.head(module.backbone(batch))
+    z = module(batch)
+    torch.testing.assert_close(z[0], head[0] + module.transform.encode(torch.tensor(40.0)))
+    torch.testing.assert_close(z[1:], head[1:])
+    with torch.no_grad():
+        for p in module.head.parameters():
+            p.zero_()
+    torch.testing.assert_close(module.predict_target(batch)[0], torch.tensor(40.0), rtol=1e-5, atol=1e-4)
+    (tmp_path / "model.pt").write_bytes(model_file_bytes(module, dict(OmegaConf.to_container(cfg, resolve=True))))
+    member = member_of(*read_model_file(tmp_path / "model.pt"), "m", "model.pt")
+    assert member.module.backbone.learn_residual
+    torch.testing.assert_close(member.module(batch), module(batch))
+    with pytest.raises(ConfigError, match="backbone.learn_residual"):
+        build_model(compose_cfg("backbone=m3gnet_physics", "+backbone.learn_residual=true"), None)

@@ -17,6 +17,7 @@ import torch
 
 from paraisite.contracts import Backbone, Descriptors, FeatureSet, Featurizer
 from paraisite.data.composition import CompositionSet
+from paraisite.errors import ConfigError
 
 
 @dataclass
@@ -103,13 +104,19 @@ class AugmentedFeaturizer(Featurizer):
 
 class PhysicsAugmented(Backbone):
     """`inner`'s features + the standardised descriptors (module docstring). `inner`, `physics`: partials of the
-    inner backbone's class and of the `Descriptors` (YAML nodes with `_partial_: true`); `weights` go to `inner`."""
+    inner backbone's class and of the `Descriptors` (YAML nodes with `_partial_: true`); `weights` go to `inner`.
+    `learn_residual`: the descriptors' physical prediction is the model's baseline and the head learns its
+    correction (`Backbone.baseline`; where a record has none, the head predicts the target alone)."""
 
     def __init__(self, inner: Callable[..., Backbone], physics: Callable[..., Descriptors], weights: str | None = None,
-                 spec: dict | None = None):
+                 spec: dict | None = None, learn_residual: bool = False):
         super().__init__()
         self.inner = inner(weights=weights, spec=None if spec is None else spec["inner"])
         self.physics = physics(spec=None if spec is None else spec["physics"])
+        if learn_residual and not self.physics.gives_baseline:
+            raise ConfigError(f"backbone.learn_residual: {type(self.physics).__name__} gives no physical prediction "
+                              "to correct; leave it false")
+        self.learn_residual = learn_residual
         self.spec = {"inner": self.inner.spec, "physics": self.physics.spec}
         self._featurizer = AugmentedFeaturizer(self.inner.featurizer(), self.physics.featurizer())
         self.register_buffer("shift", torch.tensor(self.physics.shift, dtype=torch.float32))
@@ -125,3 +132,6 @@ class PhysicsAugmented(Backbone):
 
     def forward(self, batch: AugmentedBatch) -> torch.Tensor:
         return torch.cat([self.inner(batch.inner), (batch.x - self.shift) / self.scale], dim=1)
+
+    def baseline(self, batch: AugmentedBatch) -> torch.Tensor | None:
+        return self.physics.baseline(batch.x) if self.learn_residual else None
