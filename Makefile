@@ -23,11 +23,14 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/python train.py
 
+# The tests run in one process per core (pytest-xdist), a test file per process at a time (its fixtures built once).
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: setup  # the edit loop: every module, no test marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 data-check: setup
 	$(BIN)/paraisite data check

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from omegaconf import OmegaConf  # noqa: E402
 
+from paraisite.cli import kept_spec  # noqa: E402
 from paraisite.intervals import coverage_out_of_fold  # noqa: E402
 from paraisite.models.bundle import SHIPPED, read_bundle  # noqa: E402
 from paraisite.models.io import read_model_file  # noqa: E402
@@ -411,9 +412,9 @@ def main() -> None:
     else:
         card = read_bundle(args.output)[1]
         build = ["--extend", str(args.output), *(["--keep", *args.keep] if args.keep else [])]
+        keep = kept_spec(args.keep) or {}
         for route in card["routes"]:
-            n = next((int(k.partition(":")[2]) for k in args.keep or [] if k.partition(":")[0] == route["name"]
-                      and k.partition(":")[2]), None)
+            n = keep.get(route["name"])
             if n is not None and n < len(route["seeds"]):
                 route["trained"], route["seeds"] = route.get("trained", len(route["seeds"])), route["seeds"][:n]
     card["bte_route"] = None  # removes the single BTE route's facts of bundles before the routes by domain

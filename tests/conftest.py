@@ -7,6 +7,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several test processes (`-n`): one thread each, as many as cores
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # and the processes the tests start
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):

@@ -77,14 +77,15 @@ def source_folders():
 def crossprop_runs(tmp_path_factory):
     """The acceptance command twice (the second reuses the source model), then feature extraction (forest)."""
     root = tmp_path_factory.mktemp("crossprop")
-    before = set(source_folders())
     calls = []
-    first = chain.run(compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft"), root / "ft1")
-    trained = set(source_folders()) - before
-    mtime = [p.stat().st_mtime_ns for p in trained]
     with pytest.MonkeyPatch.context() as mp:
         import paraisite.source as source
 
+        mp.setenv("PARAISITE_CACHE_DIR", str(root / "cache"))  # no source model another test trained
+        before = set(source_folders())
+        first = chain.run(compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft"), root / "ft1")
+        trained = set(source_folders()) - before
+        mtime = [p.stat().st_mtime_ns for p in trained]
         mp.setattr(source, "train_source", lambda *a, **k: calls.append(a))
         second = chain.run(compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=dft", "seed=2"), root / "ft2")
         features = chain.run(compose_cfg(*CROSSPROP, "pretrain=eform", "finetune=features"), root / "rf")
@@ -208,11 +209,12 @@ def test_unknown_crossprop_set_and_non_positive_kappa_are_clear_errors():
 
 
 @pytest.mark.slow
-def test_an_interrupted_source_training_resumes_from_its_latest_checkpoint(crossprop_runs):
+def test_an_interrupted_source_training_resumes_from_its_latest_checkpoint(crossprop_runs, monkeypatch):
     from paraisite.recipe import source_training
     from paraisite.source import pretrain, read_source_model
 
-    _, _, _, _, trained, _, _ = crossprop_runs
+    root, _, _, _, trained, _, _ = crossprop_runs
+    monkeypatch.setenv("PARAISITE_CACHE_DIR", str(root / "cache"))  # the fixture's, where its source model is
     cfg = compose_cfg(*CROSSPROP, "pretrain=eform")
     folder = next(iter(trained)).parent
     before = read_source_model(folder).state_dict

@@ -109,7 +109,8 @@ def test_a_cv_grid_point_is_the_ensemble_and_its_out_of_fold_error_is_reported(t
 
 
 @pytest.mark.slow
-def test_a_shared_stage_is_reused_and_gives_the_same_results(tmp_path):
+def test_a_shared_stage_is_reused_and_gives_the_same_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAISITE_CACHE_DIR", str(tmp_path / "cache"))  # a stage store no other test has filled
     first = run(compose_cfg("data=dataset1"), tmp_path / "d1")
     second = run(compose_cfg("data=dataset2"), tmp_path / "d2")
     alone = run(compose_cfg("data=dataset2", "stage_cache=false"), tmp_path / "alone")
