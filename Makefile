@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/python train.py
 
-# The tests run in one process per core (pytest-xdist), a test file per process at a time (its fixtures built once).
-PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadfile
+# The tests run in one process per core (pytest-xdist), each taking the next test as it finishes one.
+PYTEST := $(BIN)/python -m pytest -q -n auto
 
 test: setup
 	$(PYTEST)

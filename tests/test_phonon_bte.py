@@ -233,7 +233,7 @@ def test_a_residual_bte_model_predicts_the_trusted_bte_kappa_plus_the_heads_corr
 
     table = tmp_path / "t.csv"
     write_bte_table(table, [("mgo", "MgO", 40.0, ""), ("nacl", "NaCl", 0.3, "imaginary_modes")])
-    cfg = compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]", "backbone.learn_residual=true")
+    cfg = compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]", "+backbone.learn_residual=true")
     module = build_model(cfg, "MEGNet-MP-2018.6.1-Eform").eval()
     module.transform.fit(torch.tensor([2.0, 30.0, 300.0]))
     data = module.backbone.featurizer().build([Record("mgo", "MgO", 50.0, rocksalt(4.21, "Mg", "O")),
