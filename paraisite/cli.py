@@ -243,29 +243,16 @@ def recipe_config(what: str, models: tuple) -> dict:
     return configs[0]
 
 
-def bte_potential(name: str | None) -> tuple[object, set[int]]:
-    """The ASE calculator of `paraisite bte --potential` (SevenNet weights, default 7net-0, or chgnet) and the atomic
-    numbers it knows."""
-    if name == "chgnet":
-        from paraisite.models.chgnet import chgnet_calculator
-
-        return chgnet_calculator()
-    from paraisite.models.sevennet import WEIGHTS, sevennet_calculator
-
-    calculator = sevennet_calculator(name or WEIGHTS)
-    return calculator, set(calculator.type_map)
-
-
 def bte(args) -> int:
-    from paraisite.models.sevennet import unusable
+    from paraisite.models.sevennet import WEIGHTS, sevennet_calculator, unusable
     from paraisite.phonons import BTESettings, kappa_table
 
     shard, shards = parse_shard(args.shard)
     records, flagged = bte_inputs(args.data, args.data_dir)
     records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
-    calculator, species = bte_potential(args.potential)
-    flagged = {r.id: flagged.get(r.id) or unusable(r, species) for r in records}
+    calculator = sevennet_calculator(args.potential or WEIGHTS)
+    flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
     settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
                            cutoff_pair_distance=args.cutoff_pair_distance or None)
 
@@ -458,9 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
     phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
     phon.add_argument("--potential", default=None,
-                      help="the potential whose forces are used: SevenNet's 7net-0 (default) or 7net-l3i5 (about "
-                           "three times the time), or chgnet (CHGNet 0.3.0); keep one potential per table: a resumed "
-                           "table does not record it")
+                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about three "
+                           "times the time); keep one potential per table: a resumed table does not record it")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
                                                       "each with its own --output); smaller cells run first")
     phon.add_argument("--data-dir", default=None)

@@ -100,8 +100,3 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "x.csv"), "--potential", "7net-9"]) == 2
     assert "unknown SevenNet weights '7net-9': use one of ['7net-0', '7net-l3i5']" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
-    (tmp_path / "in" / "PoRa.cif").unlink()
-    assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "c.csv"), "--mesh", "4",
-                 "--cutoff-pair-distance", "3", "--potential", "chgnet"]) == 0
-    (by_chgnet,) = read_table(tmp_path / "c.csv").values()
-    assert by_chgnet.formula == "CsCl" and by_chgnet.kappa > 0 and by_chgnet.kappa != cscl.kappa

@@ -69,16 +69,6 @@ def load_chgnet(version: str = WEIGHTS):
     return chgnet_model(checkpoint["model_args"], checkpoint["state_dict"])
 
 
-def chgnet_calculator(version: str = WEIGHTS):
-    """An ASE calculator (energy, forces, stress) of a shipped weight set, its weights read without unpickling, and
-    the atomic numbers it knows."""
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    model = load_chgnet(version)
-    return CHGNetCalculator(model=model, use_device="cpu"), set(range(1, model.atom_embedding.embedding.num_embeddings
-                                                                      + 1))
-
-
 @dataclass
 class CrystalGraphBatch:
     graphs: list  # chgnet CrystalGraphs
