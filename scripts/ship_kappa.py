@@ -214,7 +214,7 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "on Dataset1, 0.32 on Dataset2 and 0.34–0.35 on MIX (\"Where the goals stand\"): the table is one draw of "
         "that spread.", "",
         "| route | takes | trained on | members (seeds) | MAPE, single models | **MAPE, ensemble of the repeats** | "
-        "MAE (W/mK), ensemble | log10 MAE, ensemble | Spearman ρ, ensemble | 90 % interval ×/÷ | out-of-fold "
+        f"MAE (W/mK), ensemble | log10 MAE, ensemble | Spearman ρ, ensemble | {LEVEL:.0%} interval ×/÷ | out-of-fold "
         "coverage |", "|---|---|---|---|---|---|---|---|---|---|---|",
         *(row(r) for r in written), ""]
     if together:

@@ -7,8 +7,8 @@ metrics). A bundle's members may be split into `Route`s: the members of the rout
 stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
 the phonon-BTE κ as input; several, each for its own kinds) takes the structures of its training kinds that
 `paraisite predict --bte` gives a BTE row. `paraisite bundle RUN... [--route NAME STOICH RUN]... [--bte-route NAME
-RUN]... [--extend BUNDLE [--keep ROUTE[:N]...]] --output DIR` writes one; `paraisite predict ... --model DIR|NAME` reads one, NAME being a bundle shipped inside the package
-(`paraisite/bundles/<NAME>/`, e.g. `kappa`).
+RUN]... [--extend BUNDLE [--keep ROUTE[:N]...]] --output DIR` writes one; `paraisite predict ... --model DIR|NAME`
+reads one, NAME being a bundle shipped inside the package (`paraisite/bundles/<NAME>/`, e.g. `kappa`).
 """
 
 from __future__ import annotations

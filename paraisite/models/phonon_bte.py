@@ -118,6 +118,8 @@ class BTEDescriptors(Descriptors):
     """The `FEATURES` of `tables` (`FEATURES_UNSTABLE` with `unstable_modes`; module docstring); `spec` holds the rows
     read and the mode."""
 
+    gives_baseline = True  # κ_BTE where trusted (`baseline`)
+
     def __init__(self, tables: list[str] | tuple[str, ...] = (), spec: dict | None = None,
                  unstable_modes: bool = False):
         if spec is None:
@@ -136,8 +138,6 @@ class BTEDescriptors(Descriptors):
         self.shift = (math.log(10.0), 0.0, 0.0, 0.0, 0.0)[:len(self.names)]
         self.scale = (2.0, 1.0, 1.0, 1.0, 1.0)[:len(self.names)]
         self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{', unstable modes' if self.unstable_modes else ''})"
-
-    gives_baseline = True
 
     def featurizer(self) -> BTEFeaturizer:
         return BTEFeaturizer(self.spec["rows"], self.unstable_modes)
