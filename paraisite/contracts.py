@@ -154,6 +154,6 @@ class Descriptors(ABC):
     def featurizer(self) -> Featurizer: ...
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,) physical predictions of the target from the raw descriptor vectors `x` (NaN where there is none);
-        only where `gives_baseline`."""
-        raise NotImplementedError(f"{type(self).__name__} gives no baseline")
+        """(N,) physical predictions of the target from the raw descriptor vectors `x`, NaN where there is none
+        (everywhere unless `gives_baseline`)."""
+        return torch.full((len(x),), torch.nan, dtype=x.dtype, device=x.device)

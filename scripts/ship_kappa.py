@@ -153,13 +153,14 @@ def bte_route_cards(routes: list[tuple[str, Path]], cv: list[Path], row: str) ->
     single models and as the out-of-fold ensemble of the repeats (what the route is), with the interval check of
     that ensemble."""
     runs = find_runs(cv)
+    summaries = {metric: summarize(runs, metric) for metric in METRICS}  # read once for every route
     cards, labels = [], []
     for name, members in routes:
         card = route_card(name, None, members)
         card.update(row=row.format(data=card["data"]), recipe=recipe(next(members.rglob("model.pt"))))
         card["single"], card["ensemble"] = {}, {}
         for metric in METRICS:
-            found = find_row(summarize(runs, metric), card["row"])
+            found = find_row(summaries[metric], card["row"])
             card["single"][metric] = {card["data"]: scores(found)[card["data"]]}
             card["ensemble"][metric] = ensemble_scores(found, metric, [card["data"]], name)
         own = repeats_of(found, as_ensemble=True)["committee"][card["data"]]
@@ -170,8 +171,7 @@ def bte_route_cards(routes: list[tuple[str, Path]], cv: list[Path], row: str) ->
     together = {}
     if len(cards) > 1:
         for metric in METRICS:
-            rows = summarize(runs, metric)
-            together[metric] = ensemble_scores(experts(rows, labels, metric), metric, TESTS, "experts")
+            together[metric] = ensemble_scores(experts(summaries[metric], labels, metric), metric, TESTS, "experts")
     return cards, together
 
 
