@@ -245,16 +245,20 @@ def recipe_config(what: str, models: tuple) -> dict:
 
 def bte(args) -> int:
     from paraisite.models.sevennet import WEIGHTS, sevennet_calculator, unusable
-    from paraisite.phonons import BTESettings, kappa_table
+    from paraisite.phonons import IMAGINARY_MODES, BTESettings, kappa_table, read_table
 
     shard, shards = parse_shard(args.shard)
     records, flagged = bte_inputs(args.data, args.data_dir)
+    if args.unstable_in:
+        unstable = {i for table in args.unstable_in for i, row in read_table(Path(table)).items()
+                    if row.flag == IMAGINARY_MODES}
+        records = [r for r in records if r.id in unstable]
     records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
     calculator = sevennet_calculator(args.potential or WEIGHTS)
     flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
     settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
-                           cutoff_pair_distance=args.cutoff_pair_distance or None)
+                           cutoff_pair_distance=args.cutoff_pair_distance or None, renormalise=args.renormalise)
 
     def shown(result) -> None:
         kappa = f"{result.kappa:.3g} W/mK" if result.kappa == result.kappa else "—"
@@ -444,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     phon.add_argument("--cutoff-pair-distance", type=float, default=BTESettings.cutoff_pair_distance,
                       help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
     phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
+    phon.add_argument("--renormalise", type=int, default=0, metavar="ITERATIONS",
+                      help="a structure with imaginary modes at 0 K gets self-consistent harmonic phonons at the "
+                           "temperature, from this many iterations of thermally displaced supercells (6 is enough; "
+                           "default 0: none; README \"κ by the phonon BTE\")")
+    phon.add_argument("--unstable-in", nargs="+", default=None, metavar="TABLE",
+                      help="only the structures that these tables flag imaginary_modes (e.g. to rerun them with "
+                           "--renormalise into a table that `backbone.physics.tables` lists after them)")
     phon.add_argument("--potential", default=None,
                       help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about three "
                            "times the time); keep one potential per table: a resumed table does not record it")

@@ -12,6 +12,14 @@ its κ kept (the unstable modes are left out of the sum, so it is unreliable); o
 `MAX_KAPPA` (modes that almost no three-phonon process scatters on the mesh, e.g. BAs with its acoustic–optical
 gap) is flagged `no_scattering`.
 
+`renormalise` (an option): a structure with imaginary modes at 0 K gets self-consistent harmonic force constants at
+`temperature` instead (finite-temperature phonons, the effective harmonic fit of the stochastic self-consistent
+methods): from the 0 K ones, `renormalise` times: `snapshots` ± pairs of supercells displaced as the canonical
+ensemble of the current harmonic phonons (phonopy; an imaginary mode by its |ω|), the potential's forces, second-order
+force constants fitted to them by least squares (symfc), mixed half-and-half with the current ones; the mean of the
+last three fits gives the phonons of the BTE, with the 0 K third-order constants. A row still below −0.1 THz keeps
+the flag. The sampling is seeded per structure and iteration, so a table is reproducible.
+
 `kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
 a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
 shipped SevenNet-0 weights).
@@ -23,6 +31,7 @@ import csv
 import math
 import time
 import warnings
+import zlib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +59,8 @@ class BTESettings:
     fmax: float = 1e-4  # eV/Å, relaxation
     max_steps: int = 300
     cutoff_pair_distance: float | None = 5.0  # Å; None: every displacement pair
+    renormalise: int = 0  # self-consistent iterations for a structure unstable at 0 K (module docstring); 0: none
+    snapshots: int = 20  # ± pairs of thermally displaced supercells per iteration
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,8 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
         computed += 1
     ph3.forces = forces - forces.mean(axis=1, keepdims=True)  # no net force: the potential's drift removed
     ph3.produce_fc3(symmetrize_fc3r=True)
+    if settings.renormalise and lowest_frequency(unit, multiples, ph3.fc2, settings) < IMAGINARY_THZ:
+        ph3.fc2 = renormalised_fc2(unit, multiples, ph3.fc2, calculator, settings, zlib.crc32(rec.id.encode()))
     ph3.mesh_numbers = [settings.mesh] * 3
     ph3.init_phph_interaction()
     ph3.run_thermal_conductivity(temperatures=[settings.temperature])
@@ -139,6 +152,52 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     flag = IMAGINARY_MODES if lowest < IMAGINARY_THZ else "" if kappa <= MAX_KAPPA else NO_SCATTERING
     return BTEResult(rec.id, rec.formula, kappa, *diagonal, lowest, "x".join(map(str, multiples)), n_atoms, computed,
                      round(time.perf_counter() - start, 1), flag)
+
+
+def harmonic(unit, multiples, fc2=None):
+    from phonopy import Phonopy
+
+    with warnings.catch_warnings():  # as in kappa_bte
+        warnings.simplefilter("ignore", UserWarning)
+        ph = Phonopy(unit, supercell_matrix=np.diag(multiples), primitive_matrix="auto", log_level=0)
+    if fc2 is not None:
+        ph.force_constants = fc2
+    return ph
+
+
+def lowest_frequency(unit, multiples, fc2, settings: BTESettings) -> float:
+    """The lowest harmonic frequency (THz) of `fc2` on the BTE's q-point mesh."""
+    ph = harmonic(unit, multiples, fc2)
+    ph.run_mesh([settings.mesh] * 3)
+    return float(ph.mesh.frequencies.min())
+
+
+def renormalised_fc2(unit, multiples, fc2, calculator, settings: BTESettings, seed: int) -> np.ndarray:
+    """Self-consistent harmonic force constants at `settings.temperature` from the 0 K ones (module docstring);
+    iteration i samples with `seed` + i."""
+    from ase import Atoms
+
+    from phonopy.harmonic.force_constants import compact_fc_to_full_fc, full_fc_to_compact_fc
+
+    ph, fits = harmonic(unit, multiples), []
+    compact = fc2.shape[0] != fc2.shape[1]
+    ph.force_constants = compact_fc_to_full_fc(ph.primitive, fc2) if compact else fc2
+    for iteration in range(settings.renormalise):
+        current = ph.force_constants
+        ph.generate_displacements(number_of_snapshots=settings.snapshots, temperature=settings.temperature,
+                                  is_plusminus=True, random_seed=(seed + iteration) % 2**32)
+        forces = []
+        for cell in ph.supercells_with_displacements:
+            displaced = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
+            displaced.calc = calculator
+            forces.append(displaced.get_forces())
+        forces = np.asarray(forces)
+        ph.forces = forces - forces.mean(axis=1, keepdims=True)
+        ph.produce_force_constants(fc_calculator="symfc", calculate_full_force_constants=True, show_drift=False)
+        fits.append(ph.force_constants)
+        ph.force_constants = 0.5 * (current + fits[-1])
+    fc2 = np.mean(fits[-3:], axis=0)
+    return full_fc_to_compact_fc(ph.primitive, fc2) if compact else fc2
 
 
 def missing(rec: Record, flag: str) -> BTEResult:

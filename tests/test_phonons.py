@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 from ase.calculators.emt import EMT
 from pymatgen.core import Lattice, Structure
@@ -10,7 +12,8 @@ from paraisite.cli import main, parse_shard
 from paraisite.data.graphs import NO_STRUCTURE
 from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.phonons import BTEResult, BTESettings, kappa_table, read_table, supercell_multiples
+from paraisite.phonons import (BTEResult, BTESettings, harmonic, kappa_table, lowest_frequency, read_table,
+                               renormalised_fc2, supercell_multiples)
 from tests.helpers import CSCL
 
 CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -39,6 +42,40 @@ def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_pat
     assert again["cu"] == read_table(path)["cu"] == cu  # the CSV holds every number exactly
     assert again["none"].flag == NO_STRUCTURE
     assert path.read_text().count("\n") == 3  # header + one row per record
+
+
+def test_self_consistent_phonons_recover_a_stable_crystal_from_unstable_force_constants():
+    """fcc Cu (EMT) from −½ × its own 0 K force constants (every mode imaginary): the thermal ensemble's forces pull
+    the constants back to a stable crystal's, near the 0 K ones at 50 K; reproducible with the same seed."""
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    unit = PhonopyAtoms(symbols=["Cu"] * 4, cell=CU.lattice.matrix, scaled_positions=CU.frac_coords)
+    ph = harmonic(unit, (2, 2, 2))
+    ph.generate_displacements(distance=0.03)
+    ph.forces = [forces_of(ph, cell) for cell in ph.supercells_with_displacements]
+    ph.produce_force_constants()
+    settings = BTESettings(mesh=5, temperature=50.0, renormalise=6, snapshots=4)
+    assert lowest_frequency(unit, (2, 2, 2), -0.5 * ph.force_constants, settings) < -1
+    fc2 = renormalised_fc2(unit, (2, 2, 2), -0.5 * ph.force_constants, EMT(), settings, seed=3)
+    assert lowest_frequency(unit, (2, 2, 2), fc2, settings) > -0.1
+    top = [highest_frequency(unit, fc, settings) for fc in (ph.force_constants, fc2)]
+    assert top[1] == pytest.approx(top[0], rel=0.05)
+    np.testing.assert_array_equal(fc2, renormalised_fc2(unit, (2, 2, 2), -0.5 * ph.force_constants, EMT(), settings,
+                                                        seed=3))
+
+
+def forces_of(ph, cell):
+    from ase import Atoms
+
+    atoms = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
+    atoms.calc = EMT()
+    return atoms.get_forces()
+
+
+def highest_frequency(unit, fc2, settings):
+    ph = harmonic(unit, (2, 2, 2), fc2)
+    ph.run_mesh([settings.mesh] * 3)
+    return float(ph.mesh.frequencies.max())
 
 
 @pytest.mark.parametrize(("kappa", "flag", "trusted"), [(30.0, "", True), (30.0, "imaginary_modes", False),
