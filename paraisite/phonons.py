@@ -18,7 +18,7 @@ methods): from the 0 K ones, `renormalise` times: `snapshots` ± pairs of superc
 ensemble of the current harmonic phonons (phonopy; an imaginary mode by its |ω|), the potential's forces, second-order
 force constants fitted to them by least squares (symfc), mixed half-and-half with the current ones; the mean of the
 last three fits gives the phonons of the BTE, with the 0 K third-order constants. A row still below −0.1 THz keeps
-the flag. The sampling is seeded per structure and iteration, so a table is reproducible.
+the flag. The sampling is seeded per structure (its id) and iteration.
 
 `kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
 a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
@@ -60,7 +60,7 @@ class BTESettings:
     max_steps: int = 300
     cutoff_pair_distance: float | None = 5.0  # Å; None: every displacement pair
     renormalise: int = 0  # self-consistent iterations for a structure unstable at 0 K (module docstring); 0: none
-    snapshots: int = 20  # ± pairs of thermally displaced supercells per iteration
+    snapshots: int = 8  # ± pairs of thermally displaced supercells per iteration
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,6 @@ def relaxed(structure, calculator, settings: BTESettings):
 
 def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) -> BTEResult:
     """The BTE κ of one record's structure with `calculator`'s forces (module docstring)."""
-    from ase import Atoms
     from phono3py import Phono3py
     from phonopy.structure.atoms import PhonopyAtoms
 
@@ -134,9 +133,7 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     for i, cell in enumerate(ph3.supercells_with_displacements):
         if cell is None:  # a pair beyond the cutoff: its forces are not needed
             continue
-        displaced = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
-        displaced.calc = calculator
-        forces[i] = displaced.get_forces()
+        forces[i] = forces_on(cell, calculator)
         computed += 1
     ph3.forces = forces - forces.mean(axis=1, keepdims=True)  # no net force: the potential's drift removed
     ph3.produce_fc3(symmetrize_fc3r=True)
@@ -154,7 +151,17 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
                      round(time.perf_counter() - start, 1), flag)
 
 
+def forces_on(cell, calculator) -> np.ndarray:
+    """The calculator's forces (eV/Å) on a phonopy supercell."""
+    from ase import Atoms
+
+    atoms = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
+    atoms.calc = calculator
+    return atoms.get_forces()
+
+
 def harmonic(unit, multiples, fc2=None):
+    """Phonopy on `unit` repeated `multiples` times, with second-order force constants `fc2` if given."""
     from phonopy import Phonopy
 
     with warnings.catch_warnings():  # as in kappa_bte
@@ -175,8 +182,6 @@ def lowest_frequency(unit, multiples, fc2, settings: BTESettings) -> float:
 def renormalised_fc2(unit, multiples, fc2, calculator, settings: BTESettings, seed: int) -> np.ndarray:
     """Self-consistent harmonic force constants at `settings.temperature` from the 0 K ones (module docstring);
     iteration i samples with `seed` + i."""
-    from ase import Atoms
-
     from phonopy.harmonic.force_constants import compact_fc_to_full_fc, full_fc_to_compact_fc
 
     ph, fits = harmonic(unit, multiples), []
@@ -186,12 +191,7 @@ def renormalised_fc2(unit, multiples, fc2, calculator, settings: BTESettings, se
         current = ph.force_constants
         ph.generate_displacements(number_of_snapshots=settings.snapshots, temperature=settings.temperature,
                                   is_plusminus=True, random_seed=(seed + iteration) % 2**32)
-        forces = []
-        for cell in ph.supercells_with_displacements:
-            displaced = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
-            displaced.calc = calculator
-            forces.append(displaced.get_forces())
-        forces = np.asarray(forces)
+        forces = np.asarray([forces_on(cell, calculator) for cell in ph.supercells_with_displacements])
         ph.forces = forces - forces.mean(axis=1, keepdims=True)
         ph.produce_force_constants(fc_calculator="symfc", calculate_full_force_constants=True, show_drift=False)
         fits.append(ph.force_constants)

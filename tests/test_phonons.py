@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-
 import pytest
 from ase.calculators.emt import EMT
 from pymatgen.core import Lattice, Structure
@@ -12,7 +11,7 @@ from paraisite.cli import main, parse_shard
 from paraisite.data.graphs import NO_STRUCTURE
 from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.phonons import (BTEResult, BTESettings, harmonic, kappa_table, lowest_frequency, read_table,
+from paraisite.phonons import (BTEResult, BTESettings, forces_on, harmonic, kappa_table, lowest_frequency, read_table,
                                renormalised_fc2, supercell_multiples)
 from tests.helpers import CSCL
 
@@ -52,7 +51,7 @@ def test_self_consistent_phonons_recover_a_stable_crystal_from_unstable_force_co
     unit = PhonopyAtoms(symbols=["Cu"] * 4, cell=CU.lattice.matrix, scaled_positions=CU.frac_coords)
     ph = harmonic(unit, (2, 2, 2))
     ph.generate_displacements(distance=0.03)
-    ph.forces = [forces_of(ph, cell) for cell in ph.supercells_with_displacements]
+    ph.forces = [forces_on(cell, EMT()) for cell in ph.supercells_with_displacements]
     ph.produce_force_constants()
     settings = BTESettings(mesh=5, temperature=50.0, renormalise=6, snapshots=4)
     assert lowest_frequency(unit, (2, 2, 2), -0.5 * ph.force_constants, settings) < -1
@@ -62,14 +61,6 @@ def test_self_consistent_phonons_recover_a_stable_crystal_from_unstable_force_co
     assert top[1] == pytest.approx(top[0], rel=0.05)
     np.testing.assert_array_equal(fc2, renormalised_fc2(unit, (2, 2, 2), -0.5 * ph.force_constants, EMT(), settings,
                                                         seed=3))
-
-
-def forces_of(ph, cell):
-    from ase import Atoms
-
-    atoms = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
-    atoms.calc = EMT()
-    return atoms.get_forces()
 
 
 def highest_frequency(unit, fc2, settings):
@@ -134,6 +125,13 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     cscl, pora = sorted(table.values(), key=lambda r: r.formula)
     assert cscl.formula == "CsCl" and cscl.kappa > 0 and cscl.supercell == "2x2x2" and cscl.atoms == 16
     assert pora.flag.startswith("element_not_in_model") and math.isnan(pora.kappa)
+    flagged = tmp_path / "flagged.csv"  # --unstable-in: only the structures a table flags imaginary_modes
+    rows = out.read_text().splitlines()
+    flagged.write_text("\n".join([rows[0], *(r + "imaginary_modes" if r.startswith(cscl.id) else r for r in rows[1:])]))
+    again = tmp_path / "again.csv"
+    assert main(["bte", str(tmp_path / "in"), "--output", str(again), "--mesh", "4", "--cutoff-pair-distance", "3",
+                 "--unstable-in", str(flagged), "--renormalise", "2"]) == 0
+    assert list(read_table(again)) == [cscl.id] and read_table(again)[cscl.id].trusted  # stable: not renormalised
     assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "x.csv"), "--potential", "7net-9"]) == 2
     assert "unknown SevenNet weights '7net-9': use one of ['7net-0', '7net-l3i5']" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
