@@ -244,10 +244,15 @@ def recipe_config(what: str, models: tuple) -> dict:
 
 
 def bte(args) -> int:
+    shard, shards = parse_shard(args.shard)
+    threads = max(1, (os.cpu_count() or 1) // shards)  # shards side by side: no core oversubscribed (OpenMP: phono3py,
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read when its runtime starts: before torch is imported)
+    import torch
+
     from paraisite.models.sevennet import WEIGHTS, sevennet_calculator, unusable
     from paraisite.phonons import IMAGINARY_MODES, BTESettings, kappa_table, read_table
 
-    shard, shards = parse_shard(args.shard)
+    torch.set_num_threads(threads)
     records, flagged = bte_inputs(args.data, args.data_dir)
     if args.unstable_in:
         unstable = {i for table in args.unstable_in for i, row in read_table(Path(table)).items()
@@ -459,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about three "
                            "times the time); keep one potential per table: a resumed table does not record it")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
-                                                      "each with its own --output); smaller cells run first")
+                                                      "each with its own --output and 1/N of the cores); smaller "
+                                                      "cells run first")
     phon.add_argument("--data-dir", default=None)
     phon.set_defaults(func=bte)
     stat = commands.add_parser("status", help="where the runs of a sweep (or single runs) stand: finished, running, "
