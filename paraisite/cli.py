@@ -312,7 +312,7 @@ def positive_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} lists no candidates; give a number ≥ 1 (or leave --top out)")
+        raise argparse.ArgumentTypeError(f"{value}: give a whole number ≥ 1 (or leave the option out)")
     return value
 
 
@@ -453,10 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     phon.add_argument("--cutoff-pair-distance", type=float, default=BTESettings.cutoff_pair_distance,
                       help="third-order displacement pairs only within this many Å (default %(default)s; 0: all)")
     phon.add_argument("--temperature", type=float, default=BTESettings.temperature, help="K (default %(default)s)")
-    phon.add_argument("--renormalise", type=int, default=0, metavar="ITERATIONS",
+    phon.add_argument("--renormalise", type=positive_int, default=0, metavar="ITERATIONS",
                       help="a structure with imaginary modes at 0 K gets self-consistent harmonic phonons at the "
-                           "temperature, from this many iterations of thermally displaced supercells (6 is enough; "
-                           "default 0: none; README \"κ by the phonon BTE\")")
+                           "temperature, from this many iterations of thermally displaced supercells (the tables "
+                           "here: 6; without it: none; README \"κ by the phonon BTE\")")
     phon.add_argument("--unstable-in", nargs="+", default=None, metavar="TABLE",
                       help="only the structures that these tables flag imaginary_modes (e.g. to rerun them with "
                            "--renormalise into a table that `backbone.physics.tables` lists after them)")
