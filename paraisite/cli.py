@@ -312,7 +312,7 @@ def positive_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: give a whole number ≥ 1 (or leave the option out)")
+        raise argparse.ArgumentTypeError(f"{value}: give a number ≥ 1 (or leave the option out)")
     return value
 
 

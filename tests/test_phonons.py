@@ -43,6 +43,7 @@ def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_pat
     assert path.read_text().count("\n") == 3  # header + one row per record
 
 
+@pytest.mark.slow
 def test_self_consistent_phonons_recover_a_stable_crystal_from_unstable_force_constants():
     """fcc Cu (EMT) from −½ × its own 0 K force constants (every mode imaginary): the thermal ensemble's forces pull
     the constants back to a stable crystal's, near the 0 K ones at 50 K; reproducible with the same seed."""
