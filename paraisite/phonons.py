@@ -137,7 +137,7 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
         computed += 1
     ph3.forces = forces - forces.mean(axis=1, keepdims=True)  # no net force: the potential's drift removed
     ph3.produce_fc3(symmetrize_fc3r=True)
-    if settings.renormalise and lowest_frequency(unit, multiples, ph3.fc2, settings) < IMAGINARY_THZ:
+    if settings.renormalise and mesh_frequencies(unit, multiples, ph3.fc2, settings.mesh).min() < IMAGINARY_THZ:
         ph3.fc2 = renormalised_fc2(unit, multiples, ph3.fc2, calculator, settings, zlib.crc32(rec.id.encode()))
     ph3.mesh_numbers = [settings.mesh] * 3
     ph3.init_phph_interaction()
@@ -172,11 +172,11 @@ def harmonic(unit, multiples, fc2=None):
     return ph
 
 
-def lowest_frequency(unit, multiples, fc2, settings: BTESettings) -> float:
-    """The lowest harmonic frequency (THz) of `fc2` on the BTE's q-point mesh."""
+def mesh_frequencies(unit, multiples, fc2, mesh: int) -> np.ndarray:
+    """The harmonic frequencies (THz) of `fc2` on a `mesh`³ q-point mesh."""
     ph = harmonic(unit, multiples, fc2)
-    ph.run_mesh([settings.mesh] * 3)
-    return float(ph.mesh.frequencies.min())
+    ph.run_mesh([mesh] * 3)
+    return ph.mesh.frequencies
 
 
 def renormalised_fc2(unit, multiples, fc2, calculator, settings: BTESettings, seed: int) -> np.ndarray:
