@@ -119,10 +119,13 @@ def predict_progress(inputs, every_s: float):
 def bundle(args) -> int:
     import json
 
-    from paraisite.models.bundle import RouteModels, parse_stoichiometry, read_bundle, write_bundle
+    from paraisite.models.bundle import PRECISIONS, RouteModels, parse_stoichiometry, read_bundle, write_bundle
     from paraisite.models.phonon_bte import reads_bte
     from paraisite.predict import find_models, load_ensemble, property_of
     from paraisite.prior import physical_kappa
+
+    if args.precision not in PRECISIONS:
+        raise ParaisiteError(f"--precision {args.precision}: give one of {', '.join(PRECISIONS)}")
 
     try:
         card = json.loads(open(args.card).read()) if args.card else {}
@@ -157,7 +160,7 @@ def bundle(args) -> int:
     if args.keep and not args.extend:
         raise ParaisiteError("--keep picks routes of the bundle given with --extend")
     by_composition = members[0].featurizer.by_composition if members else False  # no new route: not read
-    manifest, written = write_bundle(routes, args.output, card, by_composition, args.data_dir, half=args.half,
+    manifest, written = write_bundle(routes, args.output, card, by_composition, args.data_dir, precision=args.precision,
                                      extend=args.extend, keep=kept_spec(args.keep))
     for route in written:
         print(f"route {route.name} ({route.describe()}): {len(route.members)} member(s); training domain "
@@ -173,7 +176,7 @@ def bundle(args) -> int:
             print(f"  BTE prior: weight {prior.weight:.2f}, shift {prior.shift:+.2f}, centre {prior.centre:+.2f} on "
                   f"{prior.n_calibration} materials; MAPE {prior.mape_model:.3f} → {prior.mape_blended:.3f} out of "
                   f"fold{width}")
-    print(f"→ {manifest.parent} (model.json, weights.safetensors{', float16' if args.half else ''})")
+    print(f"→ {manifest.parent} (model.json, weights.safetensors, {args.precision})")
     return 0
 
 
@@ -424,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     bun.add_argument("--keep", nargs="+", default=None, metavar="ROUTE[:N]",
                      help="with --extend: keep only these of its routes, ROUTE:N with its first N members "
                           "(e.g. --keep other binaries:3 half-heuslers:3)")
-    bun.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; predictions "
-                                                         "within ~1e-3 relative)")
+    bun.add_argument("--precision", default="float32", metavar="{float32,float16,int8}",
+                     help="how the weights are stored: float32; float16 (half the size, predictions within ~1e-3 "
+                          "relative); int8 matrices with a scale per row (a quarter, within ~1e-2; default float32)")
     bun.add_argument("--interval-cv", nargs="+", action="extend", default=None, metavar="FOLDER",
                      help="cv runs of the members' recipes: each route gets a prediction interval calibrated on the "
                           "out-of-fold predictions of its recipe (split conformal on log ratios; `predict` writes "

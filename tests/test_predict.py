@@ -276,6 +276,48 @@ def test_a_bundle_predicts_what_its_runs_predict_without_runs_or_data(two_runs, 
         assert row["kappa_mean"] == bundled[key]["kappa_mean"] and row["flag"] == bundled[key]["flag"]
 
 
+def test_int8_stores_each_weight_within_half_a_step_of_its_blocks_scale():
+    import torch
+
+    from paraisite.models.bundle import BLOCK, SCALE, packed, unpacked
+
+    rows = torch.randn(5, 3, 2) * torch.tensor([1e-3, 1.0, 30.0, 0.0, 2.0]).reshape(5, 1, 1)  # 30 weights: per row
+    blocks = torch.randn(4, BLOCK // 2) * torch.tensor([1.0, 1.0, 1e-3, 1e-3]).reshape(4, 1)  # two blocks
+    state = {"rows": rows, "blocks": blocks, "b": torch.randn(4), "steps": torch.tensor(7)}
+    stored = {k: v for key, value in state.items() for k, v in packed(key, value, "int8").items()}
+    assert stored["rows"].dtype == stored["blocks"].dtype == torch.int8
+    assert stored["rows" + SCALE].shape == (5,) and stored["blocks" + SCALE].shape == (2,)
+    assert stored["b"].dtype == torch.float16 and stored["steps"].dtype == torch.int64
+    read = unpacked(stored)
+    assert read.keys() == state.keys() and all(v.dtype == state[k].dtype for k, v in read.items())
+    for key, step in [("rows", rows.abs().amax(dim=(1, 2), keepdim=True) / 127),
+                      ("blocks", blocks.reshape(2, -1).abs().amax(dim=1).repeat_interleave(2).reshape(4, 1) / 127)]:
+        assert torch.all((read[key] - state[key]).abs() <= step / 2 + 1e-6 * state[key].abs())
+    assert torch.all(read["rows"][3] == 0) and torch.equal(read["steps"], state["steps"])
+    assert torch.allclose(read["b"], state["b"], rtol=1e-3)
+    assert packed("w", rows, "float32") == {"w": rows}
+
+
+def test_an_int8_bundle_is_a_quarter_of_the_size_and_predicts_within_a_percent(two_runs, structure_folder, tmp_path,
+                                                                               capsys):
+    for precision in ("float32", "int8"):
+        assert cli(["bundle", str(two_runs), "--precision", precision, "--output", str(tmp_path / precision)]) == 0
+        assert f"weights.safetensors, {precision})" in capsys.readouterr().out
+        assert cli(["predict", str(structure_folder), "--model", str(tmp_path / precision), "--output",
+                    str(tmp_path / f"{precision}.csv"), "--quiet"]) == 0
+    size = {p: (tmp_path / p / "weights.safetensors").stat().st_size for p in ("float32", "int8")}
+    assert size["int8"] < 0.3 * size["float32"]
+    full, small = read_rows(tmp_path / "float32.csv"), read_rows(tmp_path / "int8.csv")
+    assert full.keys() == small.keys()
+    assert [r["flag"] for r in small.values()] == [r["flag"] for r in full.values()]
+    predicted = [key for key, row in full.items() if not row["flag"]]
+    assert predicted and all(float(small[key]["kappa_mean"]) == pytest.approx(float(full[key]["kappa_mean"]), rel=1e-2)
+                             for key in predicted)
+    assert cli(["bundle", str(two_runs), "--precision", "int4", "--output", str(tmp_path / "x")]) == 2
+    assert "--precision int4: give one of float32, float16, int8" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_routed_bundle_predicts_each_structure_with_the_members_of_its_route(two_runs, tmp_path, capsys):
     """Seed 1 (trained on half-Heuslers) takes the 1:1:1 compounds of its training set's space group (F-43m),
     seed 2 the rest; in float16 each prediction is its run's within 1e-3."""
@@ -287,8 +329,8 @@ def test_a_routed_bundle_predicts_each_structure_with_the_members_of_its_route(t
     folder.mkdir()
     for name, structure in [("hh", half_heusler), ("abc", other_abc), ("ab", ab)]:
         structure.to(filename=str(folder / f"{name}.cif"))
-    assert cli(["bundle", str(two_runs / "s2"), "--route", "half-heuslers", "1:1:1", str(two_runs / "s1"), "--half",
-                "--output", str(tmp_path / "b")]) == 0
+    assert cli(["bundle", str(two_runs / "s2"), "--route", "half-heuslers", "1:1:1", str(two_runs / "s1"),
+                "--precision", "float16", "--output", str(tmp_path / "b")]) == 0
     assert "route half-heuslers (1:1:1 compounds in space group(s) 216): 1 member(s)" in capsys.readouterr().out
     predict([folder], load_ensemble([two_runs / "s1"]), tmp_path / "s1.csv")
     predict([folder], load_ensemble([two_runs / "s2"]), tmp_path / "s2.csv")

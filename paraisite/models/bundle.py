@@ -1,7 +1,7 @@
 """Model bundles: an ensemble of finished runs in one portable folder, no pickle anywhere.
 
-`weights.safetensors` holds every member's tensors (keys `<member>/<parameter>`; float32, or float16 when written
-with `half`); `model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the
+`weights.safetensors` holds every member's tensors (keys `<member>/<parameter>`; float32, float16, or int8 matrices
+with their float32 scales beside them (`<member>/<parameter>@scale`), as the bundle's `precision` says); `model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the
 data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
 stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
@@ -25,7 +25,11 @@ from paraisite.intervals import Interval
 from paraisite.models.io import read_model_file
 from paraisite.prior import Prior
 
-BUNDLE_FORMAT = 2  # 2: routes (format 1, still read: one route of every member, the domain at the top level)
+BUNDLE_FORMAT = 3  # 3: int8 matrices (`@scale` keys); 2: routes (both still read, as format 1: one route of every
+# member, the domain at the top level)
+PRECISIONS = ("float32", "float16", "int8")
+SCALE = "@scale"  # the key suffix of an int8 matrix's scales, one per block of BLOCK weights (or per row)
+BLOCK = 32
 SHIPPED = Path(__file__).resolve().parent.parent / "bundles"
 WEIGHTS, MANIFEST = "weights.safetensors", "model.json"
 
@@ -274,17 +278,48 @@ def check_routes(routes: list[Route] | list[RouteModels]) -> None:
                              "give every route the same level")
 
 
+def packed(key: str, value: torch.Tensor, precision: str) -> dict[str, torch.Tensor]:
+    """A member's tensor as a bundle stores it: as it is in float32 (and any integer tensor); float16 ("float16",
+    and the vectors of "int8"); a matrix in "int8" as int8 with a float32 scale (its largest |w| / 127) per block of
+    `BLOCK` consecutive weights (per row where the size is no multiple of it) at `key + SCALE`: each weight within
+    half a step of its block's scale."""
+    if not value.is_floating_point() or precision == "float32":
+        return {key: value}
+    if precision == "int8" and value.dim() >= 2:
+        blocks = value.numel() // BLOCK if value.numel() % BLOCK == 0 else value.shape[0]
+        flat = value.float().reshape(blocks, -1)
+        scale = flat.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny) / 127
+        return {key: torch.round(flat / scale).to(torch.int8).reshape(value.shape), key + SCALE: scale.reshape(blocks)}
+    return {key: value.half()}
+
+
+def unpacked(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 tensors that `packed` stored (integer tensors as they were)."""
+    state = {}
+    for key, value in tensors.items():
+        if key.endswith(SCALE):
+            continue
+        scale = tensors.get(key + SCALE)
+        if scale is not None:  # an int8 matrix: each block times its scale
+            state[key] = (value.float().reshape(scale.numel(), -1) * scale.reshape(-1, 1)).reshape(value.shape)
+        else:
+            state[key] = value.float() if value.dtype == torch.float16 else value
+    return state
+
+
 def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composition: bool,
-                 data_dir: str | None = None, half: bool = False,
+                 data_dir: str | None = None, precision: str = "float32",
                  extend: str | Path | None = None, keep: dict[str, int | None] | None = None
                  ) -> tuple[Path, list[Route]]:
     """Bundle the routes' models into `folder`, with the model card's facts and each route's training domain
-    (`half`: floating-point weights stored as float16, half the size); returns the manifest's path and the routes
+    (`precision`: how the weights are stored, `packed`); returns the manifest's path and the routes
     (`check_routes`). `extend`: a bundle (folder or shipped name) whose members and routes are kept and the new
-    routes added, its card updated by `card` (a key given as None is removed; its members stored again as `half`
-    says); `keep`: only these of its routes, each with its first N members (None: all of them)."""
+    routes added, its card updated by `card` (a key given as None is removed; its members stored again in
+    `precision`); `keep`: only these of its routes, each with its first N members (None: all of them)."""
     from safetensors.torch import save
 
+    if precision not in PRECISIONS:
+        raise ParaisiteError(f"precision {precision!r}: give one of {', '.join(PRECISIONS)}")
     tensors, members, written = {}, [], []
 
     def add(name: str, config: dict, state: dict, origin) -> None:
@@ -292,8 +327,7 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
             if not isinstance(value, torch.Tensor):
                 raise ParaisiteError(f"{origin}: state entry {key!r} is not a tensor ({type(value).__name__}); "
                                      "only network members can be bundled")
-            value = value.detach().cpu().contiguous().clone()
-            tensors[f"{name}/{key}"] = value.half() if half and value.is_floating_point() else value
+            tensors.update(packed(f"{name}/{key}", value.detach().cpu().contiguous().clone(), precision))
         members.append({"name": name, "config": config})
 
     if extend is not None:
@@ -352,14 +386,13 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
         tensors = load_file(folder / WEIGHTS)
     except (OSError, ValueError, SafetensorError) as exc:
         raise ParaisiteError(f"{folder}: unreadable model bundle ({exc})") from None
-    if manifest.get("format") not in (1, BUNDLE_FORMAT):
+    if manifest.get("format") not in (1, 2, BUNDLE_FORMAT):
         raise ParaisiteError(f"{folder / MANIFEST}: bundle format {manifest.get('format')!r}, this paraisite reads "
                              f"formats 1 to {BUNDLE_FORMAT}")
     members = []
     for m in manifest["members"]:
         prefix = f"{m['name']}/"
-        state = {k.removeprefix(prefix): v.float() if v.dtype == torch.float16 else v  # `half` bundles: back to float32
-                 for k, v in tensors.items() if k.startswith(prefix)}
+        state = unpacked({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
         if not state:
             raise ParaisiteError(f"{folder / WEIGHTS}: no weights for member {m['name']}")
         members.append(BundleMember(m["name"], m["config"], state))
