@@ -313,8 +313,18 @@ def test_an_int8_bundle_is_a_quarter_of_the_size_and_predicts_within_a_percent(t
     predicted = [key for key, row in full.items() if not row["flag"]]
     assert predicted and all(float(small[key]["kappa_mean"]) == pytest.approx(float(full[key]["kappa_mean"]), rel=1e-2)
                              for key in predicted)
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "int8" / "weights.safetensors"
+    tensors = load_file(weights)
+    lost = next(k for k in tensors if k.endswith("@scale"))
+    save_file({k: v for k, v in tensors.items() if k != lost}, weights)  # a damaged file: a matrix without its scales
+    assert cli(["predict", str(structure_folder), "--model", str(tmp_path / "int8"), "--output",
+                str(tmp_path / "x.csv"), "--quiet"]) == 2
+    member, key = lost.removesuffix("@scale").split("/", 1)
+    assert f"weights.safetensors: member {member}: unreadable weights ({key}: torch.int8" in capsys.readouterr().err
     assert cli(["bundle", str(two_runs), "--precision", "int4", "--output", str(tmp_path / "x")]) == 2
-    assert "--precision int4: give one of float32, float16, int8" in capsys.readouterr().err
+    assert "precision 'int4': give one of float32, float16, int8" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

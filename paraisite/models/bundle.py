@@ -1,8 +1,9 @@
 """Model bundles: an ensemble of finished runs in one portable folder, no pickle anywhere.
 
 `weights.safetensors` holds every member's tensors (keys `<member>/<parameter>`; float32, float16, or int8 matrices
-with their float32 scales beside them (`<member>/<parameter>@scale`), as the bundle's `precision` says); `model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the
-data folder nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
+with their float32 scales beside them at `<member>/<parameter>@scale`, as the bundle's `precision` says);
+`model.json` holds the format, each member's name and config (with the backbone `spec`, so neither the data folder
+nor the runs are needed), the routes and the model card's facts (`card`: training data, recipe,
 metrics). A bundle's members may be split into `Route`s: the members of the route that takes a structure (by its
 stoichiometry and space group) predict it, each route with its own training domain; a BTE route (members that read
 the phonon-BTE κ as input; several, each for its own kinds) takes the structures of its training kinds that
@@ -25,8 +26,7 @@ from paraisite.intervals import Interval
 from paraisite.models.io import read_model_file
 from paraisite.prior import Prior
 
-BUNDLE_FORMAT = 3  # 3: int8 matrices (`@scale` keys); 2: routes (both still read, as format 1: one route of every
-# member, the domain at the top level)
+BUNDLE_FORMAT = 3  # 3: int8 matrices (`@scale` keys); 2: routes; 1: one route of every member (all three read)
 PRECISIONS = ("float32", "float16", "int8")
 SCALE = "@scale"  # the key suffix of an int8 matrix's scales, one per block of BLOCK weights (or per row)
 BLOCK = 32
@@ -294,12 +294,17 @@ def packed(key: str, value: torch.Tensor, precision: str) -> dict[str, torch.Ten
 
 
 def unpacked(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The float32 tensors that `packed` stored (integer tensors as they were)."""
+    """The float32 tensors that `packed` stored (integer tensors as they were); ValueError names a key whose int8
+    weights and scales do not fit together."""
     state = {}
     for key, value in tensors.items():
         if key.endswith(SCALE):
             continue
         scale = tensors.get(key + SCALE)
+        if (scale is None) != (value.dtype != torch.int8) or scale is not None and (
+                scale.numel() == 0 or value.numel() % scale.numel()):
+            raise ValueError(f"{key}: {value.dtype} {tuple(value.shape)} with "
+                             f"{'no scales' if scale is None else f'{scale.numel()} scale(s)'}")
         if scale is not None:  # an int8 matrix: each block times its scale
             state[key] = (value.float().reshape(scale.numel(), -1) * scale.reshape(-1, 1)).reshape(value.shape)
         else:
@@ -392,7 +397,10 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
     members = []
     for m in manifest["members"]:
         prefix = f"{m['name']}/"
-        state = unpacked({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
+        try:
+            state = unpacked({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
+        except ValueError as exc:
+            raise ParaisiteError(f"{folder / WEIGHTS}: member {m['name']}: unreadable weights ({exc})") from None
         if not state:
             raise ParaisiteError(f"{folder / WEIGHTS}: no weights for member {m['name']}")
         members.append(BundleMember(m["name"], m["config"], state))
