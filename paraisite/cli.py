@@ -426,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                           "(e.g. --keep other binaries:3 half-heuslers:3)")
     bun.add_argument("--precision", default="float32", metavar="{float32,float16,int8}",
                      help="how the weights are stored: float32; float16 (half the size, predictions within ~1e-3 "
-                          "relative); int8 matrices with a scale per block of 32 weights (about a quarter, within ~1e-2)")
+                          "relative); int8 matrices with a scale per block of 32 weights (about a quarter, within "
+                          "~1e-2)")
     bun.add_argument("--interval-cv", nargs="+", action="extend", default=None, metavar="FOLDER",
                      help="cv runs of the members' recipes: each route gets a prediction interval calibrated on the "
                           "out-of-fold predictions of its recipe (split conformal on log ratios; `predict` writes "

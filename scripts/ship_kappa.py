@@ -20,9 +20,10 @@ row, of the kinds its training set holds): `--bte-route NAME RUNS` a route's mem
 expected error and calibrate its interval. Without the positional folder the shipped bundle keeps its routes
 (`--keep`: only those named, ROUTE:N with its first N members) and card, and gets the BTE routes:
 
-    python scripts/ship_kappa.py --keep other binaries:3 half-heuslers:3 \\
+    python scripts/ship_kappa.py --keep other binaries:5 half-heuslers:5 \\
         --bte-route binaries-bte outputs/bte_renorm_route/final_dataset1 \\
-        --bte-route half-heuslers-bte outputs/bte_renorm_route/final_dataset2 --bte-cv outputs/bte_renorm_route/cv
+        --bte-route half-heuslers-bte outputs/bte_renorm_route/final_dataset2 \\
+        --bte-cv outputs/bte_renorm_cv/m3gnet_bte_renormalised
 """
 
 from __future__ import annotations

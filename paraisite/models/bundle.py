@@ -301,14 +301,13 @@ def unpacked(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if key.endswith(SCALE):
             continue
         scale = tensors.get(key + SCALE)
-        if (scale is None) != (value.dtype != torch.int8) or scale is not None and (
-                scale.numel() == 0 or value.numel() % scale.numel()):
+        if scale is None and value.dtype != torch.int8:
+            state[key] = value.float() if value.dtype == torch.float16 else value
+            continue
+        if scale is None or value.dtype != torch.int8 or scale.numel() == 0 or value.numel() % scale.numel():
             raise ValueError(f"{key}: {value.dtype} {tuple(value.shape)} with "
                              f"{'no scales' if scale is None else f'{scale.numel()} scale(s)'}")
-        if scale is not None:  # an int8 matrix: each block times its scale
-            state[key] = (value.float().reshape(scale.numel(), -1) * scale.reshape(-1, 1)).reshape(value.shape)
-        else:
-            state[key] = value.float() if value.dtype == torch.float16 else value
+        state[key] = (value.float().reshape(scale.numel(), -1) * scale.reshape(-1, 1)).reshape(value.shape)
     return state
 
 
