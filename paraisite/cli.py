@@ -250,7 +250,7 @@ def bte(args) -> int:
     import torch
 
     from paraisite.models.sevennet import WEIGHTS, sevennet_calculator, unusable
-    from paraisite.phonons import IMAGINARY_MODES, BTESettings, kappa_table, read_table
+    from paraisite.phonons import IMAGINARY_MODES, BTESettings, fill_volume_ratios, kappa_table, read_table
 
     torch.set_num_threads(threads)
     records, flagged = bte_inputs(args.data, args.data_dir)
@@ -270,6 +270,16 @@ def bte(args) -> int:
         print(f"{result.id} {result.formula}: {kappa} {result.flag} ({result.displacements} supercells, "
               f"{result.seconds:.0f} s)", flush=True)
 
+    if args.fill_volume_ratios:
+        if not Path(args.output).is_file():
+            raise ParaisiteError(f"--fill-volume-ratios: no table {args.output} to fill")
+        usable = [r for r in records if not flagged[r.id]]
+        table = fill_volume_ratios(usable, calculator, Path(args.output), settings,
+                                   lambda row: print(f"{row.id} {row.formula}: volume ratio {row.volume_ratio:.4f}",
+                                                     flush=True))
+        known = sum(row.volume_ratio == row.volume_ratio for row in table.values())
+        print(f"{known} of {len(table)} rows with a volume ratio → {args.output}")
+        return 0
     table = kappa_table(records, calculator, Path(args.output), settings, flagged, shown)
     print(f"{sum(table[r.id].kappa == table[r.id].kappa for r in records)} of {len(records)} with κ → {args.output}")
     return 0
@@ -465,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     phon.add_argument("--potential", default=None,
                       help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about three "
                            "times the time); keep one potential per table: a resumed table does not record it")
+    phon.add_argument("--fill-volume-ratios", action="store_true",
+                      help="no phonons: give the rows of --output that lack a volume_ratio (a table written before "
+                           "the column existed) theirs, by relaxing their structure alone (seconds each; resumable)")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
                                                       "each with its own --output and 1/N of the cores); smaller "
                                                       "cells run first")

@@ -20,6 +20,10 @@ force constants fitted to them by least squares (symfc), mixed half-and-half wit
 last three fits gives the phonons of the BTE, with the 0 K third-order constants. A row still below −0.1 THz keeps
 the flag. The sampling is seeded per structure (its id) and iteration.
 
+Each row also records `volume_ratio`, the potential's relaxed cell volume over the given structure's: a label-free
+measure of how far the potential's lattice is from the reference calculation's (universal potentials expand and
+soften lattices); `fill_volume_ratios` adds it to a table written before it existed (relaxations alone).
+
 `kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
 a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
 shipped SevenNet-0 weights).
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 import warnings
 import zlib
@@ -47,6 +52,7 @@ IMAGINARY_THZ = -0.1
 IMAGINARY_MODES = "imaginary_modes"
 NO_SCATTERING = "no_scattering"  # modes barely scattered on the mesh: κ unbounded (e.g. BAs) or above MAX_KAPPA
 MAX_KAPPA = 5000.0  # W/mK: above any known crystal's (diamond ~2000–3000)
+FAILURES = (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError)  # one structure's, not the run's
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class BTEResult:
     displacements: int  # supercells whose forces were computed
     seconds: float
     flag: str = ""
+    volume_ratio: float = float("nan")  # the potential's relaxed cell volume / the given structure's (NaN: not known)
 
     @property
     def trusted(self) -> bool:
@@ -87,6 +94,7 @@ class BTEResult:
 
 
 COLUMNS = tuple(f.name for f in fields(BTEResult))
+LEGACY_COLUMNS = COLUMNS[:-1]  # tables written before `volume_ratio`: read with it NaN, upgraded when appended to
 
 
 def supercell_multiples(lengths, min_length: float, min_multiple: int = 2) -> tuple[int, ...]:
@@ -95,7 +103,8 @@ def supercell_multiples(lengths, min_length: float, min_multiple: int = 2) -> tu
 
 
 def relaxed(structure, calculator, settings: BTESettings):
-    """The conventional standard cell as ASE atoms, relaxed (cell and positions) with its symmetry kept."""
+    """(the conventional standard cell as ASE atoms relaxed (cell and positions) with its symmetry kept, its volume
+    over the unrelaxed one's)."""
     from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
@@ -103,11 +112,12 @@ def relaxed(structure, calculator, settings: BTESettings):
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     atoms = AseAtomsAdaptor.get_atoms(SpacegroupAnalyzer(structure).get_conventional_standard_structure())
+    given = atoms.get_volume()
     atoms.calc = calculator
     atoms.set_constraint(FixSymmetry(atoms))
     BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=settings.fmax, steps=settings.max_steps)
     atoms.set_constraint()
-    return atoms
+    return atoms, float(atoms.get_volume() / given)
 
 
 def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) -> BTEResult:
@@ -120,7 +130,7 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     start = time.perf_counter()
     if rec.structure is None:
         return missing(rec, NO_STRUCTURE)
-    atoms = relaxed(rec.structure, calculator, settings)
+    atoms, volume_ratio = relaxed(rec.structure, calculator, settings)
     multiples = supercell_multiples(atoms.cell.lengths(), settings.min_length, settings.min_multiple)
     unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.array(atoms.cell),
                         scaled_positions=atoms.get_scaled_positions())
@@ -148,7 +158,7 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     kappa = float(np.mean(diagonal))
     flag = IMAGINARY_MODES if lowest < IMAGINARY_THZ else "" if kappa <= MAX_KAPPA else NO_SCATTERING
     return BTEResult(rec.id, rec.formula, kappa, *diagonal, lowest, "x".join(map(str, multiples)), n_atoms, computed,
-                     round(time.perf_counter() - start, 1), flag)
+                     round(time.perf_counter() - start, 1), flag, volume_ratio)
 
 
 def forces_on(cell, calculator) -> np.ndarray:
@@ -206,11 +216,12 @@ def missing(rec: Record, flag: str) -> BTEResult:
 
 
 def read_table(path: Path) -> dict[str, BTEResult]:
-    """The rows of a κ table written by `kappa_table`, by id; an unflagged row above `MAX_KAPPA` (written before that
-    rule) is flagged `no_scattering`, as the rule flags it now."""
+    """The rows of a κ table written by `kappa_table`, by id (a table without `volume_ratio`, written before it, reads
+    NaN there); an unflagged row above `MAX_KAPPA` (written before that rule) is flagged `no_scattering`, as the rule
+    flags it now."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (COLUMNS, LEGACY_COLUMNS):
             raise DataError(f"{path}: not a BTE κ table (columns {reader.fieldnames}, expected {list(COLUMNS)})")
         types = {f.name: f.type for f in fields(BTEResult)}
         cast = {"float": float, "int": int, "str": str}
@@ -225,6 +236,41 @@ def read_table(path: Path) -> dict[str, BTEResult]:
         return rows
 
 
+def read_header(path: Path) -> tuple[str, ...]:
+    with open(path, newline="") as f:
+        return tuple(next(csv.reader(f), ()))
+
+
+def write_table(path: Path, rows) -> None:
+    """`rows` (`BTEResult`s) as a κ table, replacing `path` atomically (a failed write leaves the old file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerows(list(asdict(row).values()) for row in rows)
+    os.replace(tmp, path)
+
+
+def fill_volume_ratios(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
+                       progress=None) -> dict[str, BTEResult]:
+    """Give the rows of the table `path` that lack `volume_ratio` theirs, by relaxing their record's structure alone
+    (no phonons; seconds a structure); the table is rewritten after each, so a stopped run resumes. Rows without a
+    record or a structure, or whose relaxation fails, keep NaN."""
+    rows = read_table(path)
+    for rec in records:
+        row = rows.get(rec.id)
+        if row is None or rec.structure is None or math.isfinite(row.volume_ratio):
+            continue
+        try:
+            rows[rec.id] = replace(row, volume_ratio=relaxed(rec.structure, calculator, settings)[1])
+        except FAILURES:  # this structure's relaxation failed: it keeps NaN (a rerun tries again), the run goes on
+            continue
+        write_table(path, rows.values())
+        if progress is not None:
+            progress(rows[rec.id])
+    return rows
+
+
 def kappa_table(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
                 flagged: dict[str, str] | None = None, progress=None) -> dict[str, BTEResult]:
     """Every record's BTE κ, appended to the CSV `path` as each finishes; ids already in it are skipped (resume).
@@ -233,6 +279,8 @@ def kappa_table(records: list[Record], calculator, path: Path, settings: BTESett
     path = Path(path)
     new_file = not path.is_file()
     done = {} if new_file else read_table(path)
+    if not new_file and read_header(path) != COLUMNS:
+        write_table(path, done.values())  # a table of LEGACY_COLUMNS: given the new column before rows are appended
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new_file:
@@ -243,7 +291,7 @@ def kappa_table(records: list[Record], calculator, path: Path, settings: BTESett
             reason = (flagged or {}).get(rec.id, "")
             try:
                 result = missing(rec, reason) if reason else kappa_bte(rec, calculator, settings)
-            except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # one structure's
+            except FAILURES as exc:  # one structure's
                 # failure (relaxation, phono3py, the potential) must not end a long run
                 result = missing(rec, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
             writer.writerow(list(asdict(result).values()))

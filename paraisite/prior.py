@@ -109,13 +109,15 @@ def mape(pred: np.ndarray, true: np.ndarray) -> float:
 
 class BTERow(NamedTuple):
     """One structure's row of `paraisite bte` tables as priors and the BTE input read it (stored in a model's spec
-    as a list; rows stored before `computed` and `min_frequency` existed have the first three)."""
+    as a list; rows stored before `computed`, `min_frequency` and `volume_ratio` existed have the first three or
+    five)."""
 
     formula: str
     kappa: float | None  # W/mK, only where the row is trusted (`BTEResult.trusted`)
     why: str  # why not trusted: the row's flag; "" where trusted
     computed: float | None = None  # W/mK, the κ computed, trusted or not (None: none, or not finite)
     min_frequency: float | None = None  # THz, the lowest over the mesh (negative: imaginary modes)
+    volume_ratio: float | None = None  # the potential's relaxed volume / the given structure's (None: not known)
 
 
 def physical_kappa(tables: list[str | Path]) -> dict[str, BTERow]:
@@ -128,7 +130,8 @@ def physical_kappa(tables: list[str | Path]) -> dict[str, BTERow]:
             why = "" if row.trusted else (row.flag or f"κ {row.kappa:g} not usable")
             finite = math.isfinite(row.kappa) and row.kappa > 0
             out[rid] = BTERow(row.formula, row.kappa if row.trusted else None, why, row.kappa if finite else None,
-                              row.min_frequency if math.isfinite(row.min_frequency) else None)
+                              row.min_frequency if math.isfinite(row.min_frequency) else None,
+                              row.volume_ratio if math.isfinite(row.volume_ratio) else None)
     return out
 
 

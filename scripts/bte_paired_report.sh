@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
-# A BTE-input candidate paired with the plain M3GNet-BTE by domain on the same folds (docs/benchmarks.md: "The BTE κ
-# as the baseline that the network corrects", "Finite-temperature phonons for the structures unstable at 0 K"): the
-# report of both rows trained on Dataset1 and on Dataset2 with their per-source experts (table.md), the candidate's
-# experts paired with the plain ones on each set (paired.md), and the candidate's runs' archive (scripts/archive_runs.sh).
+# A BTE-input candidate paired with M3GNet-BTE by domain (or BASE_ROW) on the same folds (docs/benchmarks.md: "The BTE
+# κ as the baseline that the network corrects", "Finite-temperature phonons for the structures unstable at 0 K", "The
+# potential's volume ratio as an input"): the report of both rows trained on Dataset1 and on Dataset2 with their
+# per-source experts (table.md), the candidate's experts paired with the baseline's on each set (paired.md), and the
+# candidate's runs' archive (scripts/archive_runs.sh).
 #   CANDIDATE=m3gnet_bte_residual OUT=outputs/bte_residual_cv DEST=docs/results/bte_residual_cv scripts/bte_paired_report.sh
 #   CANDIDATE=m3gnet_bte_renormalised OUT=outputs/bte_renorm_cv BASELINE=outputs/bte_residual_cv/m3gnet_bte \
 #     DEST=docs/results/bte_renorm_cv scripts/bte_paired_report.sh
-# BASELINE: where the plain rows are, when not under OUT. Without the run folders: tar xzf DEST/runs.tar.gz -C DIR,
-# then OUT=DIR/<its folder> ….
+#   CANDIDATE=m3gnet_bte_volume OUT=outputs/bte_volume_cv BASELINE=outputs/bte_renorm_cv/m3gnet_bte_renormalised \
+#     BASE_ROW=m3gnet_bte_renormalised DEST=docs/results/bte_volume_cv scripts/bte_paired_report.sh
+# BASELINE: where the baseline rows are, when not under OUT; BASE_ROW: their backbone (default m3gnet_bte). Without
+# the run folders: tar xzf DEST/runs.tar.gz -C DIR, then OUT=DIR/<its folder> ….
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CANDIDATE:?name the candidate backbone}" "${OUT:?}" "${DEST:?}"
 BASELINE=${BASELINE:-}
+BASE_ROW=${BASE_ROW:-m3gnet_bte}
 PY=${PY:-.venv/bin/python}
 experts() { echo "$1/eform/dft/dataset1 [cv]|$1/eform/dft/dataset2 [cv]"; }
 mkdir -p "$DEST"
 $PY -m paraisite.cli report "$OUT" $BASELINE --output "$DEST" \
   --experts "$CANDIDATE/eform/dft/dataset1 [cv]" "$CANDIDATE/eform/dft/dataset2 [cv]" \
-  --experts "m3gnet_bte/eform/dft/dataset1 [cv]" "m3gnet_bte/eform/dft/dataset2 [cv]"
+  --experts "$BASE_ROW/eform/dft/dataset1 [cv]" "$BASE_ROW/eform/dft/dataset2 [cv]"
 {
-  echo "$CANDIDATE experts − plain M3GNet-BTE experts, out-of-fold ensembles paired on the same materials:"
+  echo "$CANDIDATE experts − $BASE_ROW experts, out-of-fold ensembles paired on the same materials:"
   echo
   echo "| A | B | test set | MAPE A | MAPE B | A − B [95 %] | p | materials |"
   echo "|---|---|---|---|---|---|---|---|"
   for test in dataset1 dataset2 mix; do
-    $PY scripts/paired_ensembles.py "$OUT" $BASELINE --test "$test" --rows "$(experts "$CANDIDATE")" "$(experts m3gnet_bte)"
+    $PY scripts/paired_ensembles.py "$OUT" $BASELINE --test "$test" \
+      --rows "$(experts "$CANDIDATE")" "$(experts "$BASE_ROW")"
   done
 } > "$DEST/paired.md"
 scripts/archive_runs.sh "$OUT" "$DEST"

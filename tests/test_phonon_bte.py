@@ -57,6 +57,21 @@ def test_unstable_modes_give_the_computed_kappa_floored_and_the_depth_of_the_ins
     assert descriptors.featurizer().key("h") != plain.featurizer().key("h")
 
 
+def test_the_volume_ratio_is_appended_as_its_log_zero_where_a_row_has_none(tmp_path, caplog):
+    write_bte_table(tmp_path / "t.csv", [("a", "NaCl", 5.0, "", 0.5, 1.05), ("b", "KCl", 7.0, "", 0.5)])
+    descriptors = BTEDescriptors([str(tmp_path / "t.csv")], volume_ratio=True)
+    assert descriptors.names[-1] == "ln volume_ratio" and len(descriptors.shift) == len(descriptors.scale) == 5
+    x = descriptors.featurizer().build([Record("a", "NaCl", 6.0), Record("b", "KCl", 7.0)]).x
+    torch.testing.assert_close(x, torch.tensor([[math.log(5.0), 1, 0, 0, math.log(1.05)], [math.log(7.0), 1, 0, 0, 0]]))
+    assert "1 of 2 record(s) have a BTE row without a volume ratio" in caplog.text and caplog.text.rstrip().endswith("b")
+    both = BTEDescriptors([str(tmp_path / "t.csv")], unstable_modes=True, volume_ratio=True)
+    assert both.names[-2:] == ("bte_instability_thz", "ln volume_ratio")
+    assert len({d.featurizer().key("h") for d in (descriptors, both, BTEDescriptors([str(tmp_path / "t.csv")]))}) == 3
+    write_bte_table(tmp_path / "none.csv", [("a", "NaCl", 5.0, "")])
+    with pytest.raises(ConfigError, match="volume_ratio: no row .*none.csv.*--fill-volume-ratios"):
+        BTEDescriptors([str(tmp_path / "none.csv")], volume_ratio=True)
+
+
 def test_a_missing_table_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="nothere.csv"):
         BTEDescriptors([str(tmp_path / "nothere.csv")])

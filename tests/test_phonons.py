@@ -1,6 +1,7 @@
 """The phonon-BTE κ tool: supercells, a whole run with a cheap potential (EMT), resume, bad tables, the CLI's checks."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from paraisite.cli import main, parse_shard
 from paraisite.data.graphs import NO_STRUCTURE
 from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.phonons import (BTEResult, BTESettings, forces_on, harmonic, kappa_table, mesh_frequencies, read_table,
-                               renormalised_fc2, supercell_multiples)
+from paraisite.phonons import (COLUMNS, LEGACY_COLUMNS, BTEResult, BTESettings, fill_volume_ratios, forces_on, harmonic,
+                               kappa_table, mesh_frequencies, read_table, renormalised_fc2, supercell_multiples,
+                               write_table)
 from tests.helpers import CSCL
 
 CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -36,6 +38,7 @@ def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_pat
     assert cu.kappa_xx == pytest.approx(cu.kappa_zz, rel=1e-6)  # cubic: isotropic
     assert (cu.supercell, cu.atoms) == ("2x2x2", 32) and 0 < cu.displacements
     assert cu.min_frequency > -0.1  # fcc Cu is stable with EMT
+    assert 0.95 < cu.volume_ratio < 1.05 and cu.volume_ratio != 1.0  # EMT's lattice constant is near, not at, 3.61 Å
     assert table["none"].flag == NO_STRUCTURE and math.isnan(table["none"].kappa)
     again = kappa_table(records, None, path, FAST)  # nothing left to compute: the calculator is never used
     assert again["cu"] == read_table(path)["cu"] == cu  # the CSV holds every number exactly
@@ -93,6 +96,26 @@ def test_a_file_that_is_not_a_kappa_table_is_refused_by_name(tmp_path):
         kappa_table([], None, path)
 
 
+def test_a_table_without_volume_ratios_reads_nan_is_upgraded_when_resumed_and_filled_by_relaxation(tmp_path):
+    """A table written before the column existed: read with NaN there; a resumed run rewrites it with the column
+    before appending (no row lost); `fill_volume_ratios` relaxes only the rows without one, and a second fill
+    computes nothing."""
+    path = tmp_path / "old.csv"
+    cu = BTEResult("cu", "Cu", 12.5, 12.5, 12.5, 12.5, 0.3, "2x2x2", 32, 4, 1.0)
+    path.write_text(",".join(LEGACY_COLUMNS) + "\n" + ",".join(map(str, list(vars(cu).values())[:-1])) + "\n")
+    assert math.isnan(read_table(path)["cu"].volume_ratio) and read_table(path)["cu"].kappa == 12.5
+    kappa_table([Record("po", "Po", None, CU)], None, path, FAST, {"po": "element_not_in_model: Po"})
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert list(read_table(path)) == ["cu", "po"] and read_table(path)["cu"].kappa == 12.5
+    records = [Record("cu", "Cu", None, CU), Record("po", "Po", None, None), Record("elsewhere", "Cu", None, CU)]
+    filled = fill_volume_ratios(records, EMT(), path, FAST)
+    assert 0.95 < filled["cu"].volume_ratio < 1.05 and math.isnan(filled["po"].volume_ratio)  # no structure: NaN
+    assert str(read_table(path)) == str(filled) and "elsewhere" not in filled and filled["cu"].kappa == 12.5  # str: NaN
+    assert str(fill_volume_ratios(records, None, path, FAST)) == str(filled)  # nothing left to relax: no calculator
+    write_table(path, filled.values())
+    assert str(read_table(path)) == str(filled)
+
+
 def test_an_unreadable_row_is_refused_with_its_line(tmp_path):
     path = tmp_path / "k.csv"
     kappa_table([Record("po", "Po", None, CU)], None, path, FAST, {"po": "element_not_in_model: Po"})
@@ -120,9 +143,17 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     cscl, pora = sorted(table.values(), key=lambda r: r.formula)
     assert cscl.formula == "CsCl" and cscl.kappa > 0 and cscl.supercell == "2x2x2" and cscl.atoms == 16
     assert pora.flag.startswith("element_not_in_model") and math.isnan(pora.kappa)
+    assert cscl.volume_ratio > 0
+    legacy = tmp_path / "legacy.csv"  # --fill-volume-ratios: a table written before the column gets it
+    lines = out.read_text().splitlines()
+    legacy.write_text("\n".join(",".join(line.split(",")[:len(LEGACY_COLUMNS)]) for line in lines))
+    assert main(["bte", str(tmp_path / "in"), "--output", str(legacy), "--fill-volume-ratios"]) == 0
+    assert read_table(legacy)[cscl.id].volume_ratio == pytest.approx(cscl.volume_ratio, rel=1e-6)
+    assert "1 of 2 rows with a volume ratio" in capsys.readouterr().out
+    assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "none.csv"), "--fill-volume-ratios"]) == 2
+    assert "no table" in capsys.readouterr().err and not (tmp_path / "none.csv").exists()
     flagged = tmp_path / "flagged.csv"  # --unstable-in: only the structures a table flags imaginary_modes
-    rows = out.read_text().splitlines()
-    flagged.write_text("\n".join([rows[0], *(r + "imaginary_modes" if r.startswith(cscl.id) else r for r in rows[1:])]))
+    write_table(flagged, [replace(row, flag="imaginary_modes") if row is cscl else row for row in table.values()])
     again = tmp_path / "again.csv"
     assert main(["bte", str(tmp_path / "in"), "--output", str(again), "--mesh", "4", "--cutoff-pair-distance", "3",
                  "--unstable-in", str(flagged), "--renormalise", "2"]) == 0

@@ -11,12 +11,15 @@ from paraisite.prior import Prior, blended_out_of_fold, calibrate_prior, fit_on,
 
 
 def write_bte_table(path, rows: list[tuple]) -> None:
-    """A `paraisite bte` table of (id, formula, κ, flag[, lowest frequency in THz, default 0.5]) rows."""
+    """A `paraisite bte` table of (id, formula, κ, flag[, lowest frequency in THz, default 0.5[, volume ratio,
+    default NaN]]) rows."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
-        for rid, formula, kappa, flag, *lowest in rows:
-            writer.writerow([rid, formula, kappa, kappa, kappa, kappa, *(lowest or [0.5]), "2x2x2", 64, 10, 1.0, flag])
+        for rid, formula, kappa, flag, *rest in rows:
+            lowest, volume_ratio = (*rest, *(0.5, float("nan"))[len(rest):])
+            writer.writerow([rid, formula, kappa, kappa, kappa, kappa, lowest, "2x2x2", 64, 10, 1.0, flag,
+                             volume_ratio])
 
 
 def test_the_fit_finds_the_blend_that_made_the_truth():
@@ -51,11 +54,11 @@ def test_out_of_fold_blends_keep_the_model_where_physics_is_missing_and_score_be
 def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tmp_path):
     write_bte_table(tmp_path / "a.csv", [("x", "NaCl", 5.0, ""), ("y", "CuCl", 0.4, "imaginary_modes"),
                                          ("z", "BAs", float("inf"), "")])
-    write_bte_table(tmp_path / "b.csv", [("x", "NaCl", 6.0, "")])
+    write_bte_table(tmp_path / "b.csv", [("x", "NaCl", 6.0, "", 0.5, 1.04)])
     table = physical_kappa([tmp_path / "a.csv", tmp_path / "b.csv"])
-    assert table["x"] == ("NaCl", 6.0, "", 6.0, 0.5)
-    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5)  # computed, not trusted
-    assert table["z"] == ("BAs", None, "no_scattering", None, 0.5)  # an old unflagged row above MAX_KAPPA
+    assert table["x"] == ("NaCl", 6.0, "", 6.0, 0.5, 1.04)
+    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5, None)  # computed, not trusted; no volume ratio
+    assert table["z"] == ("BAs", None, "no_scattering", None, 0.5, None)  # an old unflagged row above MAX_KAPPA
     (tmp_path / "c.csv").write_text("id,kappa\n")
     with pytest.raises(DataError, match="c.csv: not a BTE κ table"):
         physical_kappa([tmp_path / "c.csv"])

@@ -13,6 +13,8 @@ table to `paraisite predict --bte` (`add_rows`). Relative table paths are read f
 `unstable_modes=True` (`FEATURES_UNSTABLE`): a row with imaginary modes gives its computed κ too (the stable modes'
 sum, floored at `KAPPA_FLOOR`: the amorphous limit's order), and how deep its lowest mode is imaginary (THz) — a
 label-free measure of how anharmonic the lattice is; the `bte_trusted` indicator still tells the two apart.
+`volume_ratio=True` appends `ln volume_ratio`: the log of the potential's relaxed volume over the given structure's
+(0 where the row has none), a label-free measure of how much the potential expands, and so softens, the lattice.
 Used by `backbone=megnet_bte` and `m3gnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
 (`paraisite/prior.py`).
 """
@@ -42,25 +44,33 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 FEATURES = ("ln kappa_bte", "bte_trusted", "bte_imaginary_modes", "bte_no_scattering")
 FEATURES_UNSTABLE = (*FEATURES, "bte_instability_thz")
+VOLUME_FEATURE = "ln volume_ratio"
+SHIFT_SCALE = {"ln kappa_bte": (math.log(10.0), 2.0), VOLUME_FEATURE: (0.03, 0.02)}  # the rest: (0, 1)
 KAPPA_FLOOR = 0.1  # W/mK: below any crystal's κ at 300 K; a strongly unstable row's κ can be 10⁻³
 BTE_FORMULA_MISMATCH = "bte_formula_mismatch"
 
 
-def feature_names(unstable_modes: bool) -> tuple[str, ...]:
-    return FEATURES_UNSTABLE if unstable_modes else FEATURES
+def listed(ids: list[str]) -> str:
+    """The first ten ids, and "…" for the rest."""
+    return ", ".join(ids[:10]) + (", …" if len(ids) > 10 else "")
+
+
+def feature_names(unstable_modes: bool, volume_ratio: bool = False) -> tuple[str, ...]:
+    return (*(FEATURES_UNSTABLE if unstable_modes else FEATURES), *((VOLUME_FEATURE,) if volume_ratio else ()))
 
 
 @dataclass
 class BTEFeaturizer(Featurizer):
-    """Records → `FEATURES` (`FEATURES_UNSTABLE` with `unstable_modes`) from `rows` ({id: `prior.BTERow` as a
-    list}, `prior.physical_kappa`'s form)."""
+    """Records → `feature_names(unstable_modes, volume_ratio)` from `rows` ({id: `prior.BTERow` as a list},
+    `prior.physical_kappa`'s form)."""
 
     rows: dict[str, list]
     unstable_modes: bool = False
+    volume_ratio: bool = False
     by_composition: ClassVar[bool] = False
 
     def key(self, content_hash: str, extra: str = "") -> str:
-        mode = "|unstable_modes" if self.unstable_modes else ""
+        mode = ("|unstable_modes" if self.unstable_modes else "") + ("|volume_ratio" if self.volume_ratio else "")
         text = f"phonon_bte|{CACHE_FORMAT}|{content_hash}|{json.dumps(self.rows, sort_keys=True)}|{extra}{mode}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -69,14 +79,17 @@ class BTEFeaturizer(Featurizer):
         unstable = row.why == IMAGINARY_MODES
         ln_kappa = math.log(row.kappa) if row.kappa is not None else 0.0
         x = [ln_kappa, row.kappa is not None, unstable, row.why == NO_SCATTERING]
-        if not self.unstable_modes:
-            return x
-        if unstable and row.computed is not None:
-            x[0] = math.log(max(row.computed, KAPPA_FLOOR))
-        return [*x, max(0.0, -row.min_frequency) if unstable and row.min_frequency is not None else 0.0]
+        if self.unstable_modes:
+            if unstable and row.computed is not None:
+                x[0] = math.log(max(row.computed, KAPPA_FLOOR))
+            x.append(max(0.0, -row.min_frequency) if unstable and row.min_frequency is not None else 0.0)
+        if self.volume_ratio:
+            x.append(math.log(row.volume_ratio) if row.volume_ratio is not None else 0.0)
+        return x
 
     def build(self, records: list[Record]) -> CompositionSet:
-        x, flags, missing = np.zeros((len(records), len(feature_names(self.unstable_modes)))), [], []
+        x = np.zeros((len(records), len(feature_names(self.unstable_modes, self.volume_ratio))))
+        flags, missing, no_ratio = [], [], []
         for i, rec in enumerate(records):
             row = row_of(self.rows, rec.id)
             if row is None:
@@ -88,9 +101,14 @@ class BTEFeaturizer(Featurizer):
                 continue
             x[i] = self.features(row)
             flags.append("")
+            if self.volume_ratio and row.volume_ratio is None:
+                no_ratio.append(rec.id)
         if missing:
-            log.warning("%d of %d record(s) are in no BTE table and get no phonon-BTE input: %s%s", len(missing),
-                        len(records), ", ".join(missing[:10]), ", …" if len(missing) > 10 else "")
+            log.warning("%d of %d record(s) are in no BTE table and get no phonon-BTE input: %s", len(missing),
+                        len(records), listed(missing))
+        if no_ratio:
+            log.warning("%d of %d record(s) have a BTE row without a volume ratio and read 1 (fill it with `paraisite "
+                        "bte … --fill-volume-ratios`): %s", len(no_ratio), len(records), listed(no_ratio))
         return CompositionSet.of_records(records, x, flags)
 
     save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
@@ -121,7 +139,7 @@ class BTEDescriptors(Descriptors):
     gives_baseline = True  # κ_BTE where trusted (`baseline`)
 
     def __init__(self, tables: list[str] | tuple[str, ...] = (), spec: dict | None = None,
-                 unstable_modes: bool = False):
+                 unstable_modes: bool = False, volume_ratio: bool = False):
         if spec is None:
             if not tables:
                 raise ConfigError("backbone.physics.tables: name at least one `paraisite bte` table")
@@ -130,17 +148,22 @@ class BTEDescriptors(Descriptors):
             if missing:
                 raise ConfigError(f"backbone.physics.tables: no such file {missing} (relative paths are read from "
                                   f"{PROJECT_ROOT.name}/)")
-            spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes,
+            spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes, "volume_ratio": volume_ratio,
                     "rows": {rid: list(row) for rid, row in physical_kappa(paths).items()}}
+            if volume_ratio and not any(BTERow(*row).volume_ratio for row in spec["rows"].values()):
+                raise ConfigError(f"backbone.physics.volume_ratio: no row of {tables} has one (fill the column with "
+                                  "`paraisite bte DATA --output TABLE --fill-volume-ratios`)")
         self.spec = spec
-        self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before the mode existed: off
-        self.names = feature_names(self.unstable_modes)
-        self.shift = (math.log(10.0), 0.0, 0.0, 0.0, 0.0)[:len(self.names)]
-        self.scale = (2.0, 1.0, 1.0, 1.0, 1.0)[:len(self.names)]
-        self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{', unstable modes' if self.unstable_modes else ''})"
+        self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before a mode existed: off
+        self.volume_ratio = bool(spec.get("volume_ratio", False))
+        self.names = feature_names(self.unstable_modes, self.volume_ratio)
+        self.shift = tuple(SHIFT_SCALE.get(name, (0.0, 1.0))[0] for name in self.names)
+        self.scale = tuple(SHIFT_SCALE.get(name, (0.0, 1.0))[1] for name in self.names)
+        modes = (", unstable modes" if self.unstable_modes else "") + (", volume ratio" if self.volume_ratio else "")
+        self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{modes})"
 
     def featurizer(self) -> BTEFeaturizer:
-        return BTEFeaturizer(self.spec["rows"], self.unstable_modes)
+        return BTEFeaturizer(self.spec["rows"], self.unstable_modes, self.volume_ratio)
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
         """κ_BTE (W/mK) where the row is trusted, NaN elsewhere (flagged rows, records in no table)."""
