@@ -473,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="only the structures that these tables flag imaginary_modes (e.g. to rerun them with "
                            "--renormalise into a table that `backbone.physics.tables` lists after them)")
     phon.add_argument("--potential", default=None,
-                      help="the SevenNet weights whose forces are used: 7net-0 (default) or 7net-l3i5 (about three "
-                           "times the time); keep one potential per table: a resumed table does not record it")
+                      help="the SevenNet potential whose forces are used: 7net-0 (default), 7net-l3i5 (about three "
+                           "times the time) or 7net-mf-0-r2scan (SevenNet-MF-0 at its r2SCAN fidelity); keep one "
+                           "potential per table: a resumed table does not record it")
     phon.add_argument("--fill-volume-ratios", action="store_true",
                       help="no phonons: give the rows of --output that lack a volume_ratio (a table written before "
                            "the column existed) theirs, by relaxing their structure alone (seconds each; resumable)")

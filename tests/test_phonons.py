@@ -159,5 +159,6 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
                  "--unstable-in", str(flagged), "--renormalise", "2"]) == 0
     assert list(read_table(again)) == [cscl.id] and read_table(again)[cscl.id].trusted  # stable: not renormalised
     assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "x.csv"), "--potential", "7net-9"]) == 2
-    assert "unknown SevenNet weights '7net-9': use one of ['7net-0', '7net-l3i5']" in capsys.readouterr().err
+    assert ("unknown SevenNet potential '7net-9': use one of ['7net-0', '7net-l3i5', '7net-mf-0-r2scan']"
+            in capsys.readouterr().err)
     assert not (tmp_path / "x.csv").exists()

@@ -47,3 +47,33 @@ def test_graphs_are_cached_joined_and_flagged(tmp_path, backbone):
     both = featurizer.concat([graphs, loaded])
     joined, alone = both.collate([0, 5]).data, graphs.collate([0, 2]).data
     assert all(torch.equal(joined[k], alone[k]) for k in alone)
+
+
+@pytest.mark.slow  # loads two weight sets
+def test_the_multi_fidelity_potential_predicts_at_its_r2scan_fidelity_and_is_no_backbone():
+    """SevenNet-MF-0's r2SCAN head is another energy surface than SevenNet-0's (r2SCAN's energy scale), and it
+    relaxes NaCl (5.64 Å given) to a tighter lattice than SevenNet-0, which expands it; a multi-fidelity set is refused
+    as a backbone's weights (a backbone has no fidelity input)."""
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from paraisite.errors import ConfigError, DataError
+    from paraisite.models.sevennet import sevennet_calculator
+
+    energies, volumes = {}, {}
+    for potential in ("7net-0", "7net-mf-0-r2scan"):
+        atoms = AseAtomsAdaptor.get_atoms(NACL)
+        atoms.calc = sevennet_calculator(potential)
+        energies[potential] = atoms.get_potential_energy()
+        atoms.set_constraint(FixSymmetry(atoms))
+        BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=100)
+        volumes[potential] = atoms.get_volume() / NACL.volume
+    assert energies["7net-0"] == pytest.approx(NACL_ENERGY, abs=2e-4)
+    assert energies["7net-mf-0-r2scan"] < NACL_ENERGY - 10  # r2SCAN's energy reference, not PBE's
+    assert volumes["7net-0"] > 1.02 and volumes["7net-mf-0-r2scan"] < volumes["7net-0"] - 0.03  # 1.025, 0.976
+    with pytest.raises(ConfigError, match="'7net-mf-0' are not a backbone's"):
+        SevenNetBackbone("7net-mf-0")
+    with pytest.raises(DataError, match="unknown SevenNet potential '7net-mf-0'"):
+        sevennet_calculator("7net-mf-0")

@@ -23,12 +23,18 @@ from paraisite.contracts import Backbone
 from paraisite.data.graphs import NO_NEIGHBORS, NO_STRUCTURE
 from paraisite.data.ragged import RaggedFeaturizer, RaggedSet
 from paraisite.data.records import ELEMENT_NOT_IN_MODEL, Record
-from paraisite.errors import DataError
+from paraisite.errors import ConfigError, DataError
 from paraisite.models.io import safe_load
 
 WEIGHTS = "7net-0"
 WEIGHT_FILES = {"7net-0": "SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth",  # in sevenn/pretrained_potentials/
-                "7net-l3i5": "SevenNet_l3i5/checkpoint_l3i5.pth"}  # l_max 3, 5 layers: slower, closer to DFT
+                "7net-l3i5": "SevenNet_l3i5/checkpoint_l3i5.pth",  # l_max 3, 5 layers: slower, closer to DFT
+                "7net-mf-0": "SevenNet_MF_0/checkpoint_sevennet_mf_0.pth"}  # multi-fidelity: PBE and r2SCAN heads
+BACKBONE_WEIGHTS = ("7net-0", "7net-l3i5")  # single-fidelity: a backbone has no fidelity input
+# `paraisite bte --potential`: name → (weight set, fidelity of a multi-fidelity set). SevenNet-MF-0's r2SCAN head
+# relaxes lattices near the given (DFT) cells, where SevenNet-0 (PBE) expands them by 1–8 %.
+POTENTIALS = {"7net-0": ("7net-0", None), "7net-l3i5": ("7net-l3i5", None),
+              "7net-mf-0-r2scan": ("7net-mf-0", "R2SCAN")}
 CUT_AT = "reduce_input_to_hidden"  # the readout's first module: it and everything after it are cut
 CACHE_FORMAT = 1
 FIELDS = ("atomic_numbers", "edges", "edge_vec")  # per structure; edges: (source, destination) rows, local indices
@@ -72,12 +78,16 @@ def sevennet_model(name: str, with_weights: bool, forces: bool = False):
     return model
 
 
-def sevennet_calculator(name: str = WEIGHTS):
-    """An ASE calculator (energy, forces, stress) of a shipped weight set, its weights read without unpickling."""
+def sevennet_calculator(potential: str = WEIGHTS):
+    """An ASE calculator (energy, forces, stress) of a `POTENTIALS` entry (a shipped weight set and, for a
+    multi-fidelity one, the fidelity it predicts at), its weights read without unpickling."""
     from sevenn.calculator import SevenNetCalculator
 
-    return SevenNetCalculator(sevennet_model(name, with_weights=True, forces=True), file_type="model_instance",
-                              device="cpu")
+    if potential not in POTENTIALS:
+        raise DataError(f"unknown SevenNet potential {potential!r}: use one of {sorted(POTENTIALS)}")
+    weights, fidelity = POTENTIALS[potential]
+    return SevenNetCalculator(sevennet_model(weights, with_weights=True, forces=True), file_type="model_instance",
+                              device="cpu", modal=fidelity)
 
 
 def unusable(rec: Record, species: set[int]) -> str:
@@ -161,6 +171,9 @@ class SevenNetBackbone(Backbone):
     def __init__(self, weights: str | None = WEIGHTS, architecture: str = WEIGHTS, spec: dict | None = None):
         super().__init__()
         spec = {"architecture": weights or architecture} if spec is None or weights else spec
+        if spec["architecture"] not in BACKBONE_WEIGHTS:
+            raise ConfigError(f"backbone sevennet: weights {spec['architecture']!r} are not a backbone's (use one of "
+                              f"{list(BACKBONE_WEIGHTS)})")
         self.spec = spec
         model = sevennet_model(spec["architecture"], with_weights=bool(weights))
         names = list(model._modules)
