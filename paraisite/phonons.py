@@ -26,7 +26,7 @@ soften lattices); `fill_volume_ratios` adds it to a table written before it exis
 
 `kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
 a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
-shipped SevenNet-0 weights).
+SevenNet potentials of the sevenn wheel).
 """
 
 from __future__ import annotations
