@@ -32,7 +32,7 @@ WEIGHT_FILES = {"7net-0": "SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth",  # 
                 "7net-mf-0": "SevenNet_MF_0/checkpoint_sevennet_mf_0.pth"}  # multi-fidelity: PBE and r2SCAN heads
 BACKBONE_WEIGHTS = ("7net-0", "7net-l3i5")  # single-fidelity: a backbone has no fidelity input
 # `paraisite bte --potential`: name → (weight set, fidelity of a multi-fidelity set). SevenNet-MF-0's r2SCAN head
-# relaxes lattices near the given (DFT) cells, where SevenNet-0 (PBE) expands them by 1–8 %.
+# relaxes most of Dataset1's cells to within 1 % of their volume, where SevenNet-0 (PBE) expands them by 1–8 %.
 POTENTIALS = {"7net-0": ("7net-0", None), "7net-l3i5": ("7net-l3i5", None),
               "7net-mf-0-r2scan": ("7net-mf-0", "R2SCAN")}
 CUT_AT = "reduce_input_to_hidden"  # the readout's first module: it and everything after it are cut
