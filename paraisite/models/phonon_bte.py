@@ -157,8 +157,7 @@ class BTEDescriptors(Descriptors):
         self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before a mode existed: off
         self.volume_ratio = bool(spec.get("volume_ratio", False))
         self.names = feature_names(self.unstable_modes, self.volume_ratio)
-        self.shift = tuple(SHIFT_SCALE.get(name, (0.0, 1.0))[0] for name in self.names)
-        self.scale = tuple(SHIFT_SCALE.get(name, (0.0, 1.0))[1] for name in self.names)
+        self.shift, self.scale = zip(*(SHIFT_SCALE.get(name, (0.0, 1.0)) for name in self.names))
         modes = (", unstable modes" if self.unstable_modes else "") + (", volume ratio" if self.volume_ratio else "")
         self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{modes})"
 
