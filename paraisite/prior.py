@@ -22,6 +22,7 @@ from paraisite.intervals import Interval, conformal
 W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
 A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
 FOLDS = 5  # of the out-of-fold score
+BELOW_AMORPHOUS_LIMIT = "below_amorphous_limit"  # `distrust_below`
 
 
 def fit_weights(ln_pred: np.ndarray, ln_prior: np.ndarray, true: np.ndarray) -> tuple[float, float]:
@@ -133,6 +134,14 @@ def physical_kappa(tables: list[str | Path]) -> dict[str, BTERow]:
                               row.min_frequency if math.isfinite(row.min_frequency) else None,
                               row.volume_ratio if math.isfinite(row.volume_ratio) else None)
     return out
+
+
+def distrust_below(physical: dict[str, BTERow], limit: float) -> dict[str, BTERow]:
+    """`physical` (`physical_kappa`'s form) with every trusted κ below `limit` W/mK distrusted (why:
+    `BELOW_AMORPHOUS_LIMIT`): a lattice κ under the amorphous limit means phonon mean free paths shorter than the
+    interatomic spacing, where the phonon gas that the BTE describes no longer exists."""
+    return {rid: row._replace(kappa=None, why=BELOW_AMORPHOUS_LIMIT) if row.kappa is not None and row.kappa < limit
+            else row for rid, row in physical.items()}
 
 
 def row_of(physical: dict, rid: str) -> BTERow | None:

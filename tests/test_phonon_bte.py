@@ -12,8 +12,9 @@ from paraisite import chain
 from paraisite.cli import main as cli
 from paraisite.data.records import Record
 from paraisite.errors import ConfigError
-from paraisite.models.augmented import PhysicsAugmented
-from paraisite.models.phonon_bte import BTE_FORMULA_MISMATCH, BTEDescriptors
+from paraisite.models.augmented import AugmentedFeaturizer, PhysicsAugmented
+from paraisite.models.phonon_bte import BTE_FORMULA_MISMATCH, BTEDescriptors, add_rows
+from paraisite.prior import BELOW_AMORPHOUS_LIMIT, BTERow, physical_kappa
 from paraisite.recipe import build_model
 from tests.helpers import compose_cfg
 from tests.test_prior import write_bte_table
@@ -70,6 +71,25 @@ def test_the_volume_ratio_is_appended_as_its_log_zero_where_a_row_has_none(tmp_p
     write_bte_table(tmp_path / "none.csv", [("a", "NaCl", 5.0, "")])
     with pytest.raises(ConfigError, match="volume_ratio: no row .*none.csv.*--fill-volume-ratios"):
         BTEDescriptors([str(tmp_path / "none.csv")], volume_ratio=True)
+
+
+def test_a_kappa_below_the_amorphous_limit_is_not_trusted_in_the_tables_nor_in_rows_given_later(tmp_path):
+    write_bte_table(tmp_path / "t.csv", [("a", "NaCl", 5.0, ""), ("b", "BaTe", 0.014, ""), ("c", "KCl", 0.15, "")])
+    records = [Record("a", "NaCl", 6.0), Record("b", "BaTe", 11.0), Record("c", "KCl", 7.0), Record("n", "RbBr", 3.0)]
+    descriptors = BTEDescriptors([str(tmp_path / "t.csv")], amorphous_limit=0.1)
+    featurizer = descriptors.featurizer()
+    assert "none below 0.1 W/mK" in descriptors.label
+    assert featurizer.key("h") != BTEDescriptors([str(tmp_path / "t.csv")]).featurizer().key("h")
+    write_bte_table(tmp_path / "new.csv", [("n", "RbBr", 0.08, "")])
+    assert add_rows(AugmentedFeaturizer(None, featurizer), physical_kappa([tmp_path / "new.csv"]))
+    torch.testing.assert_close(featurizer.build(records).x, torch.tensor(
+        [[math.log(5.0), 1, 0, 0], [0, 0, 0, 0], [math.log(0.15), 1, 0, 0], [0, 0, 0, 0]]))
+    assert BTERow(*descriptors.spec["rows"]["b"]).why == BELOW_AMORPHOUS_LIMIT
+    stored = BTEDescriptors(spec=descriptors.spec)  # as a saved model rebuilds it
+    assert stored.amorphous_limit == 0.1 and stored.featurizer().key("h") == BTEDescriptors(
+        [str(tmp_path / "t.csv")], amorphous_limit=0.1).featurizer().key("h")
+    with pytest.raises(ConfigError, match="amorphous_limit=-1"):
+        BTEDescriptors([str(tmp_path / "t.csv")], amorphous_limit=-1)
 
 
 def test_a_missing_table_is_refused_by_name(tmp_path):

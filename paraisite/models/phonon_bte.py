@@ -13,6 +13,8 @@ table to `paraisite predict --bte` (`add_rows`). Relative table paths are read f
 `unstable_modes=True` (`FEATURES_UNSTABLE`): a row with imaginary modes gives its computed κ too (the stable modes'
 sum, floored at `KAPPA_FLOOR`: the amorphous limit's order), and how deep its lowest mode is imaginary (THz) — a
 label-free measure of how anharmonic the lattice is; the `bte_trusted` indicator still tells the two apart.
+`amorphous_limit` (W/mK; 0: off) distrusts a trusted κ below it (`prior.distrust_below`): the row reads as
+untrusted, in the tables and in rows given later (`add_rows`).
 `volume_ratio=True` appends `ln volume_ratio`: the log of the potential's relaxed volume over the given structure's
 (0 where the row has none), a label-free measure of how much the potential expands, and so softens, the lattice.
 Used by `backbone=megnet_bte` and `m3gnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
@@ -37,7 +39,7 @@ from paraisite.data.records import Record, parse_formula
 from paraisite.errors import ConfigError
 from paraisite.paths import PROJECT_ROOT
 from paraisite.phonons import IMAGINARY_MODES, NO_SCATTERING
-from paraisite.prior import BTERow, physical_kappa, row_of
+from paraisite.prior import BTERow, distrust_below, physical_kappa, row_of
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class BTEFeaturizer(Featurizer):
     rows: dict[str, list]
     unstable_modes: bool = False
     volume_ratio: bool = False
+    amorphous_limit: float = 0.0  # W/mK: applied to rows given later (`add_rows`); the stored rows have it applied
     by_composition: ClassVar[bool] = False
 
     def key(self, content_hash: str, extra: str = "") -> str:
@@ -124,10 +127,11 @@ def reads_bte(featurizer: Featurizer) -> bool:
 
 def add_rows(featurizer: Featurizer, rows: dict) -> bool:
     """Give a BTE-input featurizer (`reads_bte`) `rows` too (`prior.physical_kappa`'s form; they replace stored rows
-    of the same id): `paraisite predict --bte` on new structures. False, and nothing done, for any other
-    featurizer."""
+    of the same id; the featurizer's `amorphous_limit` applies): `paraisite predict --bte` on new structures. False,
+    and nothing done, for any other featurizer."""
     if not reads_bte(featurizer):
         return False
+    rows = distrust_below(rows, featurizer.physics.amorphous_limit)
     featurizer.physics.rows = {**featurizer.physics.rows, **{k: list(v) for k, v in rows.items()}}
     return True
 
@@ -139,7 +143,7 @@ class BTEDescriptors(Descriptors):
     gives_baseline = True  # κ_BTE where trusted (`baseline`)
 
     def __init__(self, tables: list[str] | tuple[str, ...] = (), spec: dict | None = None,
-                 unstable_modes: bool = False, volume_ratio: bool = False):
+                 unstable_modes: bool = False, volume_ratio: bool = False, amorphous_limit: float = 0.0):
         if spec is None:
             if not tables:
                 raise ConfigError("backbone.physics.tables: name at least one `paraisite bte` table")
@@ -148,21 +152,26 @@ class BTEDescriptors(Descriptors):
             if missing:
                 raise ConfigError(f"backbone.physics.tables: no such file {missing} (relative paths are read from "
                                   f"{PROJECT_ROOT.name}/)")
+            if not 0 <= amorphous_limit < float("inf"):
+                raise ConfigError(f"backbone.physics.amorphous_limit={amorphous_limit!r}: needs a κ ≥ 0 in W/mK")
+            rows = distrust_below(physical_kappa(paths), amorphous_limit)
             spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes, "volume_ratio": volume_ratio,
-                    "rows": {rid: list(row) for rid, row in physical_kappa(paths).items()}}
+                    "amorphous_limit": amorphous_limit, "rows": {rid: list(row) for rid, row in rows.items()}}
             if volume_ratio and not any(BTERow(*row).volume_ratio for row in spec["rows"].values()):
                 raise ConfigError(f"backbone.physics.volume_ratio: no row of {tables} has one (fill the column with "
                                   "`paraisite bte DATA --output TABLE --fill-volume-ratios`)")
         self.spec = spec
         self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before a mode existed: off
         self.volume_ratio = bool(spec.get("volume_ratio", False))
+        self.amorphous_limit = float(spec.get("amorphous_limit", 0.0))
         self.names = feature_names(self.unstable_modes, self.volume_ratio)
         self.shift, self.scale = zip(*(SHIFT_SCALE.get(name, (0.0, 1.0)) for name in self.names))
-        modes = (", unstable modes" if self.unstable_modes else "") + (", volume ratio" if self.volume_ratio else "")
+        modes = (", unstable modes" if self.unstable_modes else "") + (", volume ratio" if self.volume_ratio else "") \
+            + (f", none below {self.amorphous_limit:g} W/mK" if self.amorphous_limit else "")
         self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{modes})"
 
     def featurizer(self) -> BTEFeaturizer:
-        return BTEFeaturizer(self.spec["rows"], self.unstable_modes, self.volume_ratio)
+        return BTEFeaturizer(self.spec["rows"], self.unstable_modes, self.volume_ratio, self.amorphous_limit)
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
         """κ_BTE (W/mK) where the row is trusted, NaN elsewhere (flagged rows, records in no table)."""
