@@ -260,7 +260,7 @@ def bte(args) -> int:
         records = [r for r in records if r.id in unstable]
     records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
-    calculator = sevennet_calculator(args.potential or WEIGHTS)
+    calculator = sevennet_calculator(args.potential or WEIGHTS, args.device or ("cuda" if torch_cuda() else "cpu"))
     flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
     settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
                            cutoff_pair_distance=args.cutoff_pair_distance or None, renormalise=args.renormalise)
@@ -476,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="the SevenNet potential whose forces are used: 7net-0 (default), 7net-l3i5 (about three "
                            "times the time) or 7net-mf-0-r2scan (SevenNet-MF-0 at its r2SCAN fidelity); keep one "
                            "potential per table: a resumed table does not record it")
+    phon.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                      help="where the potential's forces are computed (default: cuda when available; the phonon "
+                           "and BTE steps run on the CPU either way)")
     phon.add_argument("--fill-volume-ratios", action="store_true",
                       help="no phonons: give the rows of --output that lack a volume_ratio (a table written before "
                            "the column existed) theirs, by relaxing their structure alone (seconds each; resumable)")

@@ -137,7 +137,8 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     CSCL.to(filename=str(tmp_path / "in" / "CsCl.cif"))
     Structure(Lattice.cubic(3.4), ["Po", "Ra"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename=str(tmp_path / "in" / "PoRa.cif"))
     out = tmp_path / "k.csv"
-    assert main(["bte", str(tmp_path / "in"), "--output", str(out), "--mesh", "4", "--cutoff-pair-distance", "3"]) == 0
+    assert main(["bte", str(tmp_path / "in"), "--output", str(out), "--mesh", "4", "--cutoff-pair-distance", "3",
+                 "--device", "cpu"]) == 0
     table = read_table(out)
     assert "1 of 2 with κ" in capsys.readouterr().out
     cscl, pora = sorted(table.values(), key=lambda r: r.formula)
@@ -161,4 +162,7 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "x.csv"), "--potential", "7net-9"]) == 2
     assert ("unknown SevenNet potential '7net-9': use one of ['7net-0', '7net-l3i5', '7net-mf-0-r2scan']"
             in capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "x.csv"), "--device", "gpu"])
+    assert "--device: invalid choice: 'gpu'" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()

@@ -78,16 +78,16 @@ def sevennet_model(name: str, with_weights: bool, forces: bool = False):
     return model
 
 
-def sevennet_calculator(potential: str = WEIGHTS):
+def sevennet_calculator(potential: str = WEIGHTS, device: str = "cpu"):
     """An ASE calculator (energy, forces, stress) of a `POTENTIALS` entry (a shipped weight set and, for a
-    multi-fidelity one, the fidelity it predicts at), its weights read without unpickling."""
+    multi-fidelity one, the fidelity it predicts at) on `device`, its weights read without unpickling."""
     from sevenn.calculator import SevenNetCalculator
 
     if potential not in POTENTIALS:
         raise DataError(f"unknown SevenNet potential {potential!r}: use one of {sorted(POTENTIALS)}")
     weights, fidelity = POTENTIALS[potential]
     return SevenNetCalculator(sevennet_model(weights, with_weights=True, forces=True), file_type="model_instance",
-                              device="cpu", modal=fidelity)
+                              device=device, modal=fidelity)
 
 
 def unusable(rec: Record, species: set[int]) -> str:
