@@ -400,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                            "out-of-fold predictions (as `paraisite bundle --interval-cv`)")
     pred.add_argument("--level", type=float, default=0.9, help="the interval's level (default 0.9)")
     pred.add_argument("--bte", nargs="+", action="extend", default=None, metavar="TABLE",
-                      help="`paraisite bte` tables of (some of) the inputs: where a structure has a trusted BTE κ, "
+                      help="`paraisite bte` tables of (some of) the inputs (rows matched by id, file name or stem): where "
+                           "a structure has a trusted BTE κ, "
                            "κ is its route's blend of the models' mean with it (a bundle with a BTE prior, e.g. "
                            "kappa; models of backbone=megnet_bte or m3gnet_bte take it as input; README \"κ by the "
                            "phonon BTE\"); adds kappa_ensemble, kappa_bte, bte_note")

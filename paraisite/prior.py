@@ -146,8 +146,10 @@ def distrust_below(physical: dict[str, BTERow], limit: float) -> dict[str, BTERo
 
 def row_of(physical: dict, rid: str) -> BTERow | None:
     """The row of `rid` in `physical` (`physical_kappa`'s form, or its rows as stored lists), else the row of its
-    file name (a structure file given by another path than the table's); None where there is neither."""
-    row = physical.get(rid, physical.get(Path(rid).name))
+    file name (a structure file given by another path than the table's), else of its stem (`mp-1000.cif` reads the
+    row of a data set's `mp-1000`); None where there is none."""
+    path = Path(rid)
+    row = next((physical[key] for key in (rid, path.name, path.stem) if key in physical), None)
     return None if row is None else BTERow(*row)
 
 

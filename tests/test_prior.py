@@ -7,7 +7,7 @@ import pytest
 
 from paraisite.errors import DataError
 from paraisite.phonons import COLUMNS
-from paraisite.prior import Prior, blended_out_of_fold, calibrate_prior, fit_on, physical_kappa
+from paraisite.prior import BTERow, Prior, blended_out_of_fold, calibrate_prior, fit_on, physical_kappa, row_of
 
 
 def write_bte_table(path, rows: list[tuple]) -> None:
@@ -62,3 +62,13 @@ def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tm
     (tmp_path / "c.csv").write_text("id,kappa\n")
     with pytest.raises(DataError, match="c.csv: not a BTE κ table"):
         physical_kappa([tmp_path / "c.csv"])
+
+
+def test_a_structure_file_finds_its_row_by_id_file_name_or_stem():
+    physical = {"mp-1000": BTERow("BaTe", 1.0, ""), "elsewhere/NaCl.cif": BTERow("NaCl", 2.0, ""),
+                "NaCl.cif": BTERow("NaCl", 3.0, "")}
+    assert row_of(physical, "elsewhere/NaCl.cif").kappa == 2.0  # the id first
+    assert row_of(physical, "mine/NaCl.cif").kappa == 3.0  # then the file name
+    assert row_of(physical, "mine/mp-1000.cif").kappa == 1.0  # then the stem
+    assert row_of(physical, "mine/mp-1001.cif") is None
+
