@@ -400,11 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                            "out-of-fold predictions (as `paraisite bundle --interval-cv`)")
     pred.add_argument("--level", type=float, default=0.9, help="the interval's level (default 0.9)")
     pred.add_argument("--bte", nargs="+", action="extend", default=None, metavar="TABLE",
-                      help="`paraisite bte` tables of (some of) the inputs (rows matched by id, file name or stem): where "
-                           "a structure has a trusted BTE κ, "
-                           "κ is its route's blend of the models' mean with it (a bundle with a BTE prior, e.g. "
-                           "kappa; models of backbone=megnet_bte or m3gnet_bte take it as input; README \"κ by the "
-                           "phonon BTE\"); adds kappa_ensemble, kappa_bte, bte_note")
+                      help="`paraisite bte` tables of (some of) the inputs (rows matched by id, file name or "
+                           "stem): where a structure has a trusted BTE κ, κ is its route's blend of the models' mean "
+                           "with it (a bundle with a BTE prior, e.g. kappa; models of backbone=megnet_bte or "
+                           "m3gnet_bte take it as input; README \"κ by the phonon BTE\"); adds kappa_ensemble, "
+                           "kappa_bte, bte_note")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")

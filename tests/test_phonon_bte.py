@@ -88,8 +88,9 @@ def test_a_kappa_below_the_amorphous_limit_is_not_trusted_in_the_tables_nor_in_r
     stored = BTEDescriptors(spec=descriptors.spec)  # as a saved model rebuilds it
     assert stored.amorphous_limit == 0.1 and stored.featurizer().key("h") == BTEDescriptors(
         [str(tmp_path / "t.csv")], amorphous_limit=0.1).featurizer().key("h")
-    with pytest.raises(ConfigError, match="amorphous_limit=-1"):
-        BTEDescriptors([str(tmp_path / "t.csv")], amorphous_limit=-1)
+    for bad in (-1, "high"):
+        with pytest.raises(ConfigError, match=f"amorphous_limit={bad!r}"):
+            BTEDescriptors([str(tmp_path / "t.csv")], amorphous_limit=bad)
 
 
 def test_a_missing_table_is_refused_by_name(tmp_path):

@@ -152,7 +152,8 @@ class BTEDescriptors(Descriptors):
             if missing:
                 raise ConfigError(f"backbone.physics.tables: no such file {missing} (relative paths are read from "
                                   f"{PROJECT_ROOT.name}/)")
-            if not 0 <= amorphous_limit < float("inf"):
+            number = isinstance(amorphous_limit, (int, float)) and not isinstance(amorphous_limit, bool)
+            if not (number and 0 <= amorphous_limit < float("inf")):
                 raise ConfigError(f"backbone.physics.amorphous_limit={amorphous_limit!r}: needs a κ ≥ 0 in W/mK")
             rows = distrust_below(physical_kappa(paths), amorphous_limit)
             spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes, "volume_ratio": volume_ratio,
