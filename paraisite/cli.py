@@ -52,7 +52,7 @@ def predict(args) -> int:
 
     from paraisite.predict import PREDICT_BATCH, load_ensemble, predict
 
-    device = args.device or ("cuda" if torch_cuda() else "cpu")
+    device = device_of(args.device)
     workers = args.workers if args.workers is not None else (min(8, os.cpu_count() - 1) if device == "cuda" else 0)
     if not args.run and not args.model:
         raise ParaisiteError("give the models: --run RUN (finished runs) and/or --model NAME|DIR (a model bundle; "
@@ -260,7 +260,7 @@ def bte(args) -> int:
         records = [r for r in records if r.id in unstable]
     records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
-    calculator = sevennet_calculator(args.potential or WEIGHTS, args.device or ("cuda" if torch_cuda() else "cpu"))
+    calculator = sevennet_calculator(args.potential or WEIGHTS, device_of(args.device))
     flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
     settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
                            cutoff_pair_distance=args.cutoff_pair_distance or None, renormalise=args.renormalise)
@@ -326,10 +326,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def torch_cuda() -> bool:
+def device_of(choice: str | None) -> str:
+    """A `--device` given, else cuda when available, else cpu."""
     import torch
 
-    return torch.cuda.is_available()
+    return choice or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main(argv: list[str] | None = None) -> int:

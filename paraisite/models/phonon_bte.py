@@ -40,6 +40,7 @@ from paraisite.errors import ConfigError
 from paraisite.paths import PROJECT_ROOT
 from paraisite.phonons import IMAGINARY_MODES, NO_SCATTERING
 from paraisite.prior import BTERow, distrust_below, physical_kappa, row_of
+from paraisite.settings import check_value
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,8 @@ class BTEDescriptors(Descriptors):
             if missing:
                 raise ConfigError(f"backbone.physics.tables: no such file {missing} (relative paths are read from "
                                   f"{PROJECT_ROOT.name}/)")
-            number = isinstance(amorphous_limit, (int, float)) and not isinstance(amorphous_limit, bool)
-            if not (number and 0 <= amorphous_limit < float("inf")):
-                raise ConfigError(f"backbone.physics.amorphous_limit={amorphous_limit!r}: needs a κ ≥ 0 in W/mK")
+            amorphous_limit = check_value("amorphous_limit", amorphous_limit, float, {"low": 0.0}, False,
+                                          "backbone.physics (W/mK)")
             rows = distrust_below(physical_kappa(paths), amorphous_limit)
             spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes, "volume_ratio": volume_ratio,
                     "amorphous_limit": amorphous_limit, "rows": {rid: list(row) for rid, row in rows.items()}}
