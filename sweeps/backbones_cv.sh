@@ -17,7 +17,7 @@ OUT=${OUT:-outputs/backbones_cv}
 PY=${PY:-.venv/bin/python}
 
 for backbone in ${BACKBONES//,/ }; do
-  case $backbone in chgnet | sevennet) pretrain=mptrj ;; magpie | quasiharmonic) pretrain=scratch ;; *) pretrain=eform ;; esac
+  case $backbone in chgnet* | sevennet*) pretrain=mptrj ;; magpie | quasiharmonic) pretrain=scratch ;; *) pretrain=eform ;; esac
   for chain in ${CHAINS//,/ }; do
     $PY train.py -m backbone="$backbone" pretrain=$pretrain finetune="$chain" data="$DATA" seed="$SEEDS" protocol=cv \
       fold="$FOLDS" progress_bar=false hydra.sweep.dir="$OUT/$backbone/$chain" "$@"
