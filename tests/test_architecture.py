@@ -111,6 +111,15 @@ def test_a_backbone_without_weights_for_a_pretrain_task_is_a_clear_error(tmp_pat
         pretrained_weights(cfg)
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "backbone").glob("*.yaml")))
+def test_every_backbone_file_composes_with_weights_for_its_default_pretrain_and_the_tables_it_reads(name):
+    cfg = cfg_of(f"backbone={name}")
+    assert cfg.backbone.name == name  # run folders and reports are labelled by it
+    assert cfg.pretrain.name in cfg.backbone.weights_by_pretrain
+    physics = cfg.backbone.get("physics") or {}
+    assert all((ROOT / table).is_file() for table in physics.get("tables", ()))
+
+
 def imports_of(path, package: str = "paraisite") -> set[str]:
     """Modules of `package` that a file imports anywhere (function-level imports included)."""
     found = set()
