@@ -23,7 +23,7 @@ from pathlib import Path
 from paraisite.files import write_json
 from paraisite.paths import cache_dir
 
-STAGE_FORMAT = 1  # bump when a change alters what a stage computes
+STAGE_FORMAT = 2  # bump when a change alters what a stage computes (2: the κ loss below zero, transforms.py)
 
 
 def stage_key(identity: dict) -> str:

@@ -193,6 +193,9 @@ def test_kappa_decodes_to_zero_or_more_and_the_loss_keeps_a_gradient_below_zero(
     loss = ((t.decode_raw(z) - 1.0).abs() / 1.0).sum()  # the MAPE loss uses the raw decode
     loss.backward()
     assert z.grad[1] < 0  # pushes the prediction up, where a clamp would give no gradient
+    assert z.grad[0] == z.grad[1]  # as strongly far below zero: the tangent at κ = 0, not a vanishing 10**y slope
+    at_zero = (-t.mean / t.std).reshape(1)  # z of κ = 0 (log10(0 + 1) = 0): the two branches meet there
+    assert float(t.decode_raw(at_zero)) == pytest.approx(0.0, abs=1e-12)
     assert t.extrapolation(301.0) and t.extrapolation(0.04) and not t.extrapolation(299.0)
     assert Standardizer().extrapolation(1e9) == ""  # range unknown (not fitted, or an old file): no judgement
 

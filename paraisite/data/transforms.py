@@ -3,8 +3,10 @@
 `mean`/`std` travel with the model (the offset with its config), so predictions are always in the target's units.
 
 `decode` is what every prediction goes through (validation and test metrics, `paraisite predict`): for κ it is
-floored at 0 (the inverse 10**y − c alone reaches −c W/mK). The training loss uses `decode_raw` instead, so a
-prediction below 0 still gets a gradient towards the target (a clamp there would make it exactly flat).
+floored at 0. The training loss uses `decode_raw` instead, so a prediction below 0 still gets a gradient towards the
+target (a clamp there would make it exactly flat): below κ = 0 the inverse continues along its tangent there,
+c·ln10·(y − log10 c), not along 10**y − c, whose slope vanishes as y falls (an output driven far below zero, as the
+MAPE loss's 1/κ weights of the lowest targets drive a weak start, would stay there for the whole stage).
 
 Buffers `train_min`/`train_max` hold the range of the training targets (in the target's units): `paraisite predict`
 flags predictions far outside it. Files written before they existed load with NaN there (range unknown).
@@ -99,4 +101,7 @@ class LogStandardizer(Standardizer):
         return torch.log10(t + self.offset)
 
     def inverse_map(self, y: torch.Tensor) -> torch.Tensor:
-        return 10**y - self.offset
+        if self.offset == 0:  # a plain log: κ > 0 everywhere
+            return 10**y
+        zero = math.log10(self.offset)  # y of κ = 0; below it the tangent there (module docstring)
+        return torch.where(y >= zero, 10**y - self.offset, self.offset * math.log(10) * (y - zero))
