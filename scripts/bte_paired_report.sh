@@ -9,13 +9,17 @@
 #     DEST=docs/results/bte_renorm_cv scripts/bte_paired_report.sh
 #   CANDIDATE=m3gnet_bte_volume OUT=outputs/bte_volume_cv BASELINE=outputs/bte_renorm_cv/m3gnet_bte_renormalised \
 #     BASE_ROW=m3gnet_bte_renormalised DEST=docs/results/bte_volume_cv scripts/bte_paired_report.sh
-# BASELINE: where the baseline rows are, when not under OUT; BASE_ROW: their backbone (default m3gnet_bte). Without
-# the run folders: tar xzf DEST/runs.tar.gz -C DIR, then OUT=DIR/<its folder> ….
+#   CANDIDATE=sevennet_bte OUT=outputs/sevennet_bte_cv BASELINE=outputs/bte_loss_cv/m3gnet_bte_amorphous \
+#     BASE_ROW=m3gnet_bte_amorphous COMMITTEE=1 DEST=docs/results/sevennet_bte_cv scripts/bte_paired_report.sh
+# BASELINE: where the baseline rows are, when not under OUT; BASE_ROW: their backbone (default m3gnet_bte);
+# COMMITTEE=1: paired.md also pairs the committee of both rows' experts (per material, the mean of their ensembles)
+# with the baseline's. Without the run folders: tar xzf DEST/runs.tar.gz -C DIR, then OUT=DIR/<its folder> ….
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CANDIDATE:?name the candidate backbone}" "${OUT:?}" "${DEST:?}"
 BASELINE=${BASELINE:-}
 BASE_ROW=${BASE_ROW:-m3gnet_bte}
+COMMITTEE=${COMMITTEE:-}
 PY=${PY:-.venv/bin/python}
 experts() { echo "$1/eform/dft/dataset1 [cv]|$1/eform/dft/dataset2 [cv]"; }
 mkdir -p "$DEST"
@@ -30,6 +34,10 @@ $PY -m paraisite.cli report "$OUT" $BASELINE --output "$DEST" \
   for test in dataset1 dataset2 mix; do
     $PY scripts/paired_ensembles.py "$OUT" $BASELINE --test "$test" \
       --rows "$(experts "$CANDIDATE")" "$(experts "$BASE_ROW")"
+    if [ -n "$COMMITTEE" ]; then
+      $PY scripts/paired_ensembles.py "$OUT" $BASELINE --test "$test" \
+        --rows "$(experts "$CANDIDATE") & $(experts "$BASE_ROW")" "$(experts "$BASE_ROW")"
+    fi
   done
 } > "$DEST/paired.md"
 scripts/archive_runs.sh "$OUT" "$DEST"

@@ -5,6 +5,7 @@ the phonon-BTE prior of `scripts/decode_committee.py` (the `bte` decoder: each f
 folds; --bte names the tables).
     python scripts/paired_ensembles.py outputs/bte_input_cv --test dataset1 --bte docs/results/bte/*.csv \
         --rows "megnet_bte/eform/dft/dataset1 [cv]" "megnet/eform/dft/dataset1 [cv]+bte"
+    python scripts/paired_ensembles.py outputs/new --b-runs outputs/old --test mix --rows "R [cv]" "R [cv]"
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ def main() -> None:
     parser.add_argument("--bte", nargs="+", default=None, help="`paraisite bte` tables (for a side ending in +bte)")
     parser.add_argument("--rows", nargs=2, required=True, metavar=("A", "B"),
                         help="the two rows (labels; ending in +bte: with the BTE prior)")
+    parser.add_argument("--b-runs", nargs="+", default=None, metavar="FOLDER",
+                        help="read B's row from these folders alone (the same label trained by other code, e.g.)")
     args = parser.parse_args()
     args.a, args.b = args.rows
-    rows = summarize(find_runs(args.runs), n_boot=1)
+    rows_a = summarize(find_runs(args.runs), n_boot=1)
+    rows_b = summarize(find_runs(args.b_runs), n_boot=1) if args.b_runs else rows_a
     physical = physical_kappa(args.bte) if args.bte else None
-    ids = np.intersect1d(*(member_ensemble(rows, s.removesuffix(PRIOR), args.test).ids for s in (args.a, args.b)))
-    a, b = (side(rows, s, args.test, ids, physical) for s in (args.a, args.b))
+    ids = np.intersect1d(*(member_ensemble(rows, s.removesuffix(PRIOR), args.test).ids
+                           for rows, s in ((rows_a, args.a), (rows_b, args.b))))
+    a, b = (side(rows, s, args.test, ids, physical) for rows, s in ((rows_a, args.a), (rows_b, args.b)))
     r = paired([a], [b], "mape", "kappa", rng_for("paired ensembles", args.a, args.b, args.test))
     print(f"| {args.a} | {args.b} | {args.test} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f} "
           f"[{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['p']:.3g} | {len(ids)} |")
