@@ -2,7 +2,9 @@
 
 κ (`kappa`): positive and log-distributed: log10(κ + `log_offset`) standardised (offset 1 as published; 0: a plain
 log), MAPE loss on the κ scale, MAPE selects checkpoints, scored on every LTC test set. Any other property
-(`generic`): standardised, L1 loss, MAE selects.
+(`generic`): standardised, L1 loss, MAE selects. `centre`: what a standardised 0 means: the mean of the transformed
+training targets (`mean`, as published) or the constant that minimises the stage's loss on them (`loss`: for the MAPE
+the 1/κ-weighted median κ, far below the mean of the logs where low κ abound), so a fresh head starts there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from paraisite.data.transforms import LogStandardizer, Standardizer
 from paraisite.errors import ConfigError
 
 KINDS = ("kappa", "generic")
+CENTRES = ("mean", "loss")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Target:
     name: str = "kappa"  # the property (the data set's name for generic targets)
     unit: str = "W/mK"  # of MAE / RMSE
     log_offset: float = 1.0  # κ: the network learns standardised log10(κ + log_offset)
+    centre: str = "mean"  # what a standardised 0 means (module docstring)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -29,14 +33,17 @@ class Target:
         if not (number and 0 <= self.log_offset < float("inf")):
             raise ConfigError(f"data.log_offset={self.log_offset!r}: needs a number ≥ 0 (κ is learnt as "
                               "log10(κ + log_offset))")
+        if self.centre not in CENTRES:
+            raise ConfigError(f"data.centre={self.centre!r} is not allowed (one of {', '.join(CENTRES)})")
 
     @classmethod
     def from_data_config(cls, data) -> Target:
-        """From a `data` config node: `target` (kappa | generic), `name`, `unit`, `log_offset` (κ)."""
+        """From a `data` config node: `target` (kappa | generic), `name`, `unit`, `log_offset` (κ), `centre`."""
         kind = data.get("target", "kappa")
+        centre = data.get("centre", cls.centre)
         if kind == "kappa":
-            return cls("kappa", "kappa", data.get("unit") or "W/mK", data.get("log_offset", cls.log_offset))
-        return cls(kind, str(data.get("name", "")), str(data.get("unit") or ""))
+            return cls("kappa", "kappa", data.get("unit") or "W/mK", data.get("log_offset", cls.log_offset), centre)
+        return cls(kind, str(data.get("name", "")), str(data.get("unit") or ""), centre=centre)
 
     @classmethod
     def of_results(cls, results: dict) -> Target:

@@ -15,9 +15,11 @@ from paraisite.data.records import read_records
 from paraisite.data.splits import split_indices
 from paraisite.data.transforms import LogStandardizer, Standardizer
 from paraisite.errors import ConfigError, DataError
+from paraisite.models.regressor import TransferRegressor, best_constant
 from paraisite.paths import data_dir
 from paraisite.target import Target
 from tests.conftest import write_records
+from tests.helpers import stage
 
 EFORM_GRAPHS = GraphFeaturizer(4.0, __import__("matgl.config").config.DEFAULT_ELEMENTS)
 
@@ -183,6 +185,26 @@ def test_log_offset_is_the_learnt_scale_and_results_without_it_mean_one():
     assert Target.of_results({"target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}}).log_offset == 1.0
     with pytest.raises(ConfigError, match="data.log_offset=-1"):
         Target.from_data_config({"target": "kappa", "log_offset": -1})
+
+
+@pytest.mark.parametrize("loss", ["mape", "l1"])
+def test_the_centre_of_the_loss_is_its_best_constant_and_a_fresh_head_starts_there(loss):
+    kappa = torch.tensor([0.5, 2.0, 30.0, 0.8, 4.0], dtype=torch.float64)
+    t = LogStandardizer()
+    start = float(t.fit(kappa, best_constant(kappa, loss, t)).decode(torch.zeros(1, dtype=torch.float64)))
+    grid = torch.linspace(0.1, 40, 4000, dtype=torch.float64)
+    scores = ((grid[:, None] - kappa).abs() / kappa).mean(1) if loss == "mape" \
+        else (torch.log10(grid[:, None] + 1) - torch.log10(kappa + 1)).abs().mean(1)
+    assert start == pytest.approx(float(grid[scores.argmin()]), abs=0.02)  # 0.8 (MAPE), 2.0 (L1 of the logs)
+    assert start == pytest.approx(0.8 if loss == "mape" else 2.0, rel=1e-9)
+    module = TransferRegressor(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), Target(centre="loss"))
+    module.start_stage(stage(loss=loss), kappa)  # each stage refits the scaler: the centre of its own loss
+    assert float(module.transform.mean) == pytest.approx(float(t.mean))
+    assert float(t.std) == pytest.approx(float(torch.log10(kappa + 1).std()))  # the scale is unchanged
+    assert Target.from_data_config({"target": "kappa", "centre": "loss"}).centre == "loss"
+    assert Target.of_results({"target": {"kind": "kappa", "name": "kappa", "unit": "W/mK"}}).centre == "mean"
+    with pytest.raises(ConfigError, match="data.centre='median' is not allowed"):
+        Target.from_data_config({"target": "kappa", "centre": "median"})
 
 
 def test_kappa_decodes_to_zero_or_more_and_the_loss_keeps_a_gradient_below_zero():

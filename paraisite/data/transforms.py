@@ -47,10 +47,11 @@ class Standardizer(nn.Module):
     def inverse_map(self, y: torch.Tensor) -> torch.Tensor:
         return y
 
-    def fit(self, target: torch.Tensor) -> Standardizer:
+    def fit(self, target: torch.Tensor, centre: float | None = None) -> Standardizer:
+        """Standardise by the training targets: `centre` (transformed units) is what 0 means, else their mean."""
         t = torch.as_tensor(target, dtype=torch.float64)
         y = self.forward_map(t)
-        self.mean.fill_(y.mean())
+        self.mean.fill_(y.mean() if centre is None else centre)
         self.std.fill_(y.std() if len(y) > 1 and y.std() > 0 else 1.0)
         self.train_min.fill_(t.min() if len(t) else math.nan)
         self.train_max.fill_(t.max() if len(t) else math.nan)

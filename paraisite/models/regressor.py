@@ -25,6 +25,17 @@ def cosine_decay(step: int, decay_steps: int, final_fraction: float, warmup_step
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def best_constant(target: torch.Tensor, loss: str, transform) -> float:
+    """The constant prediction of least `loss` on `target`, in `transform`'s units (before standardising): for the
+    MAPE the median of the targets weighted by 1/target, for L1 the median of the transformed targets."""
+    if loss == "mape":
+        values = target.sort().values
+        weights = 1 / values
+        above = torch.cumsum(weights, 0) >= weights.sum() / 2
+        return float(transform.forward_map(values[int(above.nonzero()[0])]))
+    return float(transform.forward_map(target).median())
+
+
 class TransferRegressor(L.LightningModule):
     """Backbone + head for one `Target`; `start_stage` sets how the next stage trains."""
 
@@ -46,7 +57,9 @@ class TransferRegressor(L.LightningModule):
             raise ParaisiteError("κ targets must be > 0; for another property set data.target=generic")
         self.settings = settings
         self._best_val = float("inf")
-        self.transform.fit(train_target)
+        centre = best_constant(torch.as_tensor(train_target, dtype=torch.float64), self.stage_loss, self.transform) \
+            if self.target.centre == "loss" else None
+        self.transform.fit(train_target, centre)
         if settings.policy == "reinit_head":
             self.head.reset_parameters()
         self.backbone.requires_grad_(settings.policy != "head")
@@ -65,10 +78,14 @@ class TransferRegressor(L.LightningModule):
         """Prediction in the target's units (κ in W/mK), times the calibration factor."""
         return self.transform.decode(self(batch)) * self.output_scale
 
+    @property
+    def stage_loss(self) -> str:
+        """The stage's loss: `mape` or `l1` (`auto`: the target's)."""
+        return self.target.loss if self.settings.loss == "auto" else self.settings.loss
+
     def loss(self, z: torch.Tensor, target: torch.Tensor, fidelity: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of the records' loss terms; low-fidelity records' terms × the stage's `low_fidelity_weight`."""
-        loss = self.target.loss if self.settings.loss == "auto" else self.settings.loss
-        if loss == "mape":
+        if self.stage_loss == "mape":
             terms = (self.transform.decode_raw(z) - target).abs() / target  # no floor: keeps a gradient below 0
         else:
             terms = (z - self.transform.encode(target)).abs()
