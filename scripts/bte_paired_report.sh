@@ -21,21 +21,28 @@ BASELINE=${BASELINE:-}
 BASE_ROW=${BASE_ROW:-m3gnet_bte}
 COMMITTEE=${COMMITTEE:-}
 PY=${PY:-.venv/bin/python}
-experts() { echo "$1/eform/dft/dataset1 [cv]|$1/eform/dft/dataset2 [cv]"; }
+pretrain() { case $1 in chgnet* | sevennet*) echo mptrj ;; *) echo eform ;; esac; }  # as sweeps/backbones_cv.sh
+experts() { echo "$1/$(pretrain "$1")/dft/dataset1 [cv]|$1/$(pretrain "$1")/dft/dataset2 [cv]"; }
+# The same row label on both sides (e.g. one recipe under two versions of the code): B is read from BASELINE alone.
+if [ "$CANDIDATE" = "$BASE_ROW" ]; then RUNS=("$OUT" --b-runs $BASELINE); REPORTED=("$OUT"); else
+  RUNS=("$OUT" $BASELINE); REPORTED=("$OUT" $BASELINE); fi
 mkdir -p "$DEST"
-$PY -m paraisite.cli report "$OUT" $BASELINE --output "$DEST" \
-  --experts "$CANDIDATE/eform/dft/dataset1 [cv]" "$CANDIDATE/eform/dft/dataset2 [cv]" \
-  --experts "$BASE_ROW/eform/dft/dataset1 [cv]" "$BASE_ROW/eform/dft/dataset2 [cv]"
+experts_args=()
+for row in $(printf '%s\n' "$CANDIDATE" "$BASE_ROW" | sort -u); do
+  experts_args+=(--experts "$(experts "$row" | cut -d'|' -f1)" "$(experts "$row" | cut -d'|' -f2)")
+done
+$PY -m paraisite.cli report "${REPORTED[@]}" --output "$DEST" "${experts_args[@]}"
 {
   echo "$CANDIDATE experts − $BASE_ROW experts, out-of-fold ensembles paired on the same materials:"
+  [ "$CANDIDATE" != "$BASE_ROW" ] || echo "A: the runs of $(basename "$OUT"); B: the same rows in $BASELINE."
   echo
   echo "| A | B | test set | MAPE A | MAPE B | A − B [95 %] | p | materials |"
   echo "|---|---|---|---|---|---|---|---|"
   for test in dataset1 dataset2 mix; do
-    $PY scripts/paired_ensembles.py "$OUT" $BASELINE --test "$test" \
+    $PY scripts/paired_ensembles.py "${RUNS[@]}" --test "$test" \
       --rows "$(experts "$CANDIDATE")" "$(experts "$BASE_ROW")"
     if [ -n "$COMMITTEE" ]; then
-      $PY scripts/paired_ensembles.py "$OUT" $BASELINE --test "$test" \
+      $PY scripts/paired_ensembles.py "${RUNS[@]}" --test "$test" \
         --rows "$(experts "$CANDIDATE") & $(experts "$BASE_ROW")" "$(experts "$BASE_ROW")"
     fi
   done
