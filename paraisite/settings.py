@@ -153,10 +153,10 @@ class Stage:
         return (self.data, self.low_fidelity) if self.low_fidelity else (self.data,)
 
 
-# Keys added after runs existed (of a stage, or of the run: `calibrate`), at the value that computes what those runs
-# computed: at that value (or null) a key is no part of a run's identity (its folder key, its stored stages, its
-# report row), so older runs stay the same runs and resume.
-ADDED_KEYS = {"ema_epochs": 0, "select_from_epoch": 0, "refit": False, "calibrate": False}
+# Keys added after runs existed (of a stage, of the run: `calibrate`, or of `data`: `centre`), at the value that
+# computes what those runs computed: at that value (or null) a key is no part of a run's identity (its folder key,
+# its stored stages, its report row), so older runs stay the same runs and resume.
+ADDED_KEYS = {"ema_epochs": 0, "select_from_epoch": 0, "refit": False, "calibrate": False, "centre": "mean"}
 
 
 def without_added_keys(layer: Mapping) -> dict:

@@ -220,6 +220,11 @@ def test_an_added_stage_key_at_its_neutral_value_leaves_a_runs_identity_unchange
     now["stage_overrides"]["ema_epochs"] = 3
     assert run_identity(now) != run_identity(before)
     assert chain.config_change({"config": before}, run_identity(now)) == " (stage_overrides.ema_epochs: (unset) → 3)"
+    del before["data"]["centre"]  # likewise a data key: runs recorded before `data.centre` are the same runs
+    now["stage_overrides"]["ema_epochs"] = 0
+    assert run_identity(now) == run_identity(before)
+    now["data"]["centre"] = "loss"
+    assert run_identity(now) != run_identity(before)
 
 
 def test_the_best_checkpoint_is_chosen_after_the_burn_in(tmp_path):
