@@ -22,14 +22,15 @@ BASE_ROW=${BASE_ROW:-m3gnet_bte}
 COMMITTEE=${COMMITTEE:-}
 PY=${PY:-.venv/bin/python}
 pretrain() { case $1 in chgnet* | sevennet*) echo mptrj ;; *) echo eform ;; esac; }  # as sweeps/backbones_cv.sh
-experts() { echo "$1/$(pretrain "$1")/dft/dataset1 [cv]|$1/$(pretrain "$1")/dft/dataset2 [cv]"; }
+expert() { echo "$1/$(pretrain "$1")/dft/$2 [cv]"; }  # backbone $1's row trained on $2
+experts() { echo "$(expert "$1" dataset1)|$(expert "$1" dataset2)"; }
 # The same row label on both sides (e.g. one recipe under two versions of the code): B is read from BASELINE alone.
 if [ "$CANDIDATE" = "$BASE_ROW" ]; then RUNS=("$OUT" --b-runs $BASELINE); REPORTED=("$OUT"); else
   RUNS=("$OUT" $BASELINE); REPORTED=("$OUT" $BASELINE); fi
 mkdir -p "$DEST"
 experts_args=()
 for row in $(printf '%s\n' "$CANDIDATE" "$BASE_ROW" | sort -u); do
-  experts_args+=(--experts "$(experts "$row" | cut -d'|' -f1)" "$(experts "$row" | cut -d'|' -f2)")
+  experts_args+=(--experts "$(expert "$row" dataset1)" "$(expert "$row" dataset2)")
 done
 $PY -m paraisite.cli report "${REPORTED[@]}" --output "$DEST" "${experts_args[@]}"
 {
