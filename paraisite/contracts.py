@@ -119,6 +119,10 @@ class Backbone(nn.Module, ABC):
         predicts the target alone."""
         return None
 
+    def baseline_weight(self) -> torch.Tensor | float:
+        """The weight of the standardised baseline in the prediction (1: the head corrects the whole physics)."""
+        return 1.0
+
 
 class Head(nn.Module, ABC):
     """(B, in_dim) features → (B,) standardised prediction."""

@@ -290,3 +290,37 @@ def test_a_residual_bte_model_predicts_the_trusted_bte_kappa_plus_the_heads_corr
     torch.testing.assert_close(member.module(batch), module(batch))
     with pytest.raises(ConfigError, match="backbone.learn_residual"):
         build_model(compose_cfg("backbone=m3gnet_physics", "+backbone.learn_residual=true"), None)
+
+
+def test_a_trained_residual_weight_scales_the_baseline_learns_and_is_saved(tmp_path):
+    """train_residual_weight: the prediction is head + w·encode(κ_BTE) on trusted rows, w a parameter of the backbone
+    that gets a gradient and model.pt keeps; without learn_residual it is refused."""
+    from paraisite.models.io import model_file_bytes, read_model_file
+    from paraisite.predict import member_of
+
+    table = tmp_path / "t.csv"
+    write_bte_table(table, [("mgo", "MgO", 40.0, "")])
+    cfg = compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]", "+backbone.learn_residual=true",
+                      "+backbone.residual_weight=0.5", "+backbone.train_residual_weight=true")
+    module = build_model(cfg, "MEGNet-MP-2018.6.1-Eform")
+    module.transform.fit(torch.tensor([2.0, 30.0, 300.0]))
+    batch = module.backbone.featurizer().build([Record("mgo", "MgO", 50.0, rocksalt(4.21, "Mg", "O")),
+                                                Record("kcl", "KCl", 7.0, rocksalt(6.29, "K", "Cl"))]).collate([0, 1])
+    weight = module.backbone.residual_weight
+    assert isinstance(weight, torch.nn.Parameter) and float(weight) == 0.5
+    module.eval()
+    head = module.head(module.backbone(batch))
+    z = module(batch)
+    torch.testing.assert_close(z[0], head[0] + 0.5 * module.transform.encode(torch.tensor(40.0)))
+    torch.testing.assert_close(z[1], head[1])
+    z.sum().backward()
+    assert weight.grad is not None and float(weight.grad) != 0.0
+    with torch.no_grad():
+        weight.fill_(0.8)
+    (tmp_path / "model.pt").write_bytes(model_file_bytes(module, dict(OmegaConf.to_container(cfg, resolve=True))))
+    member = member_of(*read_model_file(tmp_path / "model.pt"), "m", "model.pt")
+    assert float(member.module.backbone.residual_weight) == pytest.approx(0.8)
+    torch.testing.assert_close(member.module(batch), module(batch))
+    with pytest.raises(ConfigError, match="backbone.train_residual_weight"):
+        build_model(compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]",
+                                "+backbone.train_residual_weight=true"), None)

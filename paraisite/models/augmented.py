@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
+from torch import nn
 
 from paraisite.contracts import Backbone, Descriptors, FeatureSet, Featurizer
 from paraisite.data.composition import CompositionSet
@@ -106,17 +107,25 @@ class PhysicsAugmented(Backbone):
     """`inner`'s features + the standardised descriptors (module docstring). `inner`, `physics`: partials of the
     inner backbone's class and of the `Descriptors` (YAML nodes with `_partial_: true`); `weights` go to `inner`.
     `learn_residual`: the descriptors' physical prediction is the model's baseline and the head learns its
-    correction (`Backbone.baseline`; where a record has none, the head predicts the target alone)."""
+    correction (`Backbone.baseline`; where a record has none, the head predicts the target alone). The standardised
+    baseline enters with `residual_weight` (1: the whole physics), a parameter trained with the backbone (its lr
+    and freezing) when `train_residual_weight`."""
 
     def __init__(self, inner: Callable[..., Backbone], physics: Callable[..., Descriptors], weights: str | None = None,
-                 spec: dict | None = None, learn_residual: bool = False):
+                 spec: dict | None = None, learn_residual: bool = False, residual_weight: float = 1.0,
+                 train_residual_weight: bool = False):
         super().__init__()
+        if train_residual_weight and not learn_residual:
+            raise ConfigError("backbone.train_residual_weight: trains the weight of the physical baseline; set "
+                              "backbone.learn_residual=true too")
         self.inner = inner(weights=weights, spec=None if spec is None else spec["inner"])
         self.physics = physics(spec=None if spec is None else spec["physics"])
         if learn_residual and not self.physics.gives_baseline:
             raise ConfigError(f"backbone.learn_residual: {type(self.physics).__name__} gives no physical prediction "
                               "to correct; leave it false")
         self.learn_residual = learn_residual
+        self.residual_weight = nn.Parameter(torch.tensor(float(residual_weight))) if train_residual_weight \
+            else float(residual_weight)
         self.spec = {"inner": self.inner.spec, "physics": self.physics.spec}
         self._featurizer = AugmentedFeaturizer(self.inner.featurizer(), self.physics.featurizer())
         self.register_buffer("shift", torch.tensor(self.physics.shift, dtype=torch.float32))
@@ -135,3 +144,6 @@ class PhysicsAugmented(Backbone):
 
     def baseline(self, batch: AugmentedBatch) -> torch.Tensor | None:
         return self.physics.baseline(batch.x) if self.learn_residual else None
+
+    def baseline_weight(self) -> torch.Tensor | float:
+        return self.residual_weight

@@ -65,14 +65,15 @@ class TransferRegressor(L.LightningModule):
         self.backbone.requires_grad_(settings.policy != "head")
 
     def forward(self, batch) -> torch.Tensor:
-        """Standardised prediction z: the head's, plus the standardised physical baseline where the backbone gives
-        one (`Backbone.baseline`: the head learns its correction)."""
+        """Standardised prediction z: the head's, plus the standardised physical baseline times its weight where the
+        backbone gives one (`Backbone.baseline`, `baseline_weight`: the head learns the correction)."""
         z = self.head(self.backbone(batch))
         baseline = self.backbone.baseline(batch)
         if baseline is None:
             return z
         known = torch.isfinite(baseline)
-        return z + torch.where(known, self.transform.encode(torch.where(known, baseline, 1.0)).to(z.dtype), 0.0)
+        encoded = torch.where(known, self.transform.encode(torch.where(known, baseline, 1.0)).to(z.dtype), 0.0)
+        return z + self.backbone.baseline_weight() * encoded
 
     def predict_target(self, batch) -> torch.Tensor:
         """Prediction in the target's units (κ in W/mK), times the calibration factor."""
