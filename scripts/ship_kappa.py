@@ -21,9 +21,9 @@ expected error and calibrate its interval. Without the positional folder the shi
 (`--keep`: only those named, ROUTE:N with its first N members) and card, and gets the BTE routes:
 
     python scripts/ship_kappa.py --keep other binaries:5 half-heuslers:5 \\
-        --bte-route binaries-bte outputs/bte_weighted_route/final_dataset1 \\
-        --bte-route half-heuslers-bte outputs/bte_weighted_route/final_dataset2 \\
-        --bte-cv outputs/bte_weighted_cv/m3gnet_bte_weighted
+        --bte-route binaries-bte outputs/bte_amorphous_route/final_dataset1 \\
+        --bte-route half-heuslers-bte outputs/bte_amorphous_route/final_dataset2 \\
+        --bte-cv outputs/bte_amorphous_cv/m3gnet_bte_amorphous
 """
 
 from __future__ import annotations
@@ -201,9 +201,7 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "prior; every other structure keeps its route (and prior). Their members read the backbone's features "
         "joined by the row's ln κ_BTE (where trusted) and its flags (trusted, imaginary modes, no scattering) in the "
         "MLP head — the network weighs the physics per material, where the prior above has one weight per route; "
-        "flagged rows are inputs too (a κ_BTE below 0.1 W/mK, the amorphous limit's order, reads as untrusted); "
-        "a trusted κ_BTE also enters the output directly: the prediction is the head's plus w × its standardised "
-        "log, w trained with the network (about 0.5). "
+        "flagged rows are inputs too (a κ_BTE below 0.1 W/mK, the amorphous limit's order, reads as untrusted). "
         "Recipe `" + first["row"].removesuffix(" [cv]").replace(first["data"], "<set>")
         + "`, each route trained on its own DFT set alone (`protocol=final`), "
         + "; ".join(f"{s['name']}: {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}"
@@ -221,11 +219,8 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "0 K\": paired with the 0 K rows on 5 repeats, −0.003 / −0.001 / −0.002 on Dataset1 / Dataset2 / MIX, nil "
         "within the noise; ten repeats read 0.387 / 0.316 / 0.344), then with a κ_BTE below the amorphous limit not "
         "trusted, adopted by the same rule (\"A κ_BTE below the amorphous limit is not trusted\": +0.001 / −0.002 / "
-        "−0.001, nil within the noise; the model no longer predicts κ = 0 from BaTe's 0.014 W/mK), then with the "
-        "trusted κ_BTE a baseline of trained weight, adopted by the same rule on folds never drawn before (\"The BTE "
-        "κ as a baseline of trained weight\": −0.006 / −0.015 / −0.011, within the noise). The table is that last "
-        "test's candidate on its folds (seeds 30–34, where the recipe before it read 0.397 / 0.328 / 0.356), its "
-        "five repeats as the route's five members: one draw of the spread above.", "",
+        "−0.001, nil within the noise; the model no longer predicts κ = 0 from BaTe's 0.014 W/mK). The table is that "
+        "last test's candidate, its five repeats as the route's five members: one draw of the spread above.", "",
         "| route | takes | trained on | members (seeds) | MAPE, single models | **MAPE, ensemble of the repeats** | "
         f"MAE (W/mK), ensemble | log10 MAE, ensemble | Spearman ρ, ensemble | {LEVEL:.0%} interval ×/÷ | out-of-fold "
         "coverage |", "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -409,7 +404,7 @@ def main() -> None:
     parser.add_argument("--bte-route", nargs=2, action="append", default=[], metavar=("NAME", "RUNS"),
                         help="members that read the BTE κ as input, trained on one set (repeatable)")
     parser.add_argument("--bte-cv", type=Path, nargs="+", default=[], help="the cv sweeps of the BTE routes' recipe")
-    parser.add_argument("--bte-row", default="m3gnet_bte_weighted/eform/dft/{data} [cv]", help="its cv rows' label")
+    parser.add_argument("--bte-row", default="m3gnet_bte_amorphous/eform/dft/{data} [cv]", help="its cv rows' label")
     parser.add_argument("--keep", nargs="+", default=None, metavar="ROUTE[:N]",
                         help="without the members: the shipped bundle's routes kept, ROUTE:N its first N members")
     parser.add_argument("--output", type=Path, default=SHIPPED / "kappa")
