@@ -324,3 +324,47 @@ def test_a_trained_residual_weight_scales_the_baseline_learns_and_is_saved(tmp_p
     with pytest.raises(ConfigError, match="backbone.train_residual_weight"):
         build_model(compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]",
                                 "+backbone.train_residual_weight=true"), None)
+
+
+def test_the_electron_count_counts_half_heuslers_and_nothing_else():
+    from paraisite.models.electron_count import closed_shell_deviation
+
+    counts = {"TiNiSn": 0, "LiMgSb": 0, "ThNiSn": 0, "UNiSn": 0, "TiNiSb": 1, "ZrRuSb": 1, "MnGaPt": 2,
+              "NaCl": 0, "CuH": 0, "Ti2NiSb": 0, "TiNiSbO": 0}
+    assert {f: closed_shell_deviation(f) for f in counts} == counts
+
+
+def test_the_electron_count_joins_the_bte_columns_and_a_saved_model_keeps_both(tmp_path):
+    """extra_physics: its column after the BTE ones (the residual's baseline still reads the BTE's), rows given later
+    still reach the BTE part, and model.pt rebuilds the joined descriptors without the table."""
+    from pymatgen.core import Lattice, Structure
+
+    from paraisite.models.io import model_file_bytes, read_model_file
+    from paraisite.predict import member_of
+
+    table = tmp_path / "t.csv"
+    write_bte_table(table, [("mgo", "MgO", 40.0, "")])
+    cfg = compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]",
+                      "+backbone.extra_physics._target_=paraisite.models.electron_count.ElectronCount",
+                      "+backbone.extra_physics._partial_=true", "+backbone.learn_residual=true")
+    module = build_model(cfg, "MEGNet-MP-2018.6.1-Eform")
+    module.transform.fit(torch.tensor([2.0, 30.0, 300.0]))
+    backbone = module.backbone
+    assert backbone.out_dim == backbone.inner.out_dim + 5 and "valence-electron count" in backbone.name
+    half_heusler = Structure.from_spacegroup("F-43m", Lattice.cubic(5.9), ["Ti", "Ni", "Sb"],
+                                             [[0, 0, 0], [0.25, 0.25, 0.25], [0.5, 0.5, 0.5]])
+    records = [Record("mgo", "MgO", 50.0, rocksalt(4.21, "Mg", "O")), Record("tns", "TiNiSb", 4.0, half_heusler)]
+    featurizer = backbone.featurizer()
+    data = featurizer.build(records)
+    torch.testing.assert_close(data.physics.x, torch.tensor([[math.log(40.0), 1, 0, 0, 0], [0, 0, 0, 0, 1.0]]))
+    batch = data.collate([0, 1])
+    torch.testing.assert_close(backbone.baseline(batch), torch.tensor([40.0, math.nan]), equal_nan=True)
+    write_bte_table(tmp_path / "new.csv", [("tns", "TiNiSb", 3.0, "")])
+    assert add_rows(featurizer, physical_kappa([tmp_path / "new.csv"]))
+    assert featurizer.build(records).physics.x[1].tolist() == pytest.approx([math.log(3.0), 1, 0, 0, 1])
+    module.eval()
+    (tmp_path / "model.pt").write_bytes(model_file_bytes(module, dict(OmegaConf.to_container(cfg, resolve=True))))
+    table.unlink()
+    member = member_of(*read_model_file(tmp_path / "model.pt"), "m", "model.pt")
+    assert member.module.backbone.spec["extra_physics"] == backbone.spec["extra_physics"]
+    torch.testing.assert_close(member.module(batch), module(batch))

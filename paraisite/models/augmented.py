@@ -5,10 +5,13 @@
 fixed constants; the head sees both, the stage policy trains or freezes the inner backbone as usual. Its YAML names
 the inner backbone and the descriptors as partials (`{_target_: …, _partial_: true}`); the inner one gets the run's
 `weights`, and both `spec`s are stored inside this one's, so a saved model rebuilds without the data folder.
+`extra_physics` (optional, another `Descriptors` partial, e.g. the electron count of `electron_count`) appends its
+columns after `physics`'s (`JoinedFeaturizer`); the baseline stays `physics`'s.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -103,17 +106,39 @@ class AugmentedFeaturizer(Featurizer):
         return AugmentedSet(self.inner.concat([s.inner for s in sets]), self.physics.concat([s.physics for s in sets]))
 
 
+@dataclass
+class JoinedFeaturizer(Featurizer):
+    """Featurizers of `CompositionSet`s side by side: their columns in order; a record's flag is the first part's
+    that flags it."""
+
+    parts: list[Featurizer]
+    by_composition: ClassVar[bool] = False
+
+    def key(self, content_hash: str, extra: str = "") -> str:
+        text = "|".join(part.key(content_hash, extra) for part in self.parts)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def build(self, records: list) -> CompositionSet:
+        sets = [part.build(records) for part in self.parts]
+        flags = [next((f for f in fs if f), "") for fs in zip(*(s.flags for s in sets))]
+        return CompositionSet.of_records(records, torch.cat([s.x for s in sets], dim=1).numpy(), flags)
+
+    save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
+    concat = staticmethod(CompositionSet.concat)
+
+
 class PhysicsAugmented(Backbone):
     """`inner`'s features + the standardised descriptors (module docstring). `inner`, `physics`: partials of the
     inner backbone's class and of the `Descriptors` (YAML nodes with `_partial_: true`); `weights` go to `inner`.
     `learn_residual`: the descriptors' physical prediction is the model's baseline and the head learns its
     correction (`Backbone.baseline`; where a record has none, the head predicts the target alone). The standardised
     baseline enters with `residual_weight` (1: the whole physics), a parameter trained with the backbone (its lr
-    and freezing) when `train_residual_weight`."""
+    and freezing) when `train_residual_weight`. `extra_physics`: a partial of more `Descriptors`, joined after
+    `physics`'s (module docstring)."""
 
     def __init__(self, inner: Callable[..., Backbone], physics: Callable[..., Descriptors], weights: str | None = None,
                  spec: dict | None = None, learn_residual: bool = False, residual_weight: float = 1.0,
-                 train_residual_weight: bool = False):
+                 train_residual_weight: bool = False, extra_physics: Callable[..., Descriptors] | None = None):
         super().__init__()
         if train_residual_weight and not learn_residual:
             raise ConfigError("backbone.train_residual_weight: trains the weight of the physical baseline; set "
@@ -126,15 +151,22 @@ class PhysicsAugmented(Backbone):
         self.learn_residual = learn_residual
         self.residual_weight = nn.Parameter(torch.tensor(float(residual_weight))) if train_residual_weight \
             else float(residual_weight)
-        self.spec = {"inner": self.inner.spec, "physics": self.physics.spec}
-        self._featurizer = AugmentedFeaturizer(self.inner.featurizer(), self.physics.featurizer())
-        self.register_buffer("shift", torch.tensor(self.physics.shift, dtype=torch.float32))
-        self.register_buffer("scale", torch.tensor(self.physics.scale, dtype=torch.float32))
-        self.name = f"{self.inner.name} + {self.physics.label}"
+        self.extra_physics = None if extra_physics is None else extra_physics(spec=None if spec is None
+                                                                              else spec["extra_physics"])
+        parts = [self.physics] if self.extra_physics is None else [self.physics, self.extra_physics]
+        self.spec = {"inner": self.inner.spec, "physics": self.physics.spec,
+                     **({} if self.extra_physics is None else {"extra_physics": self.extra_physics.spec})}
+        physics_featurizer = parts[0].featurizer() if len(parts) == 1 else JoinedFeaturizer([p.featurizer()
+                                                                                             for p in parts])
+        self._featurizer = AugmentedFeaturizer(self.inner.featurizer(), physics_featurizer)
+        self.register_buffer("shift", torch.tensor([v for p in parts for v in p.shift], dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor([v for p in parts for v in p.scale], dtype=torch.float32))
+        self.n_descriptors = sum(len(p.names) for p in parts)
+        self.name = " + ".join([self.inner.name, *(p.label for p in parts)])
 
     @property
     def out_dim(self) -> int:
-        return self.inner.out_dim + len(self.physics.names)
+        return self.inner.out_dim + self.n_descriptors
 
     def featurizer(self) -> AugmentedFeaturizer:
         return self._featurizer
@@ -143,7 +175,7 @@ class PhysicsAugmented(Backbone):
         return torch.cat([self.inner(batch.inner), (batch.x - self.shift) / self.scale], dim=1)
 
     def baseline(self, batch: AugmentedBatch) -> torch.Tensor | None:
-        return self.physics.baseline(batch.x) if self.learn_residual else None
+        return self.physics.baseline(batch.x[:, :len(self.physics.names)]) if self.learn_residual else None
 
     def baseline_weight(self) -> torch.Tensor | float:
         return self.residual_weight

@@ -119,21 +119,30 @@ class BTEFeaturizer(Featurizer):
     concat = staticmethod(CompositionSet.concat)
 
 
-def reads_bte(featurizer: Featurizer) -> bool:
-    """Whether a featurizer takes the BTE rows as input (`PhysicsAugmented`'s with `BTEDescriptors`)."""
-    from paraisite.models.augmented import AugmentedFeaturizer
+def bte_part(featurizer: Featurizer) -> BTEFeaturizer | None:
+    """The featurizer's BTE part (`PhysicsAugmented`'s with `BTEDescriptors`, alone or joined with more), or None."""
+    from paraisite.models.augmented import AugmentedFeaturizer, JoinedFeaturizer
 
-    return isinstance(featurizer, AugmentedFeaturizer) and isinstance(featurizer.physics, BTEFeaturizer)
+    if not isinstance(featurizer, AugmentedFeaturizer):
+        return None
+    parts = featurizer.physics.parts if isinstance(featurizer.physics, JoinedFeaturizer) else [featurizer.physics]
+    return next((part for part in parts if isinstance(part, BTEFeaturizer)), None)
+
+
+def reads_bte(featurizer: Featurizer) -> bool:
+    """Whether a featurizer takes the BTE rows as input (`bte_part`)."""
+    return bte_part(featurizer) is not None
 
 
 def add_rows(featurizer: Featurizer, rows: dict) -> bool:
     """Give a BTE-input featurizer (`reads_bte`) `rows` too (`prior.physical_kappa`'s form; they replace stored rows
     of the same id; the featurizer's `amorphous_limit` applies): `paraisite predict --bte` on new structures. False,
     and nothing done, for any other featurizer."""
-    if not reads_bte(featurizer):
+    part = bte_part(featurizer)
+    if part is None:
         return False
-    rows = distrust_below(rows, featurizer.physics.amorphous_limit)
-    featurizer.physics.rows = {**featurizer.physics.rows, **{k: list(v) for k, v in rows.items()}}
+    rows = distrust_below(rows, part.amorphous_limit)
+    part.rows = {**part.rows, **{k: list(v) for k, v in rows.items()}}
     return True
 
 
