@@ -20,7 +20,7 @@ folders() {  # backbone chain → the sweep folders of its runs (BB/<backbone>/<
     *) for dir in "$BB/$1/$2" "$BB/$1/$2"_*; do if [ -d "$dir" ]; then echo "$dir"; fi; done ;;
   esac
 }
-pretrain() { case $1 in chgnet) echo mptrj ;; quasiharmonic) echo scratch ;; *) echo eform ;; esac; }
+. sweeps/pretrain_of.sh
 has_runs() {  # backbone chain data → true when the row has a complete repeat (one seed's 5 folds finished)
   local dir seed
   for seed in 1 2 3 4 5; do
@@ -47,13 +47,13 @@ for data in dataset1 dataset2 mix; do
               "megnet/multifidelity megnet/agl_dft" "megnet/multifidelity megnet/dft" "m3gnet_physics/dft m3gnet/dft"; do
     a=${pair% *} b=${pair#* }
     if has_runs "${a%/*}" "${a#*/}" "$data" && has_runs "${b%/*}" "${b#*/}" "$data"; then
-      compares+=(--compare "${a%/*}/$(pretrain "${a%/*}")/${a#*/}/$data [cv]"
-                           "${b%/*}/$(pretrain "${b%/*}")/${b#*/}/$data [cv]")
+      compares+=(--compare "${a%/*}/$(pretrain_of "${a%/*}")/${a#*/}/$data [cv]"
+                           "${b%/*}/$(pretrain_of "${b%/*}")/${b#*/}/$data [cv]")
     fi
   done
   graph=()
   for row in megnet/dft megnet/agl_dft m3gnet/dft m3gnet/agl_dft chgnet/dft chgnet/agl_dft; do
-    if has_runs "${row%/*}" "${row#*/}" "$data"; then graph+=("${row%/*}/$(pretrain "${row%/*}")/${row#*/}/$data [cv]"); fi
+    if has_runs "${row%/*}" "${row#*/}" "$data"; then graph+=("${row%/*}/$(pretrain_of "${row%/*}")/${row#*/}/$data [cv]"); fi
   done
   physics=()
   if has_runs quasiharmonic features "$data"; then

@@ -21,8 +21,8 @@ BASELINE=${BASELINE:-}
 BASE_ROW=${BASE_ROW:-m3gnet_bte}
 COMMITTEE=${COMMITTEE:-}
 PY=${PY:-.venv/bin/python}
-pretrain() { case $1 in chgnet* | sevennet*) echo mptrj ;; *) echo eform ;; esac; }  # as sweeps/backbones_cv.sh
-expert() { echo "$1/$(pretrain "$1")/dft/$2 [cv]"; }  # backbone $1's row trained on $2
+. sweeps/pretrain_of.sh
+expert() { echo "$1/$(pretrain_of "$1")/dft/$2 [cv]"; }  # backbone $1's row trained on $2
 experts() { echo "$(expert "$1" dataset1)|$(expert "$1" dataset2)"; }
 # The same row label on both sides (e.g. one recipe under two versions of the code): B is read from BASELINE alone.
 if [ "$CANDIDATE" = "$BASE_ROW" ]; then RUNS=("$OUT" --b-runs $BASELINE); REPORTED=("$OUT"); else

@@ -15,9 +15,10 @@ SEEDS=${SEEDS:-1,2}
 FOLDS=${FOLDS:-0,1,2,3,4}
 OUT=${OUT:-outputs/backbones_cv}
 PY=${PY:-.venv/bin/python}
+. sweeps/pretrain_of.sh
 
 for backbone in ${BACKBONES//,/ }; do
-  case $backbone in chgnet* | sevennet*) pretrain=mptrj ;; magpie | quasiharmonic) pretrain=scratch ;; *) pretrain=eform ;; esac
+  pretrain=$(pretrain_of "$backbone")
   for chain in ${CHAINS//,/ }; do
     $PY train.py -m backbone="$backbone" pretrain=$pretrain finetune="$chain" data="$DATA" seed="$SEEDS" protocol=cv \
       fold="$FOLDS" progress_bar=false hydra.sweep.dir="$OUT/$backbone/$chain" "$@"

@@ -294,7 +294,7 @@ def test_a_residual_bte_model_predicts_the_trusted_bte_kappa_plus_the_heads_corr
 
 def test_a_trained_residual_weight_scales_the_baseline_learns_and_is_saved(tmp_path):
     """train_residual_weight: the prediction is head + w·encode(κ_BTE) on trusted rows, w a parameter of the backbone
-    that gets a gradient and model.pt keeps; without learn_residual it is refused."""
+    that gets a gradient and model.pt keeps; without learn_residual it (or a fixed weight) is refused."""
     from paraisite.models.io import model_file_bytes, read_model_file
     from paraisite.predict import member_of
 
@@ -321,9 +321,10 @@ def test_a_trained_residual_weight_scales_the_baseline_learns_and_is_saved(tmp_p
     member = member_of(*read_model_file(tmp_path / "model.pt"), "m", "model.pt")
     assert float(member.module.backbone.residual_weight) == pytest.approx(0.8)
     torch.testing.assert_close(member.module(batch), module(batch))
-    with pytest.raises(ConfigError, match="backbone.train_residual_weight"):
-        build_model(compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]",
-                                "+backbone.train_residual_weight=true"), None)
+    for key in ("train_residual_weight=true", "residual_weight=0.5"):
+        with pytest.raises(ConfigError, match=f"backbone.{key.split('=')[0]}: .*learn_residual=true"):
+            build_model(compose_cfg("backbone=megnet_bte", f"backbone.physics.tables=[{table}]", f"+backbone.{key}"),
+                        None)
 
 
 def test_the_electron_count_counts_half_heuslers_and_nothing_else():

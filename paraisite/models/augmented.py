@@ -140,9 +140,10 @@ class PhysicsAugmented(Backbone):
                  spec: dict | None = None, learn_residual: bool = False, residual_weight: float = 1.0,
                  train_residual_weight: bool = False, extra_physics: Callable[..., Descriptors] | None = None):
         super().__init__()
-        if train_residual_weight and not learn_residual:
-            raise ConfigError("backbone.train_residual_weight: trains the weight of the physical baseline; set "
-                              "backbone.learn_residual=true too")
+        if (train_residual_weight or residual_weight != 1.0) and not learn_residual:
+            key = "train_residual_weight" if train_residual_weight else "residual_weight"
+            raise ConfigError(f"backbone.{key}: sets the weight of the physical baseline, which only "
+                              "backbone.learn_residual=true has; set it too")
         self.inner = inner(weights=weights, spec=None if spec is None else spec["inner"])
         self.physics = physics(spec=None if spec is None else spec["physics"])
         if learn_residual and not self.physics.gives_baseline:
