@@ -6,11 +6,17 @@ folds; --bte names the tables).
     python scripts/paired_ensembles.py outputs/bte_input_cv --test dataset1 --bte docs/results/bte/*.csv \
         --rows "megnet_bte/eform/dft/dataset1 [cv]" "megnet/eform/dft/dataset1 [cv]+bte"
     python scripts/paired_ensembles.py outputs/new --b-runs outputs/old --test mix --rows "R [cv]" "R [cv]"
+`--also FOLDERS` (repeatable): the same two rows on another fold set, read from these folders; the difference pools
+the fold sets (each a repeat of the pair: per material the mean of its paired differences; the bootstrap draws
+materials, the same in every fold set).
+    python scripts/paired_ensembles.py outputs/electrons_cv --also outputs/electrons_cv20 outputs/bte_loss_cv \
+        --test dataset2 --rows "m3gnet_bte_electrons/eform/dft/dataset2 [cv]" "m3gnet_bte_amorphous/eform/dft/dataset2 [cv]"
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 from decode_committee import bte_prior, member_ensemble, with_prior
@@ -45,15 +51,18 @@ def main() -> None:
                         help="the two rows (labels; ending in +bte: with the BTE prior)")
     parser.add_argument("--b-runs", nargs="+", default=None, metavar="FOLDER",
                         help="read B's row from these folders alone (the same label trained by other code, e.g.)")
+    parser.add_argument("--also", nargs="+", action="append", default=[], metavar="FOLDER",
+                        help="both rows on another fold set, read from these folders; pooled with the first")
     args = parser.parse_args()
     args.a, args.b = args.rows
     rows_a = summarize(find_runs(args.runs), n_boot=1)
-    rows_b = summarize(find_runs(args.b_runs), n_boot=1) if args.b_runs else rows_a
+    fold_sets = [(rows_a, summarize(find_runs(args.b_runs), n_boot=1) if args.b_runs else rows_a)]
+    fold_sets += [(rows, rows) for rows in (summarize(find_runs(folders), n_boot=1) for folders in args.also)]
     physical = physical_kappa(args.bte) if args.bte else None
-    ids = np.intersect1d(*(member_ensemble(rows, s.removesuffix(PRIOR), args.test).ids
-                           for rows, s in ((rows_a, args.a), (rows_b, args.b))))
-    a, b = (side(rows, s, args.test, ids, physical) for rows, s in ((rows_a, args.a), (rows_b, args.b)))
-    r = paired([a], [b], "mape", "kappa", rng_for("paired ensembles", args.a, args.b, args.test))
+    ids = functools.reduce(np.intersect1d, (member_ensemble(rows, s.removesuffix(PRIOR), args.test).ids
+                                            for pair in fold_sets for rows, s in zip(pair, (args.a, args.b))))
+    a, b = ([side(pair[k], spec, args.test, ids, physical) for pair in fold_sets] for k, spec in enumerate(args.rows))
+    r = paired(a, b, "mape", "kappa", rng_for("paired ensembles", args.a, args.b, args.test))
     print(f"| {args.a} | {args.b} | {args.test} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f} "
           f"[{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['p']:.3g} | {len(ids)} |")
 
