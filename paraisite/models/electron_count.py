@@ -13,7 +13,7 @@ valence-electron count of half-Heuslers as an input").
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pymatgen.core import Composition, Element
@@ -28,42 +28,46 @@ CLOSED_SHELLS = (8, 18)
 F_BLOCK_VALENCE = {"Th": 4, "U": 4}  # other f-block elements: 3
 
 
-def valence_electrons(element: Element) -> int:
+def valence_electrons(element: Element, f_block_valence: dict[str, int] = F_BLOCK_VALENCE) -> int:
     """The element's valence electrons as half-Heusler counting takes them (module docstring)."""
     if element.block == "f":
-        return F_BLOCK_VALENCE.get(element.symbol, 3)
+        return f_block_valence.get(element.symbol, 3)
     return element.group - 10 if element.block == "p" else element.group
 
 
-def closed_shell_deviation(formula: str) -> float:
-    """|count − the nearer of 8 and 18| for a 1:1:1 ternary, else 0 (module docstring)."""
+def closed_shell_deviation(formula: str, closed_shells=CLOSED_SHELLS, f_block_valence=F_BLOCK_VALENCE) -> float:
+    """|count − the nearest closed shell| for a 1:1:1 ternary, else 0 (module docstring)."""
     amounts = Composition(formula).reduced_composition
     if len(amounts) != 3 or any(abs(n - 1.0) > 1e-8 for n in amounts.values()):
         return 0.0
-    count = sum(valence_electrons(el) for el in amounts.elements)
-    return float(min(abs(count - shell) for shell in CLOSED_SHELLS))
+    count = sum(valence_electrons(el, f_block_valence) for el in amounts.elements)
+    return float(min(abs(count - shell) for shell in closed_shells))
 
 
 @dataclass
 class ElectronCountFeaturizer(Featurizer):
-    """Records → (N, 1) `closed_shell_deviation` of their formulas."""
+    """Records → (N, 1) `closed_shell_deviation` of their formulas, by the counting rule given (a saved model's)."""
 
+    closed_shells: tuple[int, ...] = CLOSED_SHELLS
+    f_block_valence: dict[str, int] = field(default_factory=lambda: dict(F_BLOCK_VALENCE))
     by_composition: ClassVar[bool] = False  # descriptors of the records given
 
     def key(self, content_hash: str, extra: str = "") -> str:
-        text = f"electron_count|{CACHE_FORMAT}|{content_hash}|{CLOSED_SHELLS}|{F_BLOCK_VALENCE}|{extra}"
+        rule = f"{tuple(self.closed_shells)}|{sorted(self.f_block_valence.items())}"
+        text = f"electron_count|{CACHE_FORMAT}|{content_hash}|{rule}|{extra}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def build(self, records: list[Record]) -> CompositionSet:
-        return CompositionSet.of_records(records, [[closed_shell_deviation(r.formula)] for r in records],
-                                         [""] * len(records))
+        x = [[closed_shell_deviation(r.formula, self.closed_shells, self.f_block_valence)] for r in records]
+        return CompositionSet.of_records(records, x, [""] * len(records))
 
     save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
     concat = staticmethod(CompositionSet.concat)
 
 
 class ElectronCount(Descriptors):
-    """`FEATURE` as it is (0 for closed shells, 1–2 for the metallic half-Heuslers of the data sets)."""
+    """`FEATURE` as it is (0 for closed shells, 1–2 for the metallic half-Heuslers of the data sets); `spec` holds
+    the counting rule, so a saved model keeps its own."""
 
     names = (FEATURE,)
     shift = (0.0,)
@@ -74,4 +78,4 @@ class ElectronCount(Descriptors):
         self.spec = spec or {"closed_shells": list(CLOSED_SHELLS), "f_block_valence": dict(F_BLOCK_VALENCE)}
 
     def featurizer(self) -> ElectronCountFeaturizer:
-        return ElectronCountFeaturizer()
+        return ElectronCountFeaturizer(tuple(self.spec["closed_shells"]), dict(self.spec["f_block_valence"]))
