@@ -543,3 +543,20 @@ def test_the_recipe_of_a_dataset_the_chain_does_not_train_on_does_not_split_a_ro
         cfg.stage_by_data.dataset1 = {"epochs": 30}
         OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     assert len(summarize(find_runs([tmp_path]))) == 2
+
+
+def test_a_pair_pooled_over_fold_sets_is_the_mean_of_each_materials_paired_differences():
+    """`stats.paired` with one repeat per fold set (`scripts/paired_ensembles.py --also`): the difference is the mean
+    over materials of their mean APE difference, its interval holds it, and a pair with no difference reads 0."""
+    from paraisite.stats import Repeat, paired, rng_for
+
+    ids, true = np.array(["a", "b", "c", "d"]), np.array([1.0, 2.0, 4.0, 8.0])
+    first = (Repeat(1, ids, true, true * [1.5, 1.0, 1.2, 0.5]), Repeat(1, ids, true, true * [1.1, 1.3, 1.2, 0.9]))
+    second = (Repeat(2, ids, true, true * [1.0, 1.0, 2.0, 1.0]), Repeat(2, ids, true, true * [1.2, 1.1, 1.4, 0.8]))
+    r = paired([first[0], second[0]], [first[1], second[1]], "mape", "kappa", rng_for("pool", "test"))
+    per_material = (np.array([0.5, 0.0, 0.2, 0.5]) - [0.1, 0.3, 0.2, 0.1] + [0.0, 0.0, 1.0, 0.0]
+                    - np.array([0.2, 0.1, 0.4, 0.2])) / 2
+    assert r["diff"] == pytest.approx(per_material.mean()) and r["lo"] <= r["diff"] <= r["hi"]
+    assert r["n_materials"] == 4
+    same = paired([first[0], second[0]], [first[0], second[0]], "mape", "kappa", rng_for("pool", "same"))
+    assert same["diff"] == 0.0 and same["lo"] == same["hi"] == 0.0
