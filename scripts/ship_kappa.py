@@ -17,8 +17,9 @@ route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
 The BTE routes (members that read the phonon-BTE κ as input; each predicts the structures `predict --bte` gives a
 row, of the kinds its training set holds): `--bte-route NAME RUNS` a route's members (trained on one set),
 `--bte-cv` the cv sweeps of their recipes (each route's: its members' backbone, pre-training and chain, trained on
-its set), whose out-of-fold ensembles give each route's expected error and calibrate its interval. Without the positional folder the shipped bundle keeps its routes
-(`--keep`: only those named, ROUTE:N with its first N members) and card, and gets the BTE routes:
+its set), whose out-of-fold ensembles give each route's expected error and calibrate its interval. Without the
+positional folder the shipped bundle keeps its routes (`--keep`: only those named, ROUTE:N with its first N members)
+and card, and gets the BTE routes:
 
     python scripts/ship_kappa.py --keep other binaries:5 half-heuslers:5 \\
         --bte-route binaries-bte outputs/bte_amorphous_route/final_dataset1 \\
@@ -218,8 +219,8 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "materials); the route is an ensemble, so its estimate is the ensemble's column. The recipe is M3GNet-BTE "
         "by domain, chosen on other folds and then tested on fresh ones as declared (`docs/benchmarks.md`, "
         "\"M3GNet-BTE by domain on folds not yet drawn\"; over seven sets of folds its 5-repeat ensembles read "
-        "0.37–0.41 on Dataset1, 0.31–0.33 on Dataset2 and 0.34–0.36 on MIX, \"Where the goals stand\"), with the rows "
-        "of "
+        "0.37–0.41 on Dataset1, 0.31–0.33 on Dataset2 and 0.34–0.36 on MIX, \"Where the goals stand\"), with the "
+        "rows of "
         "the structures SevenNet-0 finds unstable at 0 K computed at 300 K (`paraisite bte --renormalise 6`), "
         "adopted by a rule declared before its test (\"Finite-temperature phonons for the structures unstable at "
         "0 K\": paired with the 0 K rows on 5 repeats, −0.003 / −0.001 / −0.002 on Dataset1 / Dataset2 / MIX, nil "
@@ -229,12 +230,12 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "route's members also read the valence-electron count off a closed shell (8 or 18 a formula unit; the "
         "metallic half-Heuslers at other counts were over-predicted two- to five-fold), adopted by a stricter rule "
         "declared before its test (\"The valence-electron count of half-Heuslers as an input\": on Dataset2 −0.035 on "
-        "fresh folds, −0.026 on the folds where it was found, −0.030 [−0.068, −0.001] over both, and −0.036 on a third "
-        "fold set run after the decision; it changes nothing "
-        "on Dataset1, where the count is 0 for every compound); it learnt the metals from four compounds (TiNiSb, ZrRuSb, "
-        "TiIrSn, MnGaPt), so read its predictions for other metallic half-Heuslers as extrapolation. The table reads "
-        "both routes' recipes on those fresh "
-        "folds (seeds 35–39), five repeats, the routes' members being five more: one draw of the spread above.", "",
+        "fresh folds, −0.026 on the folds where it was found, −0.030 [−0.068, −0.001] over both, and −0.036 on a "
+        "third fold set run after the decision; it changes nothing on Dataset1, where the count is 0 for every "
+        "compound); it learnt the metals from four compounds (TiNiSb, ZrRuSb, TiIrSn, MnGaPt), so read its "
+        "predictions for other metallic half-Heuslers as extrapolation. The table reads both routes' recipes on those "
+        "fresh folds (seeds 35–39), five repeats, the routes' members being five more: one draw of the spread above.",
+        "",
         "| route | takes | trained on | members (seeds) | MAPE, single models | **MAPE, ensemble of the repeats** | "
         f"MAE (W/mK), ensemble | log10 MAE, ensemble | Spearman ρ, ensemble | {LEVEL:.0%} interval ×/÷ | out-of-fold "
         "coverage |", "|---|---|---|---|---|---|---|---|---|---|---|",
