@@ -74,9 +74,9 @@ def predict(args) -> int:
         members = [replace(m, interval=interval) for m in members]
     physical = None
     if args.bte:
-        from paraisite.prior import physical_kappa
+        from paraisite.prior import bte_tables
 
-        physical = physical_kappa(args.bte)
+        physical = bte_tables(args.bte)
     progress = None if args.quiet else predict_progress(args.inputs, args.progress_every)
     counts = predict(args.inputs, members, args.output, args.chunk_size, args.batch_size or PREDICT_BATCH, args.top,
                      args.below, workers, progress, physical)
@@ -122,7 +122,7 @@ def bundle(args) -> int:
     from paraisite.models.bundle import RouteModels, parse_stoichiometry, read_bundle, write_bundle
     from paraisite.models.phonon_bte import reads_bte
     from paraisite.predict import find_models, load_ensemble, property_of
-    from paraisite.prior import physical_kappa
+    from paraisite.prior import bte_tables, sole_potential
 
     try:
         card = json.loads(open(args.card).read()) if args.card else {}
@@ -135,12 +135,18 @@ def bundle(args) -> int:
     calibration = cv_rows(args.interval_cv)  # read once for every route
     if args.bte and not calibration:
         raise ParaisiteError("--bte fits each route's prior on its recipe's cv runs: give them with --interval-cv")
-    physical = physical_kappa(args.bte) if args.bte else None
+    physical = potential = None
+    if args.bte:
+        tables = bte_tables(args.bte)
+        potential = sole_potential(tables, args.bte)
+        physical = tables.get(potential, {})
     routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
-                          prior_for(f"route {name}", models, calibration, physical, args.level))
+                          prior_for(f"route {name}", models, calibration, physical, potential, args.level))
               for name, amounts, runs in [*routed, *rest] for models in [tuple(find_models(runs))]]
-    for name, runs in args.bte_route or []:
-        models = tuple(find_models([runs]))
+    for name, *runs in args.bte_route or []:
+        if not runs:
+            raise ParaisiteError(f"--bte-route {name}: give the route's run folders after its name")
+        models = tuple(find_models(runs))
         routes.append(RouteModels(name, None, models, interval_for(f"route {name}", models, calibration, args.level),
                                   needs_bte=True))
     bte_models = [str(path) for r in routes if r.needs_bte for path in r.models]
@@ -198,21 +204,23 @@ def cv_rows(folders: list | None) -> list[dict] | None:
 
 
 def interval_for(what: str, models: tuple, rows: list[dict] | None, level: float):
-    """The interval of `models` (`what`: their name in messages; one recipe: seeds, folds) calibrated on that
-    recipe's cv row among `rows` (`cv_rows`; None: not asked)."""
+    """The interval of `models` (`what`: their name in messages; one recipe, or a committee of recipes:
+    `recipe_configs`) calibrated on their out-of-fold ensemble from the cv rows among `rows` (`cv_rows`; None: not
+    asked)."""
     from paraisite.intervals import calibrate_for
 
     if not rows or not models:
         return None
-    return calibrate_for(recipe_config(what, models), rows, level)
+    return calibrate_for(recipe_configs(what, models), rows, level)
 
 
 MIN_PRIOR_MATERIALS = 10
 
 
-def prior_for(what: str, models: tuple, rows: list[dict] | None, physical: dict | None, level: float):
+def prior_for(what: str, models: tuple, rows: list[dict] | None, physical: dict | None, potential: str | None,
+              level: float):
     """The BTE prior of `models` fitted on their recipe's cv row among `rows` (its out-of-fold ensemble) and the
-    BTE κ of its materials (`physical`: `prior.physical_kappa`; None: not asked)."""
+    BTE κ of its materials (`physical`: `prior.physical_kappa` of the `potential`; None: not asked)."""
     import numpy as np
 
     from paraisite.intervals import out_of_fold_ensemble
@@ -220,27 +228,33 @@ def prior_for(what: str, models: tuple, rows: list[dict] | None, physical: dict 
 
     if not physical or not models:
         return None
-    described, own = out_of_fold_ensemble(recipe_config(what, models), rows)
+    described, own = out_of_fold_ensemble(recipe_configs(what, models), rows)
     kappa = kappa_of(physical, own.ids)
     if np.isfinite(kappa).sum() < MIN_PRIOR_MATERIALS:
         raise ParaisiteError(f"--bte: {what}: {np.isfinite(kappa).sum()} of the {len(own.ids)} materials of "
                              f"{described} have a trusted κ in the tables; a prior is fitted on at least "
                              f"{MIN_PRIOR_MATERIALS}")
-    return calibrate_prior(own.pred, kappa, own.true, level, described)
+    return calibrate_prior(own.pred, kappa, own.true, level, described, potential)
 
 
-def recipe_config(what: str, models: tuple) -> dict:
-    """The recorded config of `models`, which must all share one recipe (seeds and folds apart)."""
+def recipe_configs(what: str, models: tuple) -> list[dict]:
+    """The recorded config of each recipe among `models` (seeds and folds apart): one, or several for a committee,
+    which must hold as many models of each (their mean is then the mean of the recipes' ensembles)."""
+    from collections import Counter
+
     from paraisite.report import config_settings, recipe_of, recorded_config
 
     configs = [recorded_config(path.parent) for path in models]
     if None in configs:
         raise ParaisiteError(f"--interval-cv: {models[configs.index(None)].parent} records no config (run_key.json "
                              "or .hydra/config.yaml) to find its recipe's cv row by")
-    if any(recipe_of(config_settings(c)) != recipe_of(config_settings(configs[0])) for c in configs[1:]):
-        raise ParaisiteError(f"--interval-cv: {what} hold models of several recipes; an interval is calibrated on "
-                             "one recipe's cv row (give the recipes apart, or leave out --interval-cv)")
-    return configs[0]
+    recipes = [repr(sorted(recipe_of(config_settings(c)).items())) for c in configs]
+    counts = Counter(recipes)
+    if len(set(counts.values())) > 1:
+        raise ParaisiteError(f"--interval-cv: {what} hold {' and '.join(map(str, counts.values()))} models of "
+                             f"{len(counts)} recipes; a committee holds as many of each (its mean is the mean of "
+                             "their ensembles, as its interval is calibrated)")
+    return [configs[recipes.index(recipe)] for recipe in counts]
 
 
 def bte(args) -> int:
@@ -249,8 +263,9 @@ def bte(args) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # read when its runtime starts: before torch is imported)
     import torch
 
-    from paraisite.models.sevennet import WEIGHTS, sevennet_calculator, unusable
-    from paraisite.phonons import IMAGINARY_MODES, BTESettings, fill_volume_ratios, kappa_table, read_table
+    from paraisite.models.sevennet import sevennet_calculator, unusable
+    from paraisite.phonons import DEFAULT_POTENTIAL, IMAGINARY_MODES, BTESettings, fill_volume_ratios, kappa_table, \
+        read_table
 
     torch.set_num_threads(threads)
     records, flagged = bte_inputs(args.data, args.data_dir)
@@ -260,7 +275,8 @@ def bte(args) -> int:
         records = [r for r in records if r.id in unstable]
     records = sorted(records, key=lambda r: len(r.structure) if r.structure is not None else 0)  # cheap cells first
     records = [r for i, r in enumerate(records) if i % shards == shard]
-    calculator = sevennet_calculator(args.potential or WEIGHTS, device_of(args.device))
+    potential = args.potential or DEFAULT_POTENTIAL
+    calculator = sevennet_calculator(potential, device_of(args.device))
     flagged = {r.id: flagged.get(r.id) or unusable(r, set(calculator.type_map)) for r in records}
     settings = BTESettings(mesh=args.mesh, min_length=args.min_length, temperature=args.temperature,
                            cutoff_pair_distance=args.cutoff_pair_distance or None, renormalise=args.renormalise)
@@ -276,11 +292,11 @@ def bte(args) -> int:
         usable = [r for r in records if not flagged[r.id]]
         table = fill_volume_ratios(usable, calculator, Path(args.output), settings,
                                    lambda row: print(f"{row.id} {row.formula}: volume ratio {row.volume_ratio:.4f}",
-                                                     flush=True))
+                                                     flush=True), potential)
         known = sum(row.volume_ratio == row.volume_ratio for row in table.values())
         print(f"{known} of {len(table)} rows with a volume ratio → {args.output}")
         return 0
-    table = kappa_table(records, calculator, Path(args.output), settings, flagged, shown)
+    table = kappa_table(records, calculator, Path(args.output), settings, flagged, shown, potential)
     print(f"{sum(table[r.id].kappa == table[r.id].kappa for r in records)} of {len(records)} with κ → {args.output}")
     return 0
 
@@ -404,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="`paraisite bte` tables of (some of) the inputs (rows matched by id, file name or "
                            "stem): where a structure has a trusted BTE κ, κ is its route's blend of the models' mean "
                            "with it (a bundle with a BTE prior, e.g. kappa; models of backbone=megnet_bte or "
-                           "m3gnet_bte take it as input; README \"κ by the phonon BTE\"); adds kappa_ensemble, "
-                           "kappa_bte, bte_note")
+                           "m3gnet_bte take it as input, each model its own potential's rows; README \"κ by the "
+                           "phonon BTE\"); adds kappa_ensemble, kappa_bte, bte_note")
     pred.add_argument("--output", required=True, help="predictions: .csv, or .parquet")
     pred.add_argument("--top", type=positive_int, default=0, help="print the K (≥ 1) lowest-prediction candidates")
     pred.add_argument("--below", type=float, default=float("inf"), help="only candidates whose mean is below this")
@@ -426,10 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     bun.add_argument("--route", nargs=3, action="append", metavar=("NAME", "STOICHIOMETRY", "RUNS"),
                      help="the models under RUNS predict the compounds of this stoichiometry, e.g. --route binaries 1:1 "
                           "outputs/final_dataset1 (repeatable; the output gets a route column)")
-    bun.add_argument("--bte-route", nargs=2, action="append", default=None, metavar=("NAME", "RUNS"),
+    bun.add_argument("--bte-route", nargs="+", action="append", default=None, metavar="NAME RUNS",
                      help="models that take the phonon-BTE κ as input (backbone=megnet_bte, m3gnet_bte): they predict "
                           "the structures that `predict --bte` gives a BTE row, of the kinds (stoichiometry, space "
-                          "group) their training data hold (unused without --bte; repeatable, one route per kind)")
+                          "group) their training data hold (unused without --bte; repeatable, one route per kind); "
+                          "several folders: e.g. the experts of two potentials' tables, a committee whose mean is "
+                          "each structure's mean over its members (give as many of each recipe)")
     bun.add_argument("--extend", default=None, metavar="BUNDLE",
                      help="keep this bundle's members and routes (a folder or a shipped name), add the new routes "
                           "and update its card; e.g. --extend kappa --bte-route bte RUNS --output DIR")
@@ -476,8 +494,9 @@ def main(argv: list[str] | None = None) -> int:
                            "--renormalise into a table that `backbone.physics.tables` lists after them)")
     phon.add_argument("--potential", default=None,
                       help="the SevenNet potential whose forces are used: 7net-0 (default), 7net-l3i5 (about three "
-                           "times the time) or 7net-mf-0-r2scan (SevenNet-MF-0 at its r2SCAN fidelity); keep one "
-                           "potential per table: a resumed table does not record it")
+                           "times the time) or 7net-mf-0-r2scan (SevenNet-MF-0 at its r2SCAN fidelity); each row "
+                           "records it, one potential per table (a table written before the column takes the "
+                           "potential it is resumed with)")
     phon.add_argument("--device", choices=("cpu", "cuda"), default=None,
                       help="where the potential's forces are computed (default: cuda when available; the phonon "
                            "and BTE steps run on the CPU either way)")

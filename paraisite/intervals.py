@@ -68,20 +68,29 @@ def coverage_out_of_fold(true, pred, level: float, folds: int = 5, seed: int = 0
     return {"coverage": float(inside.mean()), "width": float(np.median(widths)), "n": len(true), "folds": folds}
 
 
-def out_of_fold_ensemble(config: dict, cv_rows: list[dict]):
+def out_of_fold_ensemble(configs: list[dict], cv_rows: list[dict]):
     """(description, `stats.Repeat`): the out-of-fold ensemble (the mean over repeats of each material's prediction
-    by the fold model that never saw it) of the cv row of `config`'s recipe (a run's recorded config) among `cv_rows`
-    (`report.summarize` rows), on the data set it trains on."""
+    by the fold model that never saw it) of the cv row of each config's recipe (a run's recorded config) among
+    `cv_rows` (`report.summarize` rows), on the data set it trains on; of several recipes (a committee), per material
+    the mean of their ensembles."""
     from paraisite.report import cv_row_of, label, repeats_of
+    from paraisite.stats import ensemble
 
-    row = cv_row_of(cv_rows, config)
-    own = repeats_of(row, as_ensemble=True)["committee"].get(row["data"])
-    if own is None:
-        raise ParaisiteError(f"{label(row)}: no out-of-fold predictions of its own data set {row['data']}")
-    return f"{label(row)}: out-of-fold ensemble of {len(row['_repeats'])} repeat(s), {len(own.true)} materials", own
+    described, ensembles = [], []
+    for config in configs:
+        row = cv_row_of(cv_rows, config)
+        own = repeats_of(row, as_ensemble=True)["committee"].get(row["data"])
+        if own is None:
+            raise ParaisiteError(f"{label(row)}: no out-of-fold predictions of its own data set {row['data']}")
+        described.append(f"{label(row)}: out-of-fold ensemble of {len(row['_repeats'])} repeat(s), "
+                         f"{len(own.true)} materials")
+        ensembles.append(own)
+    if len(ensembles) == 1:
+        return described[0], ensembles[0]
+    return f"committee, per material the mean of {'; '.join(described)}", ensemble(ensembles)
 
 
-def calibrate_for(config: dict, cv_rows: list[dict], level: float) -> Interval:
-    """The interval of the models trained with `config`'s recipe, calibrated on its `out_of_fold_ensemble`."""
-    described, own = out_of_fold_ensemble(config, cv_rows)
+def calibrate_for(configs: list[dict], cv_rows: list[dict], level: float) -> Interval:
+    """The interval of the models trained with `configs`' recipes, calibrated on their `out_of_fold_ensemble`."""
+    described, own = out_of_fold_ensemble(configs, cv_rows)
     return conformal(own.true, own.pred, level, described)

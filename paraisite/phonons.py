@@ -26,7 +26,8 @@ soften lattices); `fill_volume_ratios` adds it to a table written before it exis
 
 `kappa_table` runs a list of records into a CSV, one row per record as it finishes, and skips the ids the file holds:
 a long run is resumed by running it again. The calculator is any ASE calculator (`sevennet_calculator` for the
-SevenNet potentials of the sevenn wheel).
+SevenNet potentials of the sevenn wheel); each row records the name of its `potential`, one per table (a table
+written before the column reads `DEFAULT_POTENTIAL`, and takes the potential it is resumed with).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ IMAGINARY_THZ = -0.1
 IMAGINARY_MODES = "imaginary_modes"
 NO_SCATTERING = "no_scattering"  # modes barely scattered on the mesh: κ unbounded (e.g. BAs) or above MAX_KAPPA
 MAX_KAPPA = 5000.0  # W/mK: above any known crystal's (diamond ~2000–3000)
+DEFAULT_POTENTIAL = "7net-0"  # `paraisite bte`'s potential unless told otherwise
 FAILURES = (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError)  # one structure's, not the run's
 
 
@@ -86,6 +88,7 @@ class BTEResult:
     seconds: float
     flag: str = ""
     volume_ratio: float = float("nan")  # the potential's relaxed cell volume / the given structure's (NaN: not known)
+    potential: str = DEFAULT_POTENTIAL  # whose forces (`paraisite bte --potential`)
 
     @property
     def trusted(self) -> bool:
@@ -94,7 +97,8 @@ class BTEResult:
 
 
 COLUMNS = tuple(f.name for f in fields(BTEResult))
-LEGACY_COLUMNS = COLUMNS[:-1]  # tables written before `volume_ratio`: read with it NaN, upgraded when appended to
+LEGACY_COLUMNS = (COLUMNS[:-2], COLUMNS[:-1])  # tables written before `volume_ratio`, before `potential`: read with
+# their defaults, upgraded when appended to
 
 
 def supercell_multiples(lengths, min_length: float, min_multiple: int = 2) -> tuple[int, ...]:
@@ -216,18 +220,20 @@ def missing(rec: Record, flag: str) -> BTEResult:
 
 
 def read_table(path: Path) -> dict[str, BTEResult]:
-    """The rows of a κ table written by `kappa_table`, by id (a table without `volume_ratio`, written before it, reads
-    NaN there); an unflagged row above `MAX_KAPPA` (written before that rule) is flagged `no_scattering`, as the rule
-    flags it now."""
+    """The rows of a κ table written by `kappa_table`, by id (a table written before `volume_ratio` or `potential`
+    reads NaN, `DEFAULT_POTENTIAL` there); an unflagged row above `MAX_KAPPA` (written before that rule) is flagged
+    `no_scattering`, as the rule flags it now."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) not in (COLUMNS, LEGACY_COLUMNS):
+        if tuple(reader.fieldnames or ()) not in (COLUMNS, *LEGACY_COLUMNS):
             raise DataError(f"{path}: not a BTE κ table (columns {reader.fieldnames}, expected {list(COLUMNS)})")
         types = {f.name: f.type for f in fields(BTEResult)}
         cast = {"float": float, "int": int, "str": str}
         rows = {}
         for line, row in enumerate(reader, start=2):
             try:
+                if None in row.values():
+                    raise ValueError(f"{sum(v is None for v in row.values())} field(s) missing")
                 result = BTEResult(**{k: cast[types[k]](v) for k, v in row.items()})
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{path}, line {line} ({row.get('id')}): unreadable row ({exc})") from None
@@ -251,12 +257,25 @@ def write_table(path: Path, rows) -> None:
     os.replace(tmp, path)
 
 
-def fill_volume_ratios(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
-                       progress=None) -> dict[str, BTEResult]:
-    """Give the rows of the table `path` that lack `volume_ratio` theirs, by relaxing their record's structure alone
-    (no phonons; seconds a structure); the table is rewritten after each, so a stopped run resumes. Rows without a
-    record or a structure, or whose relaxation fails, keep NaN."""
+def rows_of_potential(path: Path, potential: str) -> dict[str, BTEResult]:
+    """The rows of the table `path` to resume with `potential`: a table written before the `potential` column is
+    taken as of it (one potential per table); a table of another potential is refused."""
     rows = read_table(path)
+    if "potential" not in read_header(path):
+        return {rid: replace(row, potential=potential) for rid, row in rows.items()}
+    other = sorted({row.potential for row in rows.values()} - {potential})
+    if other:
+        raise DataError(f"{path}: a table of the potential {', '.join(other)}; its rows are not resumed with "
+                        f"{potential} (one potential per table: give another --output)")
+    return rows
+
+
+def fill_volume_ratios(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
+                       progress=None, potential: str = DEFAULT_POTENTIAL) -> dict[str, BTEResult]:
+    """Give the rows of the table `path` that lack `volume_ratio` theirs, by relaxing their record's structure alone
+    (no phonons; seconds a structure) with the `potential` of its rows (`calculator`); the table is rewritten after
+    each, so a stopped run resumes. Rows without a record or a structure, or whose relaxation fails, keep NaN."""
+    rows = rows_of_potential(path, potential)
     for rec in records:
         row = rows.get(rec.id)
         if row is None or rec.structure is None or math.isfinite(row.volume_ratio):
@@ -272,15 +291,17 @@ def fill_volume_ratios(records: list[Record], calculator, path: Path, settings: 
 
 
 def kappa_table(records: list[Record], calculator, path: Path, settings: BTESettings = BTESettings(),
-                flagged: dict[str, str] | None = None, progress=None) -> dict[str, BTEResult]:
-    """Every record's BTE κ, appended to the CSV `path` as each finishes; ids already in it are skipped (resume).
-    `flagged`: ids the calculator cannot take, with the reason, written as rows without κ; a structure whose
-    calculation fails is written the same way, flagged `failed: <error>`."""
+                flagged: dict[str, str] | None = None, progress=None,
+                potential: str = DEFAULT_POTENTIAL) -> dict[str, BTEResult]:
+    """Every record's BTE κ by the `potential` (`calculator`'s name), appended to the CSV `path` as each finishes;
+    ids already in it are skipped (resume; a table of another potential is refused). `flagged`: ids the calculator
+    cannot take, with the reason, written as rows without κ; a structure whose calculation fails is written the same
+    way, flagged `failed: <error>`."""
     path = Path(path)
     new_file = not path.is_file()
-    done = {} if new_file else read_table(path)
+    done = {} if new_file else rows_of_potential(path, potential)
     if not new_file and read_header(path) != COLUMNS:
-        write_table(path, done.values())  # a table of LEGACY_COLUMNS: given the new column before rows are appended
+        write_table(path, done.values())  # a table of LEGACY_COLUMNS: given the new columns before rows are appended
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new_file:
@@ -294,6 +315,7 @@ def kappa_table(records: list[Record], calculator, path: Path, settings: BTESett
             except FAILURES as exc:  # one structure's
                 # failure (relaxation, phono3py, the potential) must not end a long run
                 result = missing(rec, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
+            result = replace(result, potential=potential)
             writer.writerow(list(asdict(result).values()))
             f.flush()
             done[rec.id] = result

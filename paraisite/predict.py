@@ -36,7 +36,8 @@ from paraisite.errors import ParaisiteError
 from paraisite.intervals import Interval
 from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
-from paraisite.models.phonon_bte import add_rows
+from paraisite.models.phonon_bte import add_rows, bte_potential
+from paraisite.phonons import DEFAULT_POTENTIAL
 from paraisite.prior import Prior, row_of
 from paraisite.recipe import build_model
 
@@ -244,15 +245,22 @@ def featurize(records: list[Record], featurizers: dict[str, object]) -> dict[str
 
 
 def prepare_chunk(items: list[RawItem], featurizers: dict[str, object], routes: tuple[Route, ...] = (),
-                  physical: dict | None = None) -> tuple[list[tuple], dict[str, object]]:
+                  physical: dict | None = None, potentials: dict[str, set] | None = None
+                  ) -> tuple[list[tuple], dict[str, object]]:
     """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag, route)], features
     of the parsed records, in order; route: the name of the route that takes the record, "" without routes; a BTE
-    route takes only records with a row in `physical`). Only tensors and strings travel back, never structures."""
+    route takes only records with a row in `physical` (`prior.bte_tables`' form) of every potential its members
+    read, `potentials[route name]`). Only tensors and strings travel back, never structures."""
     parsed = [parse(item) for item in items]
     records = [rec for _, rec, _ in parsed if rec is not None]
+
+    def bte_rows(rid: str):
+        return None if physical is None else lambda route: all(
+            row_of(physical.get(p, {}), rid) is not None
+            for p in (potentials or {}).get(route.name, {DEFAULT_POTENTIAL}))
+
     meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
-             route_for(routes, rec.formula, rec.structure, physical is not None and row_of(physical, rid) is not None)
-             .name if rec and routes else "")
+             route_for(routes, rec.formula, rec.structure, bte_rows(rid)).name if rec and routes else "")
             for rid, rec, flag in parsed]
     return meta, featurize(records, featurizers) if records else {}
 
@@ -298,9 +306,10 @@ def _worker_init() -> None:
 
 
 def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int, workers: int,
-                    routes: tuple[Route, ...] = (), physical: dict | None = None) -> Iterator:
+                    routes: tuple[Route, ...] = (), physical: dict | None = None,
+                    potentials: dict[str, set] | None = None) -> Iterator:
     """prepare_chunk over the input, in order; with workers, at most 2 chunks per worker are in flight."""
-    work = partial(prepare_chunk, featurizers=featurizers, routes=routes, physical=physical)
+    work = partial(prepare_chunk, featurizers=featurizers, routes=routes, physical=physical, potentials=potentials)
     if workers <= 0:
         yield from map(work, chunks(items, chunk_size))
         return
@@ -403,21 +412,29 @@ def output_name(members: list[Member]) -> str:
 
 
 def prior_note(rid: str, formula: str, priors: set, physical: dict,
-               as_input: bool = False) -> tuple[float | None, bool, str]:
-    """(the row's trusted BTE κ or None, whether to blend the prediction with it, why not) for one predicted row:
-    `priors` those of the members that predicted it, `physical` the `prior.physical_kappa` tables (`by_file_name`),
-    `as_input` whether some of them took the BTE row as input. A table row of another formula is refused."""
-    row = row_of(physical, rid)
-    if row is None:
-        return None, False, "not in the BTE tables"
-    if parse_formula(row.formula) != parse_formula(formula):
-        raise ParaisiteError(f"--bte: {rid}: the BTE table holds {row.formula} under this id, the input is {formula} "
-                             "(a table of other structures?)")
-    if as_input:
+               read: frozenset[str] = frozenset()) -> tuple[float | None, bool, str]:
+    """(a row's trusted BTE κ or None, whether to blend the prediction with it, why not) for one predicted row:
+    `priors` those of the members that predicted it, `physical` the BTE rows by potential (`prior.bte_tables`,
+    `by_file_name`), `read` the potentials whose rows some of them took as input (then the κ shown is the first of
+    those rows, in the tables' order); a prior reads its own potential's row. A table row of another formula is
+    refused."""
+    found = {potential: row for potential, rows in physical.items() if (row := row_of(rows, rid)) is not None}
+    for row in found.values():
+        if parse_formula(row.formula) != parse_formula(formula):
+            raise ParaisiteError(f"--bte: {rid}: the BTE table holds {row.formula} under this id, the input is "
+                                 f"{formula} (a table of other structures?)")
+    if read:
+        row = next((row for potential, row in found.items() if potential in read), None)
+        if row is None:
+            return None, False, "not in the BTE tables"
         return row.kappa, False, f"the models' input{f' ({row.why})' if row.why else ''}, no BTE prior"
+    prior = next(iter(priors)) if len(priors) == 1 else None
+    row = found.get(prior.potential) if prior is not None else next(iter(found.values()), None)
+    if row is None:
+        return None, False, "not in the BTE tables" + (f" of {prior.potential}" if found else "")
     if row.kappa is None:
         return None, False, row.why
-    if len(priors) != 1 or None in priors:
+    if prior is None:
         return row.kappa, False, "its models have no BTE prior"
     return row.kappa, True, ""
 
@@ -427,13 +444,13 @@ def bte_routes_of(members: list[Member]) -> set[Route]:
     return {m.route for m in members if m.route is not None and m.route.needs_bte}
 
 
-def by_file_name(physical: dict) -> dict:
-    """`physical` also under each id's file name where no other id shares it: a structure file's table row is
-    found whatever path the file was given by."""
+def by_file_name(rows: dict) -> dict:
+    """`rows` ({id: row}) also under each id's file name where no other id shares it: a structure file's table row
+    is found whatever path the file was given by."""
     from collections import Counter
 
-    names = Counter(Path(k).name for k in physical)
-    return {**{Path(k).name: v for k, v in physical.items() if names[Path(k).name] == 1}, **physical}
+    names = Counter(Path(k).name for k in rows)
+    return {**{Path(k).name: v for k, v in rows.items() if names[Path(k).name] == 1}, **rows}
 
 
 def predict(inputs: list[str | Path], members: list[Member], output: str | Path, chunk_size: int = 512,
@@ -446,9 +463,10 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     `_hi<level>`: empty where the members that predict a row do not share one), one per member, with routes the
     route that took the structure (only its members predict it), flag, extrapolation (inputs beyond the training
     domain, members predicting far outside their training range; the prediction is kept). With `physical`
-    (`prior.physical_kappa`: the BTE rows of the inputs, by id), a bundle's BTE routes (`Route.bte_kinds`; unused
-    without `physical`) predict the structures of their kinds that have a row, and elsewhere the mean of a structure
-    with a trusted BTE κ is the blend of its route's `Prior` (and the interval the prior's); then also
+    (`prior.bte_tables`: the BTE rows of the inputs, by potential and id), a bundle's BTE routes (`Route.bte_kinds`;
+    unused without `physical`) predict the structures of their kinds that have a row of every potential their
+    members read (each member reads its own potential's), and elsewhere the mean of a structure with a trusted BTE
+    κ (of the prior's potential) is the blend of its route's `Prior` (and the interval the prior's); then also
     <name>_ensemble (the members' mean), <name>_bte (the row's trusted κ) and bte_note (why not blended). The output
     is written to a temporary file renamed at the end; an output that is one of the inputs is refused."""
     check_output(inputs, output)
@@ -460,7 +478,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     routes = tuple(dict.fromkeys(m.route for m in members if m.route is not None))
     as_input = set()
     if physical is not None:
-        physical = by_file_name(physical)
+        physical = {potential: by_file_name(rows) for potential, rows in physical.items()}
         as_input = {j for j, m in enumerate(members) if add_rows(m.featurizer, physical)}
         if not as_input and not any(m.prior for m in members):
             raise ParaisiteError("--bte: none of the models has a BTE prior (a bundle written by `paraisite bundle "
@@ -481,8 +499,12 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0, "blended": 0}
     best: list[tuple] = []
     try:
+        potentials: dict[str, set] = {}  # the potentials whose rows a BTE route's members read
+        for j in as_input:
+            if members[j].route is not None:
+                potentials.setdefault(members[j].route.name, set()).add(bte_potential(members[j].featurizer))
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes,
-                                   physical if bte_routes else None)  # the rows only route to them
+                                   physical if bte_routes else None, potentials)  # the rows only route to them
         for meta, features in prepared:
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],
@@ -505,8 +527,8 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                             interval = list(calibrated.pop().bounds(mean))
                         if blended:
                             priors = {members[j].prior for j in asked}
-                            kappa, blend, why = prior_note(rid, formula, priors, physical,
-                                                           bool(as_input & set(asked)))
+                            read = frozenset(bte_potential(members[j].featurizer) for j in as_input & set(asked))
+                            kappa, blend, why = prior_note(rid, formula, priors, physical, read)
                             prior_columns = [mean, kappa, why]
                             if blend:
                                 counts["blended"] += 1

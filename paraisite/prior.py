@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from paraisite.errors import DataError
 from paraisite.intervals import Interval, conformal
+from paraisite.phonons import DEFAULT_POTENTIAL
 
 W_GRID = np.round(np.arange(0.0, 1.001, 0.05), 2)
 A_GRID = np.round(np.arange(-0.5, 0.501, 0.01), 2)
@@ -57,6 +59,7 @@ class Prior:
     mape_model: float  # of the model alone, on those materials
     mape_blended: float  # out of fold: each fold's (m, w, a) fitted on the others
     interval: Interval | None = None
+    potential: str = DEFAULT_POTENTIAL  # of the BTE tables it was fitted on, and reads
 
     def blend(self, pred, physical):
         return blend(pred, physical, self.weight, self.shift, self.centre)
@@ -65,13 +68,14 @@ class Prior:
         return {"weight": self.weight, "shift": self.shift, "centre": self.centre,
                 "n_calibration": self.n_calibration, "calibrated_on": self.calibrated_on,
                 "mape_model": self.mape_model, "mape_blended": self.mape_blended,
-                "interval": self.interval.to_json() if self.interval else None}
+                "interval": self.interval.to_json() if self.interval else None, "potential": self.potential}
 
     @classmethod
     def from_json(cls, data: dict) -> Prior:
         return cls(float(data["weight"]), float(data["shift"]), float(data["centre"]), int(data["n_calibration"]),
                    str(data["calibrated_on"]), float(data["mape_model"]), float(data["mape_blended"]),
-                   Interval.from_json(data["interval"]) if data.get("interval") else None)
+                   Interval.from_json(data["interval"]) if data.get("interval") else None,
+                   str(data.get("potential", DEFAULT_POTENTIAL)))  # a prior stored before it: of the default
 
 
 def fit_on(pred: np.ndarray, physical: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
@@ -93,15 +97,17 @@ def blended_out_of_fold(pred: np.ndarray, physical: np.ndarray, true: np.ndarray
 
 
 def calibrate_prior(pred: np.ndarray, physical: np.ndarray, true: np.ndarray, level: float | None,
-                    calibrated_on: str) -> Prior:
-    """The prior fitted on every calibration material with a physical κ (NaN: none), scored out of fold, with the
-    conformal interval of `level` on the out-of-fold blended predictions (None: no interval)."""
+                    calibrated_on: str, potential: str = DEFAULT_POTENTIAL) -> Prior:
+    """The prior fitted on every calibration material with a physical κ (NaN: none; of `potential`'s tables),
+    scored out of fold, with the conformal interval of `level` on the out-of-fold blended predictions (None: no
+    interval)."""
     known = np.isfinite(physical)
     pred, physical, true = pred[known], physical[known], true[known]
     centre, w, a = fit_on(pred, physical, true)
     oof = blended_out_of_fold(pred, physical, true)
     interval = conformal(true, oof, level, f"{calibrated_on}: out-of-fold blends") if level else None
-    return Prior(w, a, centre, int(known.sum()), calibrated_on, mape(pred, true), mape(oof, true), interval)
+    return Prior(w, a, centre, int(known.sum()), calibrated_on, mape(pred, true), mape(oof, true), interval,
+                 potential)
 
 
 def mape(pred: np.ndarray, true: np.ndarray) -> float:
@@ -121,19 +127,39 @@ class BTERow(NamedTuple):
     volume_ratio: float | None = None  # the potential's relaxed volume / the given structure's (None: not known)
 
 
-def physical_kappa(tables: list[str | Path]) -> dict[str, BTERow]:
-    """{id: `BTERow`} from `paraisite bte` tables (a later table's row replaces an earlier)."""
+def bte_tables(tables: list[str | Path]) -> dict[str, dict[str, BTERow]]:
+    """{potential: {id: `BTERow`}} from `paraisite bte` tables, in the order given (of one potential, a later
+    table's row replaces an earlier)."""
     from paraisite.phonons import read_table
 
-    out = {}
+    out: dict[str, dict[str, BTERow]] = {}
     for path in tables:
         for rid, row in read_table(Path(path)).items():
             why = "" if row.trusted else (row.flag or f"κ {row.kappa:g} not usable")
             finite = math.isfinite(row.kappa) and row.kappa > 0
-            out[rid] = BTERow(row.formula, row.kappa if row.trusted else None, why, row.kappa if finite else None,
-                              row.min_frequency if math.isfinite(row.min_frequency) else None,
-                              row.volume_ratio if math.isfinite(row.volume_ratio) else None)
+            out.setdefault(row.potential, {})[rid] = BTERow(
+                row.formula, row.kappa if row.trusted else None, why, row.kappa if finite else None,
+                row.min_frequency if math.isfinite(row.min_frequency) else None,
+                row.volume_ratio if math.isfinite(row.volume_ratio) else None)
     return out
+
+
+def sole_potential(by_potential: dict[str, dict], tables: list, potential: str | None = None) -> str:
+    """The one potential of `by_potential` (`bte_tables(tables)`): `potential` where given (default: the tables'
+    own, else `DEFAULT_POTENTIAL`); tables of another potential, or of several, are refused."""
+    potential = potential or next(iter(by_potential), DEFAULT_POTENTIAL)
+    other = sorted(set(by_potential) - {potential})
+    if other:
+        raise DataError(f"BTE tables {', '.join(map(str, tables))}: rows of the potential(s) {', '.join(other)}; "
+                        f"give tables of {potential} alone here")
+    return potential
+
+
+def physical_kappa(tables: list[str | Path], potential: str | None = None) -> dict[str, BTERow]:
+    """{id: `BTERow`} from `paraisite bte` tables of one potential (`sole_potential`; a later table's row replaces
+    an earlier)."""
+    by_potential = bte_tables(tables)
+    return by_potential.get(sole_potential(by_potential, tables, potential), {})
 
 
 def distrust_below(physical: dict[str, BTERow], limit: float) -> dict[str, BTERow]:

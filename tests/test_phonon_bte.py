@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from paraisite.data.records import Record
 from paraisite.errors import ConfigError
 from paraisite.models.augmented import AugmentedFeaturizer, PhysicsAugmented
 from paraisite.models.phonon_bte import BTE_FORMULA_MISMATCH, BTEDescriptors, add_rows
-from paraisite.prior import BELOW_AMORPHOUS_LIMIT, BTERow, physical_kappa
+from paraisite.prior import BELOW_AMORPHOUS_LIMIT, BTERow, bte_tables
 from paraisite.recipe import build_model
 from tests.helpers import compose_cfg
 from tests.test_prior import write_bte_table
@@ -81,7 +82,7 @@ def test_a_kappa_below_the_amorphous_limit_is_not_trusted_in_the_tables_nor_in_r
     assert "none below 0.1 W/mK" in descriptors.label
     assert featurizer.key("h") != BTEDescriptors([str(tmp_path / "t.csv")]).featurizer().key("h")
     write_bte_table(tmp_path / "new.csv", [("n", "RbBr", 0.08, "")])
-    assert add_rows(AugmentedFeaturizer(None, featurizer), physical_kappa([tmp_path / "new.csv"]))
+    assert add_rows(AugmentedFeaturizer(None, featurizer), bte_tables([tmp_path / "new.csv"]))
     torch.testing.assert_close(featurizer.build(records).x, torch.tensor(
         [[math.log(5.0), 1, 0, 0], [0, 0, 0, 0], [math.log(0.15), 1, 0, 0], [0, 0, 0, 0]]))
     assert BTERow(*descriptors.spec["rows"]["b"]).why == BELOW_AMORPHOUS_LIMIT
@@ -215,6 +216,67 @@ def test_a_bte_route_added_to_a_bundle_takes_the_structures_given_a_bte_row(bte_
         row = rows[name]
         assert (row["route"], row["bte_note"], row[bte_member]) == (route, note, "")
         assert float(row["kappa_mean"]) == pytest.approx(float(base[name]["kappa_mean"]), rel=1e-6)
+
+
+def test_each_model_reads_its_own_potentials_rows_and_mixed_tables_are_refused(tmp_path):
+    write_bte_table(tmp_path / "pbe.csv", [("a", "NaCl", 5.0, "")])
+    write_bte_table(tmp_path / "scan.csv", [("a", "NaCl", 8.0, ""), ("b", "KCl", 3.0, "")], "7net-mf-0-r2scan")
+    pbe, scan = (BTEDescriptors([str(tmp_path / name)]) for name in ("pbe.csv", "scan.csv"))
+    assert (pbe.potential, scan.potential) == ("7net-0", "7net-mf-0-r2scan") and "7net-mf-0-r2scan" in scan.label
+    assert BTEDescriptors(spec={k: v for k, v in pbe.spec.items() if k != "potential"}).potential == "7net-0"
+    records = [Record("c", "MgO", 1.0)]
+    given = bte_tables([tmp_path / "pbe.csv", tmp_path / "scan.csv"])
+    for descriptors, kappa in ((pbe, 5.0), (scan, 8.0)):
+        featurizer = AugmentedFeaturizer(None, descriptors.featurizer())
+        given_c = {potential: {"c": rows["a"]._replace(formula="MgO")} for potential, rows in given.items()}
+        assert add_rows(featurizer, given_c)
+        assert featurizer.physics.build(records).x[0, 0].item() == pytest.approx(math.log(kappa))
+    with pytest.raises(ConfigError, match="backbone.physics.tables: .*rows of the potential.*7net-mf-0-r2scan"):
+        BTEDescriptors([str(tmp_path / "pbe.csv"), str(tmp_path / "scan.csv")])
+
+
+@pytest.mark.slow  # trains a smoke run: left out of the edit loop (make test-fast)
+def test_a_committee_route_of_two_potentials_experts_gives_each_its_own_rows(bte_run, two_runs, tmp_path, capsys):
+    """A BTE route of two recipes (`--bte-route NAME RUNS RUNS`), one reading SevenNet-0's tables and one another
+    potential's: a structure given rows of both potentials is predicted by all its members, each from its own
+    potential's row (the same κ as that member alone given its own table); one given one potential's row alone is
+    not the route's."""
+    from tests.test_predict import read_rows
+
+    scan_tables = []
+    for name in ("dataset1_sevennet.csv", "dataset2_sevennet.csv"):  # another potential's κ: twice SevenNet-0's
+        rows = list(csv.DictReader(open(f"docs/results/bte/{name}")))
+        with open(tmp_path / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**row, "kappa": 2 * float(row["kappa"]), "potential": "7net-mf-0-r2scan"} for row in rows)
+        scan_tables.append(str(tmp_path / name))
+    scan_run = tmp_path / "scan_run"
+    assert chain.run(compose_cfg("backbone=megnet_bte", "finetune=dft", "data=mix", "datamodule.limit=20",
+                                 f"backbone.physics.tables=[{','.join(scan_tables)}]"), scan_run)["status"] == "ok"
+    for name, a in (("ab.cif", 4.21), ("cd.cif", 4.3)):
+        rocksalt(a, "Mg", "O").to(filename=str(tmp_path / name))
+    write_bte_table(tmp_path / "pbe.csv", [("ab.cif", "MgO", 60.0, ""), ("cd.cif", "MgO", 40.0, "")])
+    write_bte_table(tmp_path / "scan.csv", [("ab.cif", "MgO", 90.0, "")], "7net-mf-0-r2scan")
+    assert cli(["bundle", str(two_runs / "s1"), "--bte-route", "committee", str(bte_run), str(scan_run),
+                "--output", str(tmp_path / "b")]) == 0
+    inputs = [str(tmp_path / "ab.cif"), str(tmp_path / "cd.cif")]
+
+    def predicted(*args) -> dict:
+        assert cli(["predict", *inputs, "--output", str(tmp_path / "p.csv"), "--quiet", *args]) == 0
+        return read_rows(tmp_path / "p.csv")
+
+    rows = predicted("--model", str(tmp_path / "b"), "--bte", str(tmp_path / "pbe.csv"), str(tmp_path / "scan.csv"))
+    alone = {run: predicted("--run", str(run), "--bte", str(tmp_path / table))["ab.cif"]
+             for run, table in ((bte_run, "pbe.csv"), (scan_run, "scan.csv"))}
+    members = [k for k in rows["ab.cif"] if re.fullmatch(r"kappa_m\d+-.*", k) and rows["ab.cif"][k]]
+    ab = rows["ab.cif"]
+    assert ab["route"] == "committee" and len(members) == 2
+    assert [float(ab[k]) for k in members] == pytest.approx([float(alone[run]["kappa_mean"])
+                                                             for run in (bte_run, scan_run)], rel=1e-5)
+    assert float(ab["kappa_mean"]) == pytest.approx(sum(float(ab[k]) for k in members) / 2, rel=1e-6)
+    assert ab["kappa_bte"] == "60.0" and ab["bte_note"] == "the models' input, no BTE prior"  # the first table's
+    assert rows["cd.cif"]["route"] == "all" and all(rows["cd.cif"][k] == "" for k in members)
 
 
 @pytest.mark.slow  # trains two smoke runs: left out of the edit loop (make test-fast)
@@ -361,7 +423,7 @@ def test_the_electron_count_joins_the_bte_columns_and_a_saved_model_keeps_both(t
     batch = data.collate([0, 1])
     torch.testing.assert_close(backbone.baseline(batch), torch.tensor([40.0, math.nan]), equal_nan=True)
     write_bte_table(tmp_path / "new.csv", [("tns", "TiNiSb", 3.0, "")])
-    assert add_rows(featurizer, physical_kappa([tmp_path / "new.csv"]))
+    assert add_rows(featurizer, bte_tables([tmp_path / "new.csv"]))
     assert featurizer.build(records).physics.x[1].tolist() == pytest.approx([math.log(3.0), 1, 0, 0, 1])
     module.eval()
     (tmp_path / "model.pt").write_bytes(model_file_bytes(module, dict(OmegaConf.to_container(cfg, resolve=True))))

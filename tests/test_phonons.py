@@ -12,9 +12,9 @@ from paraisite.cli import main, parse_shard
 from paraisite.data.graphs import NO_STRUCTURE
 from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.phonons import (COLUMNS, LEGACY_COLUMNS, BTEResult, BTESettings, fill_volume_ratios, forces_on, harmonic,
-                               kappa_table, mesh_frequencies, read_table, renormalised_fc2, supercell_multiples,
-                               write_table)
+from paraisite.phonons import (COLUMNS, DEFAULT_POTENTIAL, LEGACY_COLUMNS, BTEResult, BTESettings, fill_volume_ratios,
+                               forces_on, harmonic, kappa_table, mesh_frequencies, read_table, renormalised_fc2,
+                               supercell_multiples, write_table)
 from tests.helpers import CSCL
 
 CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -102,7 +102,8 @@ def test_a_table_without_volume_ratios_reads_nan_is_upgraded_when_resumed_and_fi
     computes nothing."""
     path = tmp_path / "old.csv"
     cu = BTEResult("cu", "Cu", 12.5, 12.5, 12.5, 12.5, 0.3, "2x2x2", 32, 4, 1.0)
-    path.write_text(",".join(LEGACY_COLUMNS) + "\n" + ",".join(map(str, list(vars(cu).values())[:-1])) + "\n")
+    oldest = LEGACY_COLUMNS[0]  # before `volume_ratio` and `potential`
+    path.write_text(",".join(oldest) + "\n" + ",".join(map(str, list(vars(cu).values())[:len(oldest)])) + "\n")
     assert math.isnan(read_table(path)["cu"].volume_ratio) and read_table(path)["cu"].kappa == 12.5
     kappa_table([Record("po", "Po", None, CU)], None, path, FAST, {"po": "element_not_in_model: Po"})
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
@@ -114,6 +115,27 @@ def test_a_table_without_volume_ratios_reads_nan_is_upgraded_when_resumed_and_fi
     assert str(fill_volume_ratios(records, None, path, FAST)) == str(filled)  # nothing left to relax: no calculator
     write_table(path, filled.values())
     assert str(read_table(path)) == str(filled)
+
+
+def test_each_row_records_its_potential_and_a_table_is_resumed_with_its_own_alone(tmp_path):
+    """A table written before the `potential` column takes the potential it is resumed with (one per table); a
+    table of one potential is not resumed with another, and nothing in it is lost."""
+    path = tmp_path / "old.csv"
+    old = BTEResult("cu", "Cu", 12.5, 12.5, 12.5, 12.5, 0.3, "2x2x2", 32, 4, 1.0, "", 1.01)
+    before = LEGACY_COLUMNS[1]  # with `volume_ratio`, before `potential`
+    path.write_text(",".join(before) + "\n" + ",".join(map(str, list(vars(old).values())[:len(before)])) + "\n")
+    assert read_table(path)["cu"].potential == DEFAULT_POTENTIAL  # read alone: the default potential's
+    po = Record("po", "Po", None, CU)
+    table = kappa_table([po], None, path, FAST, {"po": "element_not_in_model: Po"}, potential="7net-mf-0-r2scan")
+    assert {row.potential for row in table.values()} == {"7net-mf-0-r2scan"} == {
+        row.potential for row in read_table(path).values()}
+    text = path.read_text()
+    with pytest.raises(DataError, match="old.csv: a table of the potential 7net-mf-0-r2scan; its rows are not "
+                                        "resumed with 7net-0"):
+        kappa_table([po], None, path, FAST, {"po": "element_not_in_model: Po"})
+    with pytest.raises(DataError, match="a table of the potential 7net-mf-0-r2scan"):
+        fill_volume_ratios([Record("cu", "Cu", None, CU)], None, path, FAST)
+    assert path.read_text() == text
 
 
 def test_an_unreadable_row_is_refused_with_its_line(tmp_path):
@@ -147,7 +169,7 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     assert cscl.volume_ratio > 0
     legacy = tmp_path / "legacy.csv"  # --fill-volume-ratios: a table written before the column gets it
     lines = out.read_text().splitlines()
-    legacy.write_text("\n".join(",".join(line.split(",")[:len(LEGACY_COLUMNS)]) for line in lines))
+    legacy.write_text("\n".join(",".join(line.split(",")[:len(LEGACY_COLUMNS[0])]) for line in lines))
     assert main(["bte", str(tmp_path / "in"), "--output", str(legacy), "--fill-volume-ratios"]) == 0
     assert read_table(legacy)[cscl.id].volume_ratio == pytest.approx(cscl.volume_ratio, rel=1e-6)
     assert "1 of 2 rows with a volume ratio" in capsys.readouterr().out

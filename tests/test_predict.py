@@ -532,6 +532,25 @@ def test_a_bundle_calibrated_on_its_recipes_cv_row_writes_conformal_intervals(tw
     assert "a bundle carries its own interval" in capsys.readouterr().err
 
 
+def test_a_committee_of_two_recipes_is_calibrated_on_the_mean_of_their_out_of_fold_ensembles(two_runs, tmp_path):
+    """Models of two recipes in one route: the interval is calibrated on each material's mean of the two recipes'
+    out-of-fold ensembles; a committee holding more models of one recipe than of the other is refused."""
+    from paraisite.cli import cv_rows, interval_for
+    from paraisite.report import recorded_config
+
+    recorded = recorded_config(two_runs / "s1")
+    fake_cv_row(tmp_path / "cv", recorded, np.full(20, 0.4))
+    fake_cv_row(tmp_path / "other_cv", recorded, np.full(20, -0.2),
+                {"stage_overrides": {**recorded["stage_overrides"], "lr": 0.5}})
+    rows = cv_rows([str(tmp_path / "cv"), str(tmp_path / "other_cv")])
+    interval = interval_for("committee", (tmp_path / "cv/f0/model.pt", tmp_path / "other_cv/f0/model.pt"), rows, 0.9)
+    assert interval.ln_halfwidth == pytest.approx(np.log((np.exp(0.4) + np.exp(-0.2)) / 2))
+    assert interval.n_calibration == 20 and interval.calibrated_on.startswith("committee, per material the mean of")
+    with pytest.raises(ParaisiteError, match="committee hold 2 and 1 models of 2 recipes; a committee holds as many"):
+        interval_for("committee", (tmp_path / "cv/f0/model.pt", tmp_path / "cv/f1/model.pt",
+                                   tmp_path / "other_cv/f0/model.pt"), rows, 0.9)
+
+
 def test_a_bundle_with_a_bte_prior_blends_structures_that_have_a_bte_kappa(two_runs, tmp_path, capsys):
     """The cv row predicts 20 materials of true κ 10 with log errors up to ±1; the BTE table says 5 for each (ranked
     perfectly, half the level): the prior takes the physics alone (w 1), and a structure with a BTE κ is blended with

@@ -6,20 +6,21 @@ import numpy as np
 import pytest
 
 from paraisite.errors import DataError
-from paraisite.phonons import COLUMNS
-from paraisite.prior import BTERow, Prior, blended_out_of_fold, calibrate_prior, fit_on, physical_kappa, row_of
+from paraisite.phonons import COLUMNS, DEFAULT_POTENTIAL
+from paraisite.prior import (BTERow, Prior, blended_out_of_fold, bte_tables, calibrate_prior, fit_on, physical_kappa,
+                             row_of)
 
 
-def write_bte_table(path, rows: list[tuple]) -> None:
-    """A `paraisite bte` table of (id, formula, κ, flag[, lowest frequency in THz, default 0.5[, volume ratio,
-    default NaN]]) rows."""
+def write_bte_table(path, rows: list[tuple], potential: str = DEFAULT_POTENTIAL) -> None:
+    """A `paraisite bte` table of the `potential`'s (id, formula, κ, flag[, lowest frequency in THz, default 0.5[,
+    volume ratio, default NaN]]) rows."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for rid, formula, kappa, flag, *rest in rows:
             lowest, volume_ratio = (*rest, *(0.5, float("nan"))[len(rest):])
             writer.writerow([rid, formula, kappa, kappa, kappa, kappa, lowest, "2x2x2", 64, 10, 1.0, flag,
-                             volume_ratio])
+                             volume_ratio, potential])
 
 
 def test_the_fit_finds_the_blend_that_made_the_truth():
@@ -48,7 +49,9 @@ def test_out_of_fold_blends_keep_the_model_where_physics_is_missing_and_score_be
     assert prior.n_calibration == 45 and prior.weight >= 0.8
     assert prior.mape_blended < prior.mape_model / 2
     assert prior.interval.level == 0.9 and prior.interval.n_calibration == 45
-    assert Prior.from_json(prior.to_json()) == prior
+    assert Prior.from_json(prior.to_json()) == prior and prior.potential == DEFAULT_POTENTIAL
+    stored_before = {k: v for k, v in prior.to_json().items() if k != "potential"}
+    assert Prior.from_json(stored_before) == prior  # a prior stored before the key: of the default potential
 
 
 def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tmp_path):
@@ -62,6 +65,21 @@ def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tm
     (tmp_path / "c.csv").write_text("id,kappa\n")
     with pytest.raises(DataError, match="c.csv: not a BTE κ table"):
         physical_kappa([tmp_path / "c.csv"])
+
+
+def test_tables_are_read_by_potential_and_one_potential_is_asked_where_rows_are_merged(tmp_path):
+    write_bte_table(tmp_path / "pbe.csv", [("x", "NaCl", 5.0, "")])
+    write_bte_table(tmp_path / "scan.csv", [("x", "NaCl", 7.0, ""), ("w", "KCl", 3.0, "")], "7net-mf-0-r2scan")
+    by_potential = bte_tables([tmp_path / "pbe.csv", tmp_path / "scan.csv"])
+    assert list(by_potential) == [DEFAULT_POTENTIAL, "7net-mf-0-r2scan"]  # in the order given; neither replaces
+    assert by_potential[DEFAULT_POTENTIAL]["x"].kappa == 5.0 and by_potential["7net-mf-0-r2scan"]["x"].kappa == 7.0
+    assert physical_kappa([tmp_path / "scan.csv"])["w"].kappa == 3.0  # the tables' own potential
+    assert physical_kappa([], "7net-mf-0-r2scan") == {}
+    with pytest.raises(DataError, match=r"pbe.csv, .*scan.csv: rows of the potential\(s\) 7net-mf-0-r2scan; give "
+                                        r"tables of 7net-0 alone"):
+        physical_kappa([tmp_path / "pbe.csv", tmp_path / "scan.csv"])
+    with pytest.raises(DataError, match="rows of the potential.*7net-0; give tables of 7net-mf-0-r2scan alone"):
+        physical_kappa([tmp_path / "pbe.csv"], "7net-mf-0-r2scan")
 
 
 def test_a_structure_file_finds_its_row_by_id_file_name_or_stem():

@@ -162,11 +162,12 @@ def kind(stoichiometry: tuple[int, ...], space_groups: tuple[int, ...] | None) -
     return f"{':'.join(map(str, stoichiometry))} compounds{groups}"
 
 
-def route_for(routes: list[Route], formula: str, structure, bte_row: bool = False) -> Route:
-    """The BTE route when the compound has a BTE row (`bte_row`) and the route takes it; else the first other route
-    that takes it; else the route without a stoichiometry."""
+def route_for(routes: list[Route], formula: str, structure, bte_rows=None) -> Route:
+    """The BTE route when the compound has the BTE rows its members read (`bte_rows(route)`; None: no rows) and the
+    route takes it; else the first other route that takes it; else the route without a stoichiometry."""
     amounts = stoichiometry_of(formula)
-    candidates = [r for r in routes if r.needs_bte and bte_row] + [r for r in routes if not r.needs_bte]
+    candidates = [r for r in routes if r.needs_bte and bte_rows is not None and bte_rows(r)] + [
+        r for r in routes if not r.needs_bte]
     return next((r for r in candidates if r.takes(amounts, structure)), None) or next(
         r for r in routes if r.stoichiometry is None and not r.needs_bte)
 

@@ -18,7 +18,9 @@ untrusted, in the tables and in rows given later (`add_rows`).
 `volume_ratio=True` appends `ln volume_ratio`: the log of the potential's relaxed volume over the given structure's
 (0 where the row has none), a label-free measure of how much the potential expands, and so softens, the lattice.
 Used by `backbone=megnet_bte` and `m3gnet_bte` (`PhysicsAugmented`); the same tables give the shipped model its prior
-(`paraisite/prior.py`).
+(`paraisite/prior.py`). The tables are of one potential (their rows' `potential`), kept in the spec (a spec stored
+before it: `DEFAULT_POTENTIAL`): a model reads that potential's rows alone, so experts of several potentials can
+share a bundle's route and `paraisite predict --bte`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ import torch
 from paraisite.contracts import Descriptors, Featurizer
 from paraisite.data.composition import CompositionSet
 from paraisite.data.records import Record, parse_formula
-from paraisite.errors import ConfigError
+from paraisite.errors import ConfigError, DataError
 from paraisite.paths import PROJECT_ROOT
 from paraisite.phonons import IMAGINARY_MODES, NO_SCATTERING
-from paraisite.prior import BTERow, distrust_below, physical_kappa, row_of
+from paraisite.phonons import DEFAULT_POTENTIAL
+from paraisite.prior import BTERow, bte_tables, distrust_below, row_of, sole_potential
 from paraisite.settings import check_value
 
 log = logging.getLogger(__name__)
@@ -65,12 +68,13 @@ def feature_names(unstable_modes: bool, volume_ratio: bool = False) -> tuple[str
 @dataclass
 class BTEFeaturizer(Featurizer):
     """Records → `feature_names(unstable_modes, volume_ratio)` from `rows` ({id: `prior.BTERow` as a list},
-    `prior.physical_kappa`'s form)."""
+    `prior.physical_kappa`'s form) of the `potential`."""
 
     rows: dict[str, list]
     unstable_modes: bool = False
     volume_ratio: bool = False
     amorphous_limit: float = 0.0  # W/mK: applied to rows given later (`add_rows`); the stored rows have it applied
+    potential: str = DEFAULT_POTENTIAL  # whose rows it reads (`add_rows`)
     by_composition: ClassVar[bool] = False
 
     def key(self, content_hash: str, extra: str = "") -> str:
@@ -134,14 +138,20 @@ def reads_bte(featurizer: Featurizer) -> bool:
     return bte_part(featurizer) is not None
 
 
-def add_rows(featurizer: Featurizer, rows: dict) -> bool:
-    """Give a BTE-input featurizer (`reads_bte`) `rows` too (`prior.physical_kappa`'s form; they replace stored rows
-    of the same id; the featurizer's `amorphous_limit` applies): `paraisite predict --bte` on new structures. False,
-    and nothing done, for any other featurizer."""
+def bte_potential(featurizer: Featurizer) -> str | None:
+    """The potential whose BTE rows a featurizer reads (`bte_part`), None for one that reads none."""
+    part = bte_part(featurizer)
+    return None if part is None else part.potential
+
+
+def add_rows(featurizer: Featurizer, tables: dict[str, dict]) -> bool:
+    """Give a BTE-input featurizer (`reads_bte`) the rows of its potential in `tables` too (`prior.bte_tables`'
+    form; they replace stored rows of the same id; the featurizer's `amorphous_limit` applies): `paraisite predict
+    --bte` on new structures. False, and nothing done, for any other featurizer."""
     part = bte_part(featurizer)
     if part is None:
         return False
-    rows = distrust_below(rows, part.amorphous_limit)
+    rows = distrust_below(tables.get(part.potential, {}), part.amorphous_limit)
     part.rows = {**part.rows, **{k: list(v) for k, v in rows.items()}}
     return True
 
@@ -164,9 +174,15 @@ class BTEDescriptors(Descriptors):
                                   f"{PROJECT_ROOT.name}/)")
             amorphous_limit = check_value("amorphous_limit", amorphous_limit, float, {"low": 0.0}, False,
                                           "backbone.physics (W/mK)")
-            rows = distrust_below(physical_kappa(paths), amorphous_limit)
+            tables_read = bte_tables(paths)
+            try:
+                potential = sole_potential(tables_read, tables)
+            except DataError as exc:
+                raise ConfigError(f"backbone.physics.tables: {exc}") from None
+            rows = distrust_below(tables_read.get(potential, {}), amorphous_limit)
             spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes, "volume_ratio": volume_ratio,
-                    "amorphous_limit": amorphous_limit, "rows": {rid: list(row) for rid, row in rows.items()}}
+                    "amorphous_limit": amorphous_limit, "potential": potential,
+                    "rows": {rid: list(row) for rid, row in rows.items()}}
             if volume_ratio and not any(BTERow(*row).volume_ratio for row in spec["rows"].values()):
                 raise ConfigError(f"backbone.physics.volume_ratio: no row of {tables} has one (fill the column with "
                                   "`paraisite bte DATA --output TABLE --fill-volume-ratios`)")
@@ -174,14 +190,16 @@ class BTEDescriptors(Descriptors):
         self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before a mode existed: off
         self.volume_ratio = bool(spec.get("volume_ratio", False))
         self.amorphous_limit = float(spec.get("amorphous_limit", 0.0))
+        self.potential = str(spec.get("potential", DEFAULT_POTENTIAL))
         self.names = feature_names(self.unstable_modes, self.volume_ratio)
         self.shift, self.scale = zip(*(SHIFT_SCALE.get(name, (0.0, 1.0)) for name in self.names))
         modes = (", unstable modes" if self.unstable_modes else "") + (", volume ratio" if self.volume_ratio else "") \
             + (f", none below {self.amorphous_limit:g} W/mK" if self.amorphous_limit else "")
-        self.label = f"phonon-BTE κ ({', '.join(spec['tables'])}{modes})"
+        self.label = f"phonon-BTE κ of {self.potential} ({', '.join(spec['tables'])}{modes})"
 
     def featurizer(self) -> BTEFeaturizer:
-        return BTEFeaturizer(self.spec["rows"], self.unstable_modes, self.volume_ratio, self.amorphous_limit)
+        return BTEFeaturizer(self.spec["rows"], self.unstable_modes, self.volume_ratio, self.amorphous_limit,
+                             self.potential)
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
         """κ_BTE (W/mK) where the row is trusted, NaN elsewhere (flagged rows, records in no table)."""
