@@ -51,7 +51,7 @@ from paraisite.models.io import read_model_file  # noqa: E402
 from paraisite.prior import blended_out_of_fold, kappa_of, physical_kappa  # noqa: E402
 from paraisite.recipe import stages_of  # noqa: E402
 from paraisite.report import compare_rows, experts, find_row, find_runs, repeats_of, summarize  # noqa: E402
-from paraisite.stats import Repeat, bootstrap, rng_for  # noqa: E402
+from paraisite.stats import Repeat, bootstrap, ensemble, rng_for  # noqa: E402
 from paraisite.stats import paired as paired_difference  # noqa: E402
 
 METRICS = ("mape", "mae", "log_mae", "spearman")
@@ -132,8 +132,9 @@ def recipe(model_file: Path) -> list[dict]:
     return [{k: getattr(s, k) for k in keys} for s in stages_of(config)]
 
 
-def route_card(name: str, stoichiometry: str | None, members: Path) -> dict:
-    ok = [r for r in (json.loads(p.read_text()) for p in sorted(members.rglob("results.json")))
+def route_card(name: str, stoichiometry: str | None, *members: Path) -> dict:
+    """A route's facts from its members' folders (several: a committee of recipes, seeds in folder order)."""
+    ok = [r for folder in members for r in (json.loads(p.read_text()) for p in sorted(folder.rglob("results.json")))
           if r.get("status") == "ok"]
     first = ok[0]
     return {"name": name, "stoichiometry": stoichiometry, "data": first["stages"][-1]["data"],
@@ -143,43 +144,43 @@ def route_card(name: str, stoichiometry: str | None, members: Path) -> dict:
             "versions": first["versions"]}
 
 
-def ensemble_scores(found: dict, metric: str, tests, key: str) -> dict:
-    """{test set: {mean, lo, hi}}: `metric` of a cv row's out-of-fold ensemble of the repeats on each test set."""
-    ensembles = repeats_of(found, as_ensemble=True)["committee"]
-    return {t: bootstrapped(ensembles[t], metric, "ship-bte", key, metric, t) for t in tests if t in ensembles}
-
-
 def cv_row(members: Path) -> str:
     """The cv row of the members' recipe on the set they trained on (`report.label`'s form)."""
     config = json.loads(next(members.rglob("results.json")).read_text())["config"]
     return "/".join(str(config[k]) for k in ("backbone", "pretrain", "finetune", "data")) + " [cv]"
 
 
-def bte_route_cards(routes: list[tuple[str, Path]], cv: list[Path]) -> tuple[list[dict], dict]:
-    """The BTE routes' facts, and those of them together (the per-source experts of their rows, {} for one route):
-    each route's members and recipe, and its recipe's cv row (`cv_row`) on the set it trained on, as single models
-    and as the out-of-fold ensemble of the repeats (what the route is), with the interval check of that ensemble."""
+def bte_route_cards(routes: list[tuple[str, list[Path]]], cv: list[Path]) -> tuple[list[dict], dict]:
+    """The BTE routes' facts, and those of them together (the per-source experts: each material by its own set's
+    route; {} for one route): each route's members and recipe, and its recipe's cv row (`cv_row`) on the set it
+    trained on, as single models and as the out-of-fold ensemble of the repeats (what the route is), with the
+    interval check of that ensemble. A route of several folders is a committee of their recipes (`rows`): per
+    material the mean of their out-of-fold ensembles, as `paraisite bundle` calibrates it; no single-model score."""
     runs = find_runs(cv)
     summaries = {metric: summarize(runs, metric) for metric in METRICS}  # read once for every route
-    cards, labels = [], []
-    for name, members in routes:
-        card = route_card(name, None, members)
-        card.update(row=cv_row(members), recipe=recipe(next(members.rglob("model.pt"))))
+    cards, own = [], {}
+    for name, folders in routes:
+        card = route_card(name, None, *folders)
+        card.update(rows=list(dict.fromkeys(cv_row(folder) for folder in folders)),
+                    recipe=recipe(next(folders[0].rglob("model.pt"))))
+        card["row"], data = " + ".join(card["rows"]), card["data"]
         card["single"], card["ensemble"] = {}, {}
         for metric in METRICS:
-            found = find_row(summaries[metric], card["row"])
-            card["single"][metric] = {card["data"]: scores(found)[card["data"]]}
-            card["ensemble"][metric] = ensemble_scores(found, metric, [card["data"]], name)
-        own = repeats_of(found, as_ensemble=True)["committee"][card["data"]]
-        card["folds"], card["repeats"] = found["folds"], len(found["_repeats"])
-        card["interval_check"] = coverage_out_of_fold(own.true, own.pred, LEVEL)
+            found = [find_row(summaries[metric], row) for row in card["rows"]]
+            ensembles = [repeats_of(f, as_ensemble=True)["committee"][data] for f in found]
+            own[name] = ensembles[0] if len(ensembles) == 1 else ensemble(ensembles)
+            card["single"][metric] = {data: scores(found[0])[data] if len(found) == 1 else None}
+            card["ensemble"][metric] = {data: bootstrapped(own[name], metric, "ship-bte", name, metric, data)}
+        card["folds"], card["repeats"] = found[0]["folds"], min(len(f["_repeats"]) for f in found)
+        card["interval_check"] = coverage_out_of_fold(own[name].true, own[name].pred, LEVEL)
         cards.append(card)
-        labels.append(card["row"])
-    together = {}
-    if len(cards) > 1:
-        for metric in METRICS:
-            together[metric] = ensemble_scores(experts(summaries[metric], labels, metric), metric, TESTS, "experts")
-    return cards, together
+    by_data = {card["data"]: own[card["name"]] for card in cards}
+    if len(cards) < 2 or set(by_data) != {"dataset1", "dataset2"}:
+        return cards, {}
+    by_data["mix"] = Repeat("mix", *(np.concatenate([getattr(by_data[d], f) for d in ("dataset1", "dataset2")])
+                                     for f in ("ids", "true", "pred")))
+    return cards, {metric: {t: bootstrapped(by_data[t], metric, "ship-bte", "experts", metric, t) for t in TESTS}
+                   for metric in METRICS}
 
 
 def bte_routes(routes: list, card: dict) -> list[str]:
@@ -195,8 +196,9 @@ def bte_routes(routes: list, card: dict) -> list[str]:
     def row(route) -> str:
         c = facts[route.name]
         width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
+        single = c["single"]["mape"][c["data"]]
         return (f"| {route.name} | {route.describe()} | {c['data']} | {len(route.members)} "
-                f"({', '.join(map(str, c['seeds']))}) | {fmt(c['single']['mape'][c['data']])} | "
+                f"({', '.join(map(str, c['seeds']))}) | {fmt(single) if single else '— (a committee)'} | "
                 f"**{fmt(c['ensemble']['mape'][c['data']])}** | "
                 + " | ".join(fmt(c["ensemble"][m][c["data"]]) for m in METRICS[1:])
                 + f" | {width} | {c['interval_check']['coverage']:.2f} |")
@@ -208,7 +210,8 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "joined by the row's ln κ_BTE (where trusted) and its flags (trusted, imaginary modes, no scattering) in the "
         "MLP head — the network weighs the physics per material, where the prior above has one weight per route; "
         "flagged rows are inputs too (a κ_BTE below 0.1 W/mK, the amorphous limit's order, reads as untrusted). "
-        "Recipes: " + ", ".join(f"{r.name} `{facts[r.name]['row'].removesuffix(' [cv]')}`" for r in written)
+        "Recipes: " + ", ".join(f"{r.name} " + " + ".join(f"`{row.removesuffix(' [cv]')}`"
+                                                          for row in facts[r.name]["rows"]) for r in written)
         + ", each route trained on its own DFT set alone (`protocol=final`), "
         + "; ".join(f"{s['name']}: {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}"
                     for s in first["recipe"])
@@ -233,8 +236,17 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "fresh folds, −0.026 on the folds where it was found, −0.030 [−0.068, −0.001] over both, and −0.036 on a "
         "third fold set run after the decision; it changes nothing on Dataset1, where the count is 0 for every "
         "compound); it learnt the metals from four compounds (TiNiSb, ZrRuSb, TiIrSn, MnGaPt), so read its "
-        "predictions for other metallic half-Heuslers as extrapolation. The table reads both routes' recipes on those "
-        "fresh folds (seeds 35–39), five repeats, the routes' members being five more: one draw of the spread above.",
+        "predictions for other metallic half-Heuslers as extrapolation. "
+        + "".join(f"The route `{r.name}` is a committee of two experts of that recipe, one reading SevenNet-0's BTE "
+                  "rows and one reading those of SevenNet-MF-0's r2SCAN head (whose relaxed lattices match the given "
+                  f"cells), {len(r.members) // 2} members each (the bundle stays under its 20 MB): its prediction is "
+                  "the mean of the two ensembles, adopted by a rule declared before its test (\"A committee of two "
+                  "potentials' BTE experts for the binaries\": Dataset1 0.358 and 0.369 on two fresh fold sets against "
+                  "0.408 and 0.403 for the SevenNet-0 expert alone, −0.042 [−0.087, +0.011] over both; a 10-repeat "
+                  "ensemble of the one expert reads 0.399, so the gain is not the number of models). "
+                  for r in written if len(facts[r.name]["rows"]) == 2)
+        + "The table reads the routes' recipes on fresh folds (seeds 35–39), five repeats (a committee: the mean of "
+        "its recipes' 5-repeat ensembles), the routes' members being others: one draw of the spread above.",
         "",
         "| route | takes | trained on | members (seeds) | MAPE, single models | **MAPE, ensemble of the repeats** | "
         f"MAE (W/mK), ensemble | log10 MAE, ensemble | Spearman ρ, ensemble | {LEVEL:.0%} interval ×/÷ | out-of-fold "
@@ -252,7 +264,12 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         "Each route's interval is calibrated on its recipe's out-of-fold ensemble of its own set (the coverage "
         "column: each fifth calibrated on the other four). It needs each structure's row from `paraisite bte "
         "--renormalise 6`, as its training rows (about a minute per binary or half-Heusler on one core, a few more "
-        "for one unstable at 0 K); structures without one keep their route.", ""]
+        "for one unstable at 0 K), and the binaries' committee a second row from `paraisite bte --renormalise 6 "
+        "--potential 7net-mf-0-r2scan` (each member reads its own potential's rows); structures without the rows a "
+        "route reads keep their other route.", "",
+        "```bash", "paraisite bte shortlist/ --renormalise 6 --output bte.csv",
+        "paraisite bte shortlist/ --renormalise 6 --potential 7net-mf-0-r2scan --output bte_r2scan.csv",
+        "paraisite predict shortlist/ --model kappa --bte bte.csv bte_r2scan.csv --output refined.csv", "```", ""]
 
 
 def card_of(routes: list[dict], members: Path, cv: dict, configuration: str) -> dict:
@@ -416,8 +433,9 @@ def main() -> None:
     parser.add_argument("--cv", type=Path, nargs="+", default=[], help="the cv sweeps of the same recipe")
     parser.add_argument("--row", default="megnet/eform/agl_dft/{data} [cv]", help="the cv rows' label ({data}: set)")
     parser.add_argument("--bte", type=Path, nargs="+", default=None, help="`paraisite bte` tables of the cv materials")
-    parser.add_argument("--bte-route", nargs=2, action="append", default=[], metavar=("NAME", "RUNS"),
-                        help="members that read the BTE κ as input, trained on one set (repeatable)")
+    parser.add_argument("--bte-route", nargs="+", action="append", default=[], metavar="NAME RUNS",
+                        help="members that read the BTE κ as input, trained on one set (repeatable; several RUNS "
+                             "folders: a committee of their recipes, as many members of each)")
     parser.add_argument("--bte-cv", type=Path, nargs="+", default=[], help="the cv sweeps of the BTE routes' recipes")
     parser.add_argument("--keep", nargs="+", default=None, metavar="ROUTE[:N]",
                         help="without the members: the shipped bundle's routes kept, ROUTE:N its first N members")
@@ -446,9 +464,9 @@ def main() -> None:
             if n is not None and n < len(route["seeds"]):
                 route["trained"], route["seeds"] = route.get("trained", len(route["seeds"])), route["seeds"][:n]
     card["bte_route"] = None  # removes the single BTE route's facts of bundles before the routes by domain
-    card["bte_routes"], card["bte_together"] = bte_route_cards([(n, Path(r)) for n, r in args.bte_route],
-                                                               args.bte_cv)
-    build += [a for name, runs in args.bte_route for a in ("--bte-route", name, runs)]
+    card["bte_routes"], card["bte_together"] = bte_route_cards(
+        [(name, [Path(r) for r in runs]) for name, *runs in args.bte_route], args.bte_cv)
+    build += [a for name, *runs in args.bte_route for a in ("--bte-route", name, *runs)]
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(card, f)
         f.flush()

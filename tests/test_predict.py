@@ -411,8 +411,9 @@ def test_the_training_domain_notes_new_elements_and_larger_cells():
 @pytest.mark.slow  # several seconds: left out of the edit loop (make test-fast)
 def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeypatch, capsys):
     """Without --bte: the three routes of plain members, each with its interval and BTE prior. With --bte: a
-    rock-salt binary with a row goes to the binaries' BTE route (its members read the row); a fluorite (a kind no
-    BTE route trained on) with a row keeps its route, blended with the prior."""
+    rock-salt binary with rows of both potentials goes to the binaries' BTE route (a committee: each member reads its
+    own potential's row), with SevenNet-0's row alone it keeps its route, blended with the prior; a fluorite (a kind
+    no BTE route trained on) with a row keeps its route, blended with the prior."""
     from paraisite.models.bundle import read_bundle
 
     monkeypatch.setenv("PARAISITE_DATA_DIR", str(tmp_path / "no-data-here"))
@@ -443,12 +444,20 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     assert float(row["kappa_lo90"]) < float(row["kappa_mean"]) < float(row["kappa_hi90"])
     assert all(r.prior is not None and r.prior.interval.level == 0.9 for r in plain)
     write_bte_table(tmp_path / "bte.csv", [(inputs[0], "NaCl", 2.0, ""), (inputs[1], "CaF2", 3.0, "")])
+    write_bte_table(tmp_path / "scan.csv", [(inputs[0], "NaCl", 4.0, "")], "7net-mf-0-r2scan")
     assert cli(["predict", *inputs, "--model", "kappa", "--bte", str(tmp_path / "bte.csv"),
+                "--output", str(tmp_path / "one.csv"), "--quiet"]) == 0
+    one_potential = read_rows(tmp_path / "one.csv")["NaCl.cif"]  # the committee reads two potentials' rows
+    binaries = next(r.prior for r in routes if r.name == "binaries")
+    assert one_potential["route"] == "binaries" and one_potential["bte_note"] == ""
+    assert float(one_potential["kappa_mean"]) == pytest.approx(float(binaries.blend(float(row["kappa_mean"]), 2.0)))
+    assert cli(["predict", *inputs, "--model", "kappa", "--bte", str(tmp_path / "bte.csv"), str(tmp_path / "scan.csv"),
                 "--output", str(tmp_path / "b.csv"), "--quiet"]) == 0
     with_bte = read_rows(tmp_path / "b.csv")
     by_input = with_bte["NaCl.cif"]
     own = [float(by_input[f"kappa_{name}"]) for name in bte.members]
     assert by_input["route"] == "binaries-bte" and by_input["bte_note"] == "the models' input, no BTE prior"
+    assert float(by_input["kappa_bte"]) == 2.0 and len(own) == len(bte.members) > 5
     assert float(by_input["kappa_mean"]) == pytest.approx(np.mean(own))
     assert float(by_input["kappa_hi90"]) == pytest.approx(float(by_input["kappa_mean"]) * np.exp(bte.interval.ln_halfwidth))
     blended, other = with_bte["CaF2.cif"], rows["CaF2.cif"]
