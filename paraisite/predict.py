@@ -498,11 +498,11 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0, "blended": 0}
     best: list[tuple] = []
+    potentials: dict[str, set] = {}  # route name → the potentials whose rows its members read
+    for j in as_input:
+        if members[j].route is not None:
+            potentials.setdefault(members[j].route.name, set()).add(bte_potential(members[j].featurizer))
     try:
-        potentials: dict[str, set] = {}  # the potentials whose rows a BTE route's members read
-        for j in as_input:
-            if members[j].route is not None:
-                potentials.setdefault(members[j].route.name, set()).add(bte_potential(members[j].featurizer))
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes,
                                    physical if bte_routes else None, potentials)  # the rows only route to them
         for meta, features in prepared:

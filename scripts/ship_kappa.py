@@ -15,16 +15,20 @@ interval (`paraisite bundle --interval-cv`); `--bte`: the `paraisite bte` tables
 route's BTE prior is fitted (`paraisite bundle --bte`) and scored out of fold.
 
 The BTE routes (members that read the phonon-BTE κ as input; each predicts the structures `predict --bte` gives a
-row, of the kinds its training set holds): `--bte-route NAME RUNS` a route's members (trained on one set),
-`--bte-cv` the cv sweeps of their recipes (each route's: its members' backbone, pre-training and chain, trained on
-its set), whose out-of-fold ensembles give each route's expected error and calibrate its interval. Without the
-positional folder the shipped bundle keeps its routes (`--keep`: only those named, ROUTE:N with its first N members)
-and card, and gets the BTE routes:
+row, of the kinds its training set holds): `--bte-route NAME RUNS...` a route's members (trained on one set; the
+runs of several recipes, as many of each: a committee, e.g. experts reading two potentials' BTE tables), `--bte-cv`
+the cv sweeps of their recipes (each route's: its members' backbone, pre-training and chain, trained on its set),
+whose out-of-fold ensembles give each route's expected error and calibrate its interval. Without the positional
+folder the shipped bundle keeps its routes (`--keep`: only those named, ROUTE:N with its first N members) and card,
+and gets the BTE routes (the shipped build: docs/benchmarks.md, "A committee of two potentials' BTE experts for the
+binaries"):
 
     python scripts/ship_kappa.py --keep other binaries:5 half-heuslers:5 \\
-        --bte-route binaries-bte outputs/bte_amorphous_route/final_dataset1 \\
-        --bte-route half-heuslers-bte outputs/bte_amorphous_route/final_dataset2 \\
-        --bte-cv outputs/bte_amorphous_cv/m3gnet_bte_amorphous
+        --bte-route binaries-bte outputs/bte_loss_route/final_dataset1/{0,1,2,3}-* \\
+            outputs/committee_route/final_dataset1_r2scan/{0,1,2,3}-* \\
+        --bte-route half-heuslers-bte outputs/electrons_route/final_dataset2 \\
+        --bte-cv outputs/electrons_cv/m3gnet_bte_amorphous outputs/electrons_cv/m3gnet_bte_electrons \\
+            outputs/r2scan_committee_cv/m3gnet_bte_r2scan
 """
 
 from __future__ import annotations
