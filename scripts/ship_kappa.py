@@ -201,8 +201,10 @@ def bte_routes(routes: list, card: dict) -> list[str]:
         c = facts[route.name]
         width = f"{math.exp(route.interval.ln_halfwidth):.2f}" if route.interval else "—"
         single = c["single"]["mape"][c["data"]]
-        return (f"| {route.name} | {route.describe()} | {c['data']} | {len(route.members)} "
-                f"({', '.join(map(str, c['seeds']))}) | {fmt(single) if single else '— (a committee)'} | "
+        recipes = len(c["rows"])
+        seeds = ", ".join(map(str, dict.fromkeys(c["seeds"]))) + (f" of each of {recipes} recipes" if recipes > 1 else "")
+        return (f"| {route.name} | {route.describe()} | {c['data']} | {len(route.members)} ({seeds}) | "
+                f"{fmt(single) if single else '— (a committee)'} | "
                 f"**{fmt(c['ensemble']['mape'][c['data']])}** | "
                 + " | ".join(fmt(c["ensemble"][m][c["data"]]) for m in METRICS[1:])
                 + f" | {width} | {c['interval_check']['coverage']:.2f} |")
