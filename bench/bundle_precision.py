@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, machine  # noqa: E402
 
-TABLES = ["dataset1_sevennet.csv", "dataset2_sevennet.csv", "unstable_renormalised_sevennet.csv"]
+TABLES = ["dataset1_sevennet.csv", "dataset2_sevennet.csv", "unstable_renormalised_sevennet.csv",  # SevenNet-0's
+          "dataset1_sevennet_mf_r2scan.csv", "unstable_renormalised_sevennet_mf_r2scan.csv"]  # the r2SCAN head's
 
 
 def predicted(bundle: str, inputs: list[str], tables: list[str], out: Path) -> dict[str, dict]:
