@@ -120,7 +120,7 @@ def bundle(args) -> int:
     import json
 
     from paraisite.models.bundle import RouteModels, parse_stoichiometry, read_bundle, write_bundle
-    from paraisite.models.phonon_bte import reads_bte
+    from paraisite.models.phonon_bte import bte_potential, reads_bte
     from paraisite.predict import find_models, load_ensemble, property_of
     from paraisite.prior import bte_tables, sole_potential
 
@@ -143,19 +143,22 @@ def bundle(args) -> int:
     routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
                           prior_for(f"route {name}", models, calibration, physical, potential, args.level))
               for name, amounts, runs in [*routed, *rest] for models in [tuple(find_models(runs))]]
+    bte_routes = []
     for name, *runs in args.bte_route or []:
         if not runs:
             raise ParaisiteError(f"--bte-route {name}: give the route's run folders after its name")
-        models = tuple(find_models(runs))
-        routes.append(RouteModels(name, None, models, interval_for(f"route {name}", models, calibration, args.level),
-                                  needs_bte=True))
-    bte_models = [str(path) for r in routes if r.needs_bte for path in r.models]
+        bte_routes.append((name, tuple(find_models(runs))))
+    bte_models = [str(path) for _, models in bte_routes for path in models]
     # every member loads, and all predict one property
     members = load_ensemble([*args.runs, *(run for _, _, (run,) in routed), *bte_models], data_dir=args.data_dir)
     not_bte = [m.path for m in members if m.path in bte_models and not reads_bte(m.featurizer)]
     if not_bte:
         raise ParaisiteError(f"--bte-route: {', '.join(not_bte)} do not take the BTE κ as input (train them with "
                              "backbone=megnet_bte or m3gnet_bte)")
+    potential_of = {m.path: bte_potential(m.featurizer) for m in members if m.path in bte_models}
+    routes += [RouteModels(name, None, models, interval_for(f"route {name}", models, calibration, args.level),
+                           bte_potentials=tuple(dict.fromkeys(potential_of[str(path)] for path in models)))
+               for name, models in bte_routes]
     kept = {property_of(m.config) for m in read_bundle(args.extend)[0]} if args.extend else set()
     if members and kept and kept != {members[0].property}:
         raise ParaisiteError(f"--extend {args.extend}: its members predict {sorted(kept)}, the runs "

@@ -37,7 +37,6 @@ from paraisite.intervals import Interval
 from paraisite.models.bundle import Domain, Route, read_bundle, route_for
 from paraisite.models.io import read_model_file
 from paraisite.models.phonon_bte import add_rows, bte_potential
-from paraisite.phonons import DEFAULT_POTENTIAL
 from paraisite.prior import Prior, row_of
 from paraisite.recipe import build_model
 
@@ -245,19 +244,16 @@ def featurize(records: list[Record], featurizers: dict[str, object]) -> dict[str
 
 
 def prepare_chunk(items: list[RawItem], featurizers: dict[str, object], routes: tuple[Route, ...] = (),
-                  physical: dict | None = None, potentials: dict[str, set] | None = None
-                  ) -> tuple[list[tuple], dict[str, object]]:
+                  physical: dict | None = None) -> tuple[list[tuple], dict[str, object]]:
     """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag, route)], features
     of the parsed records, in order; route: the name of the route that takes the record, "" without routes; a BTE
-    route takes only records with a row in `physical` (`prior.bte_tables`' form) of every potential its members
-    read, `potentials[route name]`). Only tensors and strings travel back, never structures."""
+    route takes only records with a row in `physical` (`prior.bte_tables`' form) of each potential its members read,
+    `Route.bte_potentials`). Only tensors and strings travel back, never structures."""
     parsed = [parse(item) for item in items]
     records = [rec for _, rec, _ in parsed if rec is not None]
 
-    def bte_rows(rid: str):
-        return None if physical is None else lambda route: all(
-            row_of(physical.get(p, {}), rid) is not None
-            for p in (potentials or {}).get(route.name, {DEFAULT_POTENTIAL}))
+    def bte_rows(rid: str) -> frozenset[str]:
+        return frozenset(p for p, rows in (physical or {}).items() if row_of(rows, rid) is not None)
 
     meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
              route_for(routes, rec.formula, rec.structure, bte_rows(rid)).name if rec and routes else "")
@@ -306,10 +302,9 @@ def _worker_init() -> None:
 
 
 def prepared_chunks(items: Iterator[RawItem], featurizers: dict, chunk_size: int, workers: int,
-                    routes: tuple[Route, ...] = (), physical: dict | None = None,
-                    potentials: dict[str, set] | None = None) -> Iterator:
+                    routes: tuple[Route, ...] = (), physical: dict | None = None) -> Iterator:
     """prepare_chunk over the input, in order; with workers, at most 2 chunks per worker are in flight."""
-    work = partial(prepare_chunk, featurizers=featurizers, routes=routes, physical=physical, potentials=potentials)
+    work = partial(prepare_chunk, featurizers=featurizers, routes=routes, physical=physical)
     if workers <= 0:
         yield from map(work, chunks(items, chunk_size))
         return
@@ -498,13 +493,9 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
     writer = RowWriter(Path(output), columns)
     counts = {"predicted": 0, "flagged": 0, "extrapolated": 0, "blended": 0}
     best: list[tuple] = []
-    potentials: dict[str, set] = {}  # route name → the potentials whose rows its members read
-    for j in as_input:
-        if members[j].route is not None:
-            potentials.setdefault(members[j].route.name, set()).add(bte_potential(members[j].featurizer))
     try:
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes,
-                                   physical if bte_routes else None, potentials)  # the rows only route to them
+                                   physical if bte_routes else None)  # the rows only route to them
         for meta, features in prepared:
             parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],

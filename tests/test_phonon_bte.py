@@ -14,6 +14,7 @@ from paraisite.cli import main as cli
 from paraisite.data.records import Record
 from paraisite.errors import ConfigError
 from paraisite.models.augmented import AugmentedFeaturizer, PhysicsAugmented
+from paraisite.models.bundle import read_bundle
 from paraisite.models.phonon_bte import BTE_FORMULA_MISMATCH, BTEDescriptors, add_rows
 from paraisite.prior import BELOW_AMORPHOUS_LIMIT, BTERow, bte_tables
 from paraisite.recipe import build_model
@@ -260,6 +261,9 @@ def test_a_committee_route_of_two_potentials_experts_gives_each_its_own_rows(bte
     write_bte_table(tmp_path / "scan.csv", [("ab.cif", "MgO", 90.0, "")], "7net-mf-0-r2scan")
     assert cli(["bundle", str(two_runs / "s1"), "--bte-route", "committee", str(bte_run), str(scan_run),
                 "--output", str(tmp_path / "b")]) == 0
+    assert "given BTE rows of 7net-0 and 7net-mf-0-r2scan" in capsys.readouterr().out
+    (route,) = [r for r in json.loads((tmp_path / "b" / "model.json").read_text())["routes"] if r["bte_kinds"]]
+    assert route["bte_potentials"] == ["7net-0", "7net-mf-0-r2scan"]
     inputs = [str(tmp_path / "ab.cif"), str(tmp_path / "cd.cif")]
 
     def predicted(*args) -> dict:
@@ -277,6 +281,11 @@ def test_a_committee_route_of_two_potentials_experts_gives_each_its_own_rows(bte
     assert float(ab["kappa_mean"]) == pytest.approx(sum(float(ab[k]) for k in members) / 2, rel=1e-6)
     assert ab["kappa_bte"] == "60.0" and ab["bte_note"] == "the models' input, no BTE prior"  # the first table's
     assert rows["cd.cif"]["route"] == "all" and all(rows["cd.cif"][k] == "" for k in members)
+    manifest = json.loads((tmp_path / "b" / "model.json").read_text())
+    for r in manifest["routes"]:
+        r.pop("bte_potentials")  # a bundle written before the key: its BTE routes read SevenNet-0's rows
+    (tmp_path / "b" / "model.json").write_text(json.dumps(manifest))
+    assert [r.bte_potentials for r in read_bundle(tmp_path / "b")[2]] == [(), ("7net-0",)]
 
 
 @pytest.mark.slow  # trains two smoke runs: left out of the edit loop (make test-fast)

@@ -425,6 +425,8 @@ def test_the_shipped_kappa_model_predicts_without_runs_or_data(tmp_path, monkeyp
     bte = by_domain["binaries-bte"]
     assert bte.bte_kinds == (((1, 1), (186, 216, 225)),)
     assert by_domain["half-heuslers-bte"].bte_kinds == (((1, 1, 1), (216,)),)
+    assert (bte.bte_potentials, by_domain["half-heuslers-bte"].bte_potentials) == (
+        ("7net-0", "7net-mf-0-r2scan"), ("7net-0",))
     assert all(r.prior is None and r.interval.level == 0.9 for r in by_domain.values())
     nacl = Structure(Lattice.cubic(5.64), ["Na"] * 4 + ["Cl"] * 4,
                      [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0], [.5, .5, .5], [.5, 0, 0], [0, .5, 0], [0, 0, .5]])

@@ -24,6 +24,7 @@ from paraisite.errors import ParaisiteError
 from paraisite.files import write_atomic
 from paraisite.intervals import Interval
 from paraisite.models.io import read_model_file
+from paraisite.phonons import DEFAULT_POTENTIAL
 from paraisite.prior import Prior
 
 BUNDLE_FORMAT = 3  # 3: int8 matrices (`@scale` keys); 2: routes; 1: one route of every member (all three read)
@@ -114,7 +115,8 @@ class Route:
     (`space_groups`; None: any, e.g. composition models); the route without a stoichiometry takes the rest. A BTE
     route (`bte_kinds`: members that read the phonon-BTE κ as input) takes first, from any other route, the
     structures that `paraisite predict --bte` gives a BTE row and that are of a kind its training data hold (a
-    stoichiometry in one of its space groups); it takes nothing without `--bte`. With an `interval`, its predictions
+    stoichiometry in one of its space groups) and a row of each potential its members read (`bte_potentials`, e.g.
+    a committee of two potentials' experts); it takes nothing without `--bte`. With an `interval`, its predictions
     come with that calibrated interval; with a `prior`, `paraisite predict --bte` blends them with the phonon-BTE κ
     of the structures that have one."""
 
@@ -126,6 +128,7 @@ class Route:
     interval: Interval | None = None
     prior: Prior | None = None
     bte_kinds: tuple[tuple[tuple[int, ...], tuple[int, ...] | None], ...] = ()  # ((stoichiometry, space groups), …)
+    bte_potentials: tuple[str, ...] = ()  # whose BTE rows its members read (`phonon_bte.bte_potential`)
 
     @property
     def needs_bte(self) -> bool:
@@ -142,7 +145,8 @@ class Route:
     def describe(self) -> str:
         """What the route takes, in words."""
         if self.needs_bte:
-            return f"{' and '.join(kind(*k) for k in self.bte_kinds)} given a BTE row (`predict --bte`)"
+            rows = "a BTE row" if len(self.bte_potentials) < 2 else f"BTE rows of {' and '.join(self.bte_potentials)}"
+            return f"{' and '.join(kind(*k) for k in self.bte_kinds)} given {rows} (`predict --bte`)"
         if not self.stoichiometry:
             return "every structure no other route takes"
         return kind(self.stoichiometry, self.space_groups)
@@ -153,7 +157,8 @@ class Route:
                 "members": list(self.members), "domain": self.domain.to_json(),
                 "interval": self.interval.to_json() if self.interval else None,
                 "prior": self.prior.to_json() if self.prior else None,
-                "bte_kinds": [[list(s), list(g) if g else None] for s, g in self.bte_kinds]}
+                "bte_kinds": [[list(s), list(g) if g else None] for s, g in self.bte_kinds],
+                "bte_potentials": list(self.bte_potentials)}
 
 
 def kind(stoichiometry: tuple[int, ...], space_groups: tuple[int, ...] | None) -> str:
@@ -162,11 +167,12 @@ def kind(stoichiometry: tuple[int, ...], space_groups: tuple[int, ...] | None) -
     return f"{':'.join(map(str, stoichiometry))} compounds{groups}"
 
 
-def route_for(routes: list[Route], formula: str, structure, bte_rows=None) -> Route:
-    """The BTE route when the compound has the BTE rows its members read (`bte_rows(route)`; None: no rows) and the
-    route takes it; else the first other route that takes it; else the route without a stoichiometry."""
+def route_for(routes: list[Route], formula: str, structure, bte_rows: frozenset[str] = frozenset()) -> Route:
+    """The BTE route when the compound has a BTE row of each potential its members read (`bte_rows`: the potentials
+    whose tables hold one) and the route takes it; else the first other route that takes it; else the route without
+    a stoichiometry."""
     amounts = stoichiometry_of(formula)
-    candidates = [r for r in routes if r.needs_bte and bte_rows is not None and bte_rows(r)] + [
+    candidates = [r for r in routes if r.needs_bte and r.bte_potentials and set(r.bte_potentials) <= bte_rows] + [
         r for r in routes if not r.needs_bte]
     return next((r for r in candidates if r.takes(amounts, structure)), None) or next(
         r for r in routes if r.stoichiometry is None and not r.needs_bte)
@@ -212,14 +218,19 @@ def training_space_groups(configs: list[dict], stoichiometry: tuple[int, ...], b
 @dataclass(frozen=True)
 class RouteModels:
     """What `write_bundle` puts in one route: the final models (`model.pt` files) of finished runs, and the interval
-    and BTE prior calibrated for them (None: none); `needs_bte`: the BTE route (`Route`)."""
+    and BTE prior calibrated for them (None: none); `bte_potentials`: those whose BTE rows the models read, for the
+    BTE route (`Route`)."""
 
     name: str
     stoichiometry: tuple[int, ...] | None
     models: tuple[Path, ...]
     interval: Interval | None = None
     prior: Prior | None = None
-    needs_bte: bool = False
+    bte_potentials: tuple[str, ...] = ()
+
+    @property
+    def needs_bte(self) -> bool:
+        return bool(self.bte_potentials)
 
 
 @dataclass(frozen=True)
@@ -356,7 +367,7 @@ def write_bundle(routes: list[RouteModels], folder: Path, card: dict, by_composi
         bte_kinds = tuple(training_kinds(configs, by_composition, data_dir).items()) if route.needs_bte else ()
         domain = training_domain(configs, by_composition, data_dir)
         written.append(Route(route.name, route.stoichiometry, space_groups, tuple(names), domain, route.interval,
-                             route.prior, bte_kinds))
+                             route.prior, bte_kinds, route.bte_potentials))
     check_routes(written)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / WEIGHTS, save(tensors))
@@ -416,4 +427,6 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
               Domain(frozenset(r["domain"]["elements"]), r["domain"]["max_atoms"]),
               Interval.from_json(r["interval"]) if r.get("interval") else None,
               Prior.from_json(r["prior"]) if r.get("prior") else None,
-              tuple((tuple(s), tuple(g) if g else None) for s, g in r.get("bte_kinds") or ())) for r in routes]
+              tuple((tuple(s), tuple(g) if g else None) for s, g in r.get("bte_kinds") or ()),
+              tuple(r.get("bte_potentials") or ((DEFAULT_POTENTIAL,) if r.get("bte_kinds") else ())))  # before the key:
+        for r in routes]  # SevenNet-0's
