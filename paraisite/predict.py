@@ -34,7 +34,7 @@ from paraisite.data.records import (
 )
 from paraisite.errors import ParaisiteError
 from paraisite.intervals import Interval
-from paraisite.models.bundle import Domain, Route, read_bundle, route_for
+from paraisite.models.bundle import Domain, Route, read_bundle, route_for, rows_wanting
 from paraisite.models.io import read_model_file
 from paraisite.models.phonon_bte import add_rows, bte_potential
 from paraisite.prior import Prior, row_of
@@ -245,10 +245,11 @@ def featurize(records: list[Record], featurizers: dict[str, object]) -> dict[str
 
 def prepare_chunk(items: list[RawItem], featurizers: dict[str, object], routes: tuple[Route, ...] = (),
                   physical: dict | None = None) -> tuple[list[tuple], dict[str, object]]:
-    """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag, route)], features
-    of the parsed records, in order; route: the name of the route that takes the record, "" without routes; a BTE
-    route takes only records with a row in `physical` (`prior.bte_tables`' form) of each potential its members read,
-    `Route.bte_potentials`). Only tensors and strings travel back, never structures."""
+    """Parse and featurize a chunk (in a worker process when asked): ([(id, formula, n_atoms, flag, route, wanting)],
+    features of the parsed records, in order; route: the name of the route that takes the record, "" without routes;
+    a BTE route takes only records with a row in `physical` (`prior.bte_tables`' form) of each potential its members
+    read, `Route.bte_potentials`; wanting: the rows a BTE route of the record's kind lacks, `rows_wanting`). Only
+    tensors and strings travel back, never structures."""
     parsed = [parse(item) for item in items]
     records = [rec for _, rec, _ in parsed if rec is not None]
 
@@ -256,7 +257,8 @@ def prepare_chunk(items: list[RawItem], featurizers: dict[str, object], routes: 
         return frozenset(p for p, rows in (physical or {}).items() if row_of(rows, rid) is not None)
 
     meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
-             route_for(routes, rec.formula, rec.structure, bte_rows(rid)).name if rec and routes else "")
+             route_for(routes, rec.formula, rec.structure, bte_rows(rid)).name if rec and routes else "",
+             rows_wanting(list(routes), rec.formula, rec.structure, bte_rows(rid)) if rec and routes else "")
             for rid, rec, flag in parsed]
     return meta, featurize(records, featurizers) if records else {}
 
@@ -497,13 +499,13 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
         prepared = prepared_chunks(read_inputs(inputs), featurizers_of(members), chunk_size, workers, routes,
                                    physical if bte_routes else None)  # the rows only route to them
         for meta, features in prepared:
-            parsed = [k for k, (_, _, _, flag, _) in enumerate(meta) if not flag]
+            parsed = [k for k, (_, _, _, flag, _, _) in enumerate(meta) if not flag]
             takes = np.array([[m.route is None or m.route.name == meta[k][4] for m in members] for k in parsed],
                              dtype=bool).reshape(len(parsed), len(members))
             predictions, flags = infer(members, features, len(parsed), batch_size, takes)
             position = {k: g for g, k in enumerate(parsed)}
             rows = []
-            for k, (rid, formula, n_atoms, flag, route) in enumerate(meta):
+            for k, (rid, formula, n_atoms, flag, route, wanting) in enumerate(meta):
                 values, mean, std, note, interval = [None] * len(members), None, None, "", [None] * len(bounds)
                 prior_columns = [None, None, ""] if blended else []
                 if k in position:
@@ -520,7 +522,7 @@ def predict(inputs: list[str | Path], members: list[Member], output: str | Path,
                             priors = {members[j].prior for j in asked}
                             read = frozenset(bte_potential(members[j].featurizer) for j in as_input & set(asked))
                             kappa, blend, why = prior_note(rid, formula, priors, physical, read)
-                            prior_columns = [mean, kappa, why]
+                            prior_columns = [mean, kappa, "; ".join(filter(None, (why, wanting)))]
                             if blend:
                                 counts["blended"] += 1
                                 prior = priors.pop()

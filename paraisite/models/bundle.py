@@ -178,6 +178,17 @@ def route_for(routes: list[Route], formula: str, structure, bte_rows: frozenset[
         r for r in routes if r.stoichiometry is None and not r.needs_bte)
 
 
+def rows_wanting(routes: list[Route], formula: str, structure, bte_rows: frozenset[str]) -> str:
+    """Why a compound given BTE rows (`bte_rows`: their potentials) is not taken by a BTE route of its kind: the
+    rows of the route's other potentials are missing ("" when none is)."""
+    if not bte_rows:
+        return ""
+    amounts = stoichiometry_of(formula)
+    wanting = [(r.name, [p for p in r.bte_potentials if p not in bte_rows]) for r in routes
+               if r.needs_bte and not set(r.bte_potentials) <= bte_rows and r.takes(amounts, structure)]
+    return "; ".join(f"route {name} needs rows of {' and '.join(missing)} too" for name, missing in wanting)
+
+
 def last_stage_sources(configs: list[dict]) -> list[tuple[str, int | None]]:
     """(source, record limit) of every data source the members' last stages trained on."""
     from paraisite.data.datasets import sources_of
