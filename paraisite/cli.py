@@ -300,7 +300,8 @@ def bte(args) -> int:
         print(f"{known} of {len(table)} rows with a volume ratio → {args.output}")
         return 0
     table = kappa_table(records, calculator, Path(args.output), settings, flagged, shown, potential)
-    print(f"{sum(table[r.id].kappa == table[r.id].kappa for r in records)} of {len(records)} with κ → {args.output}")
+    print(f"{sum(table[r.id].kappa == table[r.id].kappa for r in records)} of {len(records)} with κ by {potential} → "
+          f"{args.output}")
     return 0
 
 

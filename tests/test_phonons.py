@@ -162,7 +162,8 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     assert main(["bte", str(tmp_path / "in"), "--output", str(out), "--mesh", "4", "--cutoff-pair-distance", "3",
                  "--device", "cpu"]) == 0
     table = read_table(out)
-    assert "1 of 2 with κ" in capsys.readouterr().out
+    assert "1 of 2 with κ by 7net-0 →" in capsys.readouterr().out
+    assert {row.potential for row in table.values()} == {"7net-0"}
     cscl, pora = sorted(table.values(), key=lambda r: r.formula)
     assert cscl.formula == "CsCl" and cscl.kappa > 0 and cscl.supercell == "2x2x2" and cscl.atoms == 16
     assert pora.flag.startswith("element_not_in_model") and math.isnan(pora.kappa)
