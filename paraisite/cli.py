@@ -122,7 +122,7 @@ def bundle(args) -> int:
     from paraisite.models.bundle import RouteModels, parse_stoichiometry, read_bundle, write_bundle
     from paraisite.models.phonon_bte import bte_potential, reads_bte
     from paraisite.predict import find_models, load_ensemble, property_of
-    from paraisite.prior import bte_tables, sole_potential
+    from paraisite.prior import one_potential
 
     try:
         card = json.loads(open(args.card).read()) if args.card else {}
@@ -135,11 +135,7 @@ def bundle(args) -> int:
     calibration = cv_rows(args.interval_cv)  # read once for every route
     if args.bte and not calibration:
         raise ParaisiteError("--bte fits each route's prior on its recipe's cv runs: give them with --interval-cv")
-    physical = potential = None
-    if args.bte:
-        tables = bte_tables(args.bte)
-        potential = sole_potential(tables, args.bte)
-        physical = tables.get(potential, {})
+    potential, physical = one_potential(args.bte) if args.bte else (None, None)
     routes = [RouteModels(name, amounts, models, interval_for(f"route {name}", models, calibration, args.level),
                           prior_for(f"route {name}", models, calibration, physical, potential, args.level))
               for name, amounts, runs in [*routed, *rest] for models in [tuple(find_models(runs))]]

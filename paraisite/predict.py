@@ -256,10 +256,15 @@ def prepare_chunk(items: list[RawItem], featurizers: dict[str, object], routes: 
     def bte_rows(rid: str) -> frozenset[str]:
         return frozenset(p for p, rows in (physical or {}).items() if row_of(rows, rid) is not None)
 
-    meta = [(rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
-             route_for(routes, rec.formula, rec.structure, bte_rows(rid)).name if rec and routes else "",
-             rows_wanting(list(routes), rec.formula, rec.structure, bte_rows(rid)) if rec and routes else "")
-            for rid, rec, flag in parsed]
+    meta = []
+    for rid, rec, flag in parsed:
+        route = wanting = ""
+        if rec and routes:
+            given = bte_rows(rid)
+            route = route_for(routes, rec.formula, rec.structure, given).name
+            wanting = rows_wanting(routes, rec.formula, rec.structure, given)
+        meta.append((rid, rec.formula if rec else None, len(rec.structure) if rec and rec.structure else None, flag,
+                     route, wanting))
     return meta, featurize(records, featurizers) if records else {}
 
 

@@ -144,22 +144,22 @@ def bte_tables(tables: list[str | Path]) -> dict[str, dict[str, BTERow]]:
     return out
 
 
-def sole_potential(by_potential: dict[str, dict], tables: list, potential: str | None = None) -> str:
-    """The one potential of `by_potential` (`bte_tables(tables)`): `potential` where given (default: the tables'
-    own, else `DEFAULT_POTENTIAL`); tables of another potential, or of several, are refused."""
+def one_potential(tables: list[str | Path], potential: str | None = None) -> tuple[str, dict[str, BTERow]]:
+    """(potential, {id: `BTERow`}) from `paraisite bte` tables of one potential (a later table's row replaces an
+    earlier): `potential` where given (default: the tables' own, else `DEFAULT_POTENTIAL`); tables of another
+    potential, or of several, are refused."""
+    by_potential = bte_tables(tables)
     potential = potential or next(iter(by_potential), DEFAULT_POTENTIAL)
     other = sorted(set(by_potential) - {potential})
     if other:
         raise DataError(f"BTE tables {', '.join(map(str, tables))}: rows of the potential(s) {', '.join(other)}; "
                         f"give tables of {potential} alone here")
-    return potential
+    return potential, by_potential.get(potential, {})
 
 
 def physical_kappa(tables: list[str | Path], potential: str | None = None) -> dict[str, BTERow]:
-    """{id: `BTERow`} from `paraisite bte` tables of one potential (`sole_potential`; a later table's row replaces
-    an earlier)."""
-    by_potential = bte_tables(tables)
-    return by_potential.get(sole_potential(by_potential, tables, potential), {})
+    """{id: `BTERow`} from `paraisite bte` tables of one potential (`one_potential`)."""
+    return one_potential(tables, potential)[1]
 
 
 def distrust_below(physical: dict[str, BTERow], limit: float) -> dict[str, BTERow]:

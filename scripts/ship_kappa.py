@@ -73,6 +73,11 @@ def bootstrapped(repeat: Repeat, metric: str, *key) -> dict:
     return {"mean": b["estimate"], "lo": b["lo"], "hi": b["hi"]}
 
 
+def on_mix(parts: list[Repeat]) -> Repeat:
+    """MIX as its parts' materials (Dataset1's and Dataset2's), each predicted as in its part."""
+    return Repeat("mix", *(np.concatenate([getattr(part, f) for part in parts]) for f in ("ids", "true", "pred")))
+
+
 def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
     """{"routed": {test set: {model, blended: {mean, lo, hi}, diff: {diff, ci_lo, ci_hi, p}, covered, n}},
     "interval_check": {data set: `coverage_out_of_fold`}}: each route's recipe out of fold (`ensembles`: data set →
@@ -88,8 +93,7 @@ def prior_check(ensembles: dict[str, Repeat], tables: list[Path]) -> dict:
         coverage[data] = coverage_out_of_fold(e.true[covered], blended[covered], LEVEL)
         if data != "mix":
             pairs[data] = (e, Repeat(e.seed, e.ids, e.true, blended))
-    pairs["mix"] = tuple(Repeat("mix", *(np.concatenate([getattr(pairs[d][k], f) for d in ("dataset1", "dataset2")])
-                                          for f in ("ids", "true", "pred"))) for k in (0, 1))
+    pairs["mix"] = tuple(on_mix([pairs[d][k] for d in ("dataset1", "dataset2")]) for k in (0, 1))
     out = {}
     for test, (model, blended) in pairs.items():
         scores = {}
@@ -168,21 +172,20 @@ def bte_route_cards(routes: list[tuple[str, list[Path]]], cv: list[Path]) -> tup
         card.update(rows=list(dict.fromkeys(cv_row(folder) for folder in folders)),
                     recipe=recipe(next(folders[0].rglob("model.pt"))))
         card["row"], data = " + ".join(card["rows"]), card["data"]
-        card["single"], card["ensemble"] = {}, {}
-        for metric in METRICS:
-            found = [find_row(summaries[metric], row) for row in card["rows"]]
-            ensembles = [repeats_of(f, as_ensemble=True)["committee"][data] for f in found]
-            own[name] = ensembles[0] if len(ensembles) == 1 else ensemble(ensembles)
-            card["single"][metric] = {data: scores(found[0])[data] if len(found) == 1 else None}
-            card["ensemble"][metric] = {data: bootstrapped(own[name], metric, "ship-bte", name, metric, data)}
-        card["folds"], card["repeats"] = found[0]["folds"], min(len(f["_repeats"]) for f in found)
+        found = {metric: [find_row(summaries[metric], row) for row in card["rows"]] for metric in METRICS}
+        ensembles = [repeats_of(f, as_ensemble=True)["committee"][data] for f in found["mape"]]
+        own[name] = ensembles[0] if len(ensembles) == 1 else ensemble(ensembles)
+        card["single"] = {metric: {data: scores(rows[0])[data] if len(rows) == 1 else None}
+                          for metric, rows in found.items()}
+        card["ensemble"] = {metric: {data: bootstrapped(own[name], metric, "ship-bte", name, metric, data)}
+                            for metric in METRICS}
+        card["folds"], card["repeats"] = found["mape"][0]["folds"], min(len(f["_repeats"]) for f in found["mape"])
         card["interval_check"] = coverage_out_of_fold(own[name].true, own[name].pred, LEVEL)
         cards.append(card)
     by_data = {card["data"]: own[card["name"]] for card in cards}
     if len(cards) < 2 or set(by_data) != {"dataset1", "dataset2"}:
         return cards, {}
-    by_data["mix"] = Repeat("mix", *(np.concatenate([getattr(by_data[d], f) for d in ("dataset1", "dataset2")])
-                                     for f in ("ids", "true", "pred")))
+    by_data["mix"] = on_mix([by_data["dataset1"], by_data["dataset2"]])
     return cards, {metric: {t: bootstrapped(by_data[t], metric, "ship-bte", "experts", metric, t) for t in TESTS}
                    for metric in METRICS}
 

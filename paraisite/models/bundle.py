@@ -134,6 +134,10 @@ class Route:
     def needs_bte(self) -> bool:
         return bool(self.bte_kinds)
 
+    def wanting(self, bte_rows: frozenset[str]) -> list[str]:
+        """The potentials its members read whose rows a compound lacks (`bte_rows`: those it has)."""
+        return [p for p in self.bte_potentials if p not in bte_rows]
+
     def takes(self, amounts: tuple[float, ...], structure) -> bool:
         """Whether it takes a compound of these sorted element amounts (`stoichiometry_of`) and structure (a BTE
         route: given a BTE row)."""
@@ -172,7 +176,7 @@ def route_for(routes: list[Route], formula: str, structure, bte_rows: frozenset[
     whose tables hold one) and the route takes it; else the first other route that takes it; else the route without
     a stoichiometry."""
     amounts = stoichiometry_of(formula)
-    candidates = [r for r in routes if r.needs_bte and r.bte_potentials and set(r.bte_potentials) <= bte_rows] + [
+    candidates = [r for r in routes if r.needs_bte and r.bte_potentials and not r.wanting(bte_rows)] + [
         r for r in routes if not r.needs_bte]
     return next((r for r in candidates if r.takes(amounts, structure)), None) or next(
         r for r in routes if r.stoichiometry is None and not r.needs_bte)
@@ -184,9 +188,8 @@ def rows_wanting(routes: list[Route], formula: str, structure, bte_rows: frozens
     if not bte_rows:
         return ""
     amounts = stoichiometry_of(formula)
-    wanting = [(r.name, [p for p in r.bte_potentials if p not in bte_rows]) for r in routes
-               if r.needs_bte and not set(r.bte_potentials) <= bte_rows and r.takes(amounts, structure)]
-    return "; ".join(f"route {name} needs rows of {' and '.join(missing)} too" for name, missing in wanting)
+    return "; ".join(f"route {r.name} needs rows of {' and '.join(r.wanting(bte_rows))} too" for r in routes
+                     if r.needs_bte and r.wanting(bte_rows) and r.takes(amounts, structure))
 
 
 def last_stage_sources(configs: list[dict]) -> list[tuple[str, int | None]]:
@@ -439,5 +442,6 @@ def read_bundle(model: str | Path) -> tuple[list[BundleMember], dict, list[Route
               Interval.from_json(r["interval"]) if r.get("interval") else None,
               Prior.from_json(r["prior"]) if r.get("prior") else None,
               tuple((tuple(s), tuple(g) if g else None) for s, g in r.get("bte_kinds") or ()),
-              tuple(r.get("bte_potentials") or ((DEFAULT_POTENTIAL,) if r.get("bte_kinds") else ())))  # before the key:
-        for r in routes]  # SevenNet-0's
+              # a BTE route written before `bte_potentials`: SevenNet-0's
+              tuple(r.get("bte_potentials") or ((DEFAULT_POTENTIAL,) if r.get("bte_kinds") else ())))
+        for r in routes]

@@ -40,9 +40,8 @@ from paraisite.data.composition import CompositionSet
 from paraisite.data.records import Record, parse_formula
 from paraisite.errors import ConfigError, DataError
 from paraisite.paths import PROJECT_ROOT
-from paraisite.phonons import IMAGINARY_MODES, NO_SCATTERING
-from paraisite.phonons import DEFAULT_POTENTIAL
-from paraisite.prior import BTERow, bte_tables, distrust_below, row_of, sole_potential
+from paraisite.phonons import DEFAULT_POTENTIAL, IMAGINARY_MODES, NO_SCATTERING
+from paraisite.prior import BTERow, distrust_below, one_potential, row_of
 from paraisite.settings import check_value
 
 log = logging.getLogger(__name__)
@@ -174,12 +173,11 @@ class BTEDescriptors(Descriptors):
                                   f"{PROJECT_ROOT.name}/)")
             amorphous_limit = check_value("amorphous_limit", amorphous_limit, float, {"low": 0.0}, False,
                                           "backbone.physics (W/mK)")
-            tables_read = bte_tables(paths)
             try:
-                potential = sole_potential(tables_read, tables)
+                potential, rows = one_potential(paths)
             except DataError as exc:
                 raise ConfigError(f"backbone.physics.tables: {exc}") from None
-            rows = distrust_below(tables_read.get(potential, {}), amorphous_limit)
+            rows = distrust_below(rows, amorphous_limit)
             spec = {"tables": [p.name for p in paths], "unstable_modes": unstable_modes, "volume_ratio": volume_ratio,
                     "amorphous_limit": amorphous_limit, "potential": potential,
                     "rows": {rid: list(row) for rid, row in rows.items()}}
