@@ -20,6 +20,10 @@ force constants fitted to them by least squares (symfc), mixed half-and-half wit
 last three fits gives the phonons of the BTE, with the 0 K third-order constants. A row still below −0.1 THz keeps
 the flag. The sampling is seeded per structure (its id) and iteration.
 
+A structure whose calculation fails (the relaxation, the potential, phono3py or phonopy's numerical checks) is
+written without κ, flagged `failed: <error>`, and the run goes on; readers merging tables keep an earlier row of it
+(`prior.bte_tables`: a renormalisation that failed leaves the 0 K row).
+
 Each row also records `volume_ratio`, the potential's relaxed cell volume over the given structure's: a label-free
 measure of how far the potential's lattice is from the reference calculation's (universal potentials expand and
 soften lattices); `fill_volume_ratios` adds it to a table written before it existed (relaxations alone).
@@ -54,7 +58,9 @@ IMAGINARY_MODES = "imaginary_modes"
 NO_SCATTERING = "no_scattering"  # modes barely scattered on the mesh: κ unbounded (e.g. BAs) or above MAX_KAPPA
 MAX_KAPPA = 5000.0  # W/mK: above any known crystal's (diamond ~2000–3000)
 DEFAULT_POTENTIAL = "7net-0"  # `paraisite bte`'s potential unless told otherwise
-FAILURES = (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError)  # one structure's, not the run's
+FAILURES = (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError,  # one structure's, not the run's
+            AssertionError)  # phonopy checks its numerics by assert (e.g. a dynamical matrix's conversion)
+FAILED = "failed"  # the flag's first word of a structure whose calculation failed
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,11 @@ class BTEResult:
     def trusted(self) -> bool:
         """A κ to use: computed, unflagged, finite, positive and below MAX_KAPPA."""
         return not self.flag and math.isfinite(self.kappa) and 0 < self.kappa <= MAX_KAPPA
+
+    @property
+    def failed(self) -> bool:
+        """Its calculation failed (the flag says how): the row tells nothing of the structure."""
+        return self.flag.startswith(f"{FAILED}:")
 
 
 COLUMNS = tuple(f.name for f in fields(BTEResult))
@@ -314,7 +325,7 @@ def kappa_table(records: list[Record], calculator, path: Path, settings: BTESett
                 result = missing(rec, reason) if reason else kappa_bte(rec, calculator, settings)
             except FAILURES as exc:  # one structure's
                 # failure (relaxation, phono3py, the potential) must not end a long run
-                result = missing(rec, f"failed: {type(exc).__name__}: {str(exc)[:200]}")
+                result = missing(rec, f"{FAILED}: {type(exc).__name__}: {str(exc)[:200]}")
             result = replace(result, potential=potential)
             writer.writerow(list(asdict(result).values()))
             f.flush()

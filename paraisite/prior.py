@@ -129,12 +129,15 @@ class BTERow(NamedTuple):
 
 def bte_tables(tables: list[str | Path]) -> dict[str, dict[str, BTERow]]:
     """{potential: {id: `BTERow`}} from `paraisite bte` tables, in the order given (of one potential, a later
-    table's row replaces an earlier)."""
+    table's row replaces an earlier, unless its calculation failed: e.g. a renormalisation that failed keeps the
+    0 K row)."""
     from paraisite.phonons import read_table
 
     out: dict[str, dict[str, BTERow]] = {}
     for path in tables:
         for rid, row in read_table(Path(path)).items():
+            if row.failed and rid in out.get(row.potential, {}):
+                continue
             why = "" if row.trusted else (row.flag or f"κ {row.kappa:g} not usable")
             finite = math.isfinite(row.kappa) and row.kappa > 0
             out.setdefault(row.potential, {})[rid] = BTERow(
@@ -145,8 +148,8 @@ def bte_tables(tables: list[str | Path]) -> dict[str, dict[str, BTERow]]:
 
 
 def one_potential(tables: list[str | Path], potential: str | None = None) -> tuple[str, dict[str, BTERow]]:
-    """(potential, {id: `BTERow`}) from `paraisite bte` tables of one potential (a later table's row replaces an
-    earlier): `potential` where given (default: the tables' own, else `DEFAULT_POTENTIAL`); tables of another
+    """(potential, {id: `BTERow`}) from `paraisite bte` tables of one potential (as `bte_tables` merges them):
+    `potential` where given (default: the tables' own, else `DEFAULT_POTENTIAL`); tables of another
     potential, or of several, are refused."""
     by_potential = bte_tables(tables)
     potential = potential or next(iter(by_potential), DEFAULT_POTENTIAL)

@@ -80,13 +80,16 @@ def test_records_the_calculator_cannot_take_are_written_with_their_reason(tmp_pa
     assert table["po"].flag == "element_not_in_model: Po" and math.isnan(table["po"].kappa)
 
 
-def test_a_structure_whose_calculation_fails_is_flagged_and_the_run_goes_on(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError, AssertionError])  # AssertionError: phonopy's numerical checks
+def test_a_structure_whose_calculation_fails_is_flagged_and_the_run_goes_on(tmp_path, error):
     class Broken(EMT):
         def calculate(self, *args, **kwargs):
-            raise RuntimeError("no energy")
+            raise error("no energy")
 
-    table = kappa_table([Record("cu", "Cu", None, CU)], Broken(), tmp_path / "k.csv", FAST)
-    assert table["cu"].flag == "failed: RuntimeError: no energy" and not table["cu"].trusted
+    records = [Record("cu", "Cu", None, CU), Record("po", "Po", None, CU)]
+    table = kappa_table(records, Broken(), tmp_path / "k.csv", FAST, {"po": "element_not_in_model: Po"})
+    assert table["cu"].flag == f"failed: {error.__name__}: no energy" and table["cu"].failed
+    assert not table["cu"].trusted and not table["po"].failed and list(read_table(tmp_path / "k.csv")) == ["cu", "po"]
 
 
 def test_a_file_that_is_not_a_kappa_table_is_refused_by_name(tmp_path):

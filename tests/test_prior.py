@@ -65,6 +65,12 @@ def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tm
     (tmp_path / "c.csv").write_text("id,kappa\n")
     with pytest.raises(DataError, match="c.csv: not a BTE κ table"):
         physical_kappa([tmp_path / "c.csv"])
+    nan = float("nan")  # a later row whose calculation failed (a renormalisation, e.g.) keeps the earlier row
+    write_bte_table(tmp_path / "d.csv", [("y", "CuCl", nan, "failed: AssertionError: "),
+                                         ("w", "KCl", nan, "failed: x")])
+    table = physical_kappa([tmp_path / "a.csv", tmp_path / "d.csv"])
+    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5, None)
+    assert table["w"] == ("KCl", None, "failed: x", None, 0.5, None)  # none earlier: the failure is the row
 
 
 def test_tables_are_read_by_potential_and_one_potential_is_asked_where_rows_are_merged(tmp_path):

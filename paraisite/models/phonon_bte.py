@@ -1,14 +1,15 @@
 """The phonon-BTE κ of `paraisite bte` tables as descriptors of a structure: the physics as a network input.
 
-`BTEDescriptors(tables)`: per record, by its id in the tables (a later table's row replaces an earlier), the
-`FEATURES` vector — ln κ_BTE where the row is trusted (else 0) and three indicators: trusted, `imaginary_modes`
-(unstable at 0 K for the potential: strongly anharmonic), `no_scattering`. Standardised by fixed constants (ln κ_BTE
-about ln 10 W/mK, spread 2; the indicators as they are). The rows read are stored in the spec, so a saved model
-predicts its tables' structures without the files. A record whose row names another formula is flagged (bad data); a
-record without a row gets the zero vector (no κ, no indicator), with a warning that lists it: every stage featurizes
-all LTC sources (AGL too) for its leakage filter, so a missing row cannot stop a run, but a model trained where every
-record has a row predicts such a record without its physics: run `paraisite bte` on new structures and give the
-table to `paraisite predict --bte` (`add_rows`). Relative table paths are read from the project's root.
+`BTEDescriptors(tables)`: per record, by its id in the tables (`prior.bte_tables`: a later table's row replaces an
+earlier, unless its calculation failed), the `FEATURES` vector — ln κ_BTE where the row is trusted (else 0) and
+three indicators: trusted, `imaginary_modes` (unstable at 0 K for the potential: strongly anharmonic),
+`no_scattering`. Standardised by fixed constants (ln κ_BTE about ln 10 W/mK, spread 2; the indicators as they are).
+The rows read are stored in the spec, so a saved model predicts its tables' structures without the files. A record
+whose row names another formula is flagged (bad data); a record without a row gets the zero vector (no κ, no
+indicator), with a warning that lists it: every stage featurizes all LTC sources (AGL too) for its leakage filter,
+so a missing row cannot stop a run, but a model trained where every record has a row predicts such a record without
+its physics: run `paraisite bte` on new structures and give the table to `paraisite predict --bte` (`add_rows`).
+Relative table paths are read from the project's root.
 
 `unstable_modes=True` (`FEATURES_UNSTABLE`): a row with imaginary modes gives its computed κ too (the stable modes'
 sum, floored at `KAPPA_FLOOR`: the amorphous limit's order), and how deep its lowest mode is imaginary (THz) — a
