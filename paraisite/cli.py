@@ -263,8 +263,7 @@ def bte(args) -> int:
     import torch
 
     from paraisite.models.sevennet import sevennet_calculator, unusable
-    from paraisite.phonons import DEFAULT_POTENTIAL, IMAGINARY_MODES, BTESettings, fill_volume_ratios, kappa_table, \
-        read_table
+    from paraisite.phonons import DEFAULT_POTENTIAL, IMAGINARY_MODES, BTESettings, fill_table, kappa_table, read_table
 
     torch.set_num_threads(threads)
     records, flagged = bte_inputs(args.data, args.data_dir)
@@ -285,15 +284,15 @@ def bte(args) -> int:
         print(f"{result.id} {result.formula}: {kappa} {result.flag} ({result.displacements} supercells, "
               f"{result.seconds:.0f} s)", flush=True)
 
-    if args.fill_volume_ratios:
+    if args.fill:
         if not Path(args.output).is_file():
-            raise ParaisiteError(f"--fill-volume-ratios: no table {args.output} to fill")
+            raise ParaisiteError(f"--fill {args.fill}: no table {args.output} to fill")
         usable = [r for r in records if not flagged[r.id]]
-        table = fill_volume_ratios(usable, calculator, Path(args.output), settings,
-                                   lambda row: print(f"{row.id} {row.formula}: volume ratio {row.volume_ratio:.4f}",
-                                                     flush=True), potential)
-        known = sum(row.volume_ratio == row.volume_ratio for row in table.values())
-        print(f"{known} of {len(table)} rows with a volume ratio → {args.output}")
+        table = fill_table(usable, calculator, Path(args.output), args.fill, settings,
+                           lambda row: print(f"{row.id} {row.formula}: {args.fill} {getattr(row, args.fill):.4f}",
+                                             flush=True), potential)
+        known = sum(math.isfinite(getattr(row, args.fill)) for row in table.values())
+        print(f"{known} of {len(table)} rows with {args.fill} → {args.output}")
         return 0
     table = kappa_table(records, calculator, Path(args.output), settings, flagged, shown, potential)
     print(f"{sum(table[r.id].kappa == table[r.id].kappa for r in records)} of {len(records)} with κ by {potential} → "
@@ -350,7 +349,7 @@ def device_of(choice: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from paraisite.phonons import BTESettings
+    from paraisite.phonons import FILLABLE, BTESettings
 
     parser = argparse.ArgumentParser(prog="paraisite", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -500,9 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     phon.add_argument("--device", choices=("cpu", "cuda"), default=None,
                       help="where the potential's forces are computed (default: cuda when available; the phonon "
                            "and BTE steps run on the CPU either way)")
-    phon.add_argument("--fill-volume-ratios", action="store_true",
-                      help="no phonons: give the rows of --output that lack a volume_ratio (a table written before "
-                           "the column existed) theirs, by relaxing their structure alone (seconds each; resumable)")
+    phon.add_argument("--fill", choices=FILLABLE, default=None, metavar="COLUMN",
+                      help="no κ: give the rows of --output that lack the column (a table written before it existed) "
+                           "theirs: volume_ratio by relaxing their structure alone (seconds each), anharmonicity "
+                           "(σᴬ) by the relaxation, harmonic force constants and thermal samples (under a minute "
+                           "each; give the table's --renormalise); resumable")
     phon.add_argument("--shard", default="1/1", help="K/N: only every N-th structure from the K-th (parallel runs, "
                                                       "each with its own --output and 1/N of the cores); smaller "
                                                       "cells run first")

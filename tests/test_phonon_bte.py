@@ -71,7 +71,7 @@ def test_the_volume_ratio_is_appended_as_its_log_zero_where_a_row_has_none(tmp_p
     assert both.names[-2:] == ("bte_instability_thz", "ln volume_ratio")
     assert len({d.featurizer().key("h") for d in (descriptors, both, BTEDescriptors([str(tmp_path / "t.csv")]))}) == 3
     write_bte_table(tmp_path / "none.csv", [("a", "NaCl", 5.0, "")])
-    with pytest.raises(ConfigError, match="volume_ratio: no row .*none.csv.*--fill-volume-ratios"):
+    with pytest.raises(ConfigError, match="volume_ratio: no row .*none.csv.*--fill volume_ratio"):
         BTEDescriptors([str(tmp_path / "none.csv")], volume_ratio=True)
 
 

@@ -12,9 +12,9 @@ from paraisite.cli import main, parse_shard
 from paraisite.data.graphs import NO_STRUCTURE
 from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
-from paraisite.phonons import (COLUMNS, DEFAULT_POTENTIAL, LEGACY_COLUMNS, BTEResult, BTESettings, fill_volume_ratios,
-                               forces_on, harmonic, kappa_table, mesh_frequencies, read_table, renormalised_fc2,
-                               supercell_multiples, write_table)
+from paraisite.phonons import (COLUMNS, DEFAULT_POTENTIAL, LEGACY_COLUMNS, BTEResult, BTESettings, anharmonicity,
+                               fill_table, forces_on, harmonic, harmonic_fc2, kappa_table, mesh_frequencies, read_table,
+                               renormalised_fc2, supercell_multiples, unit_cell, write_table)
 from tests.helpers import CSCL
 
 CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -39,6 +39,7 @@ def test_a_run_writes_one_row_per_record_and_resumes_without_recomputing(tmp_pat
     assert (cu.supercell, cu.atoms) == ("2x2x2", 32) and 0 < cu.displacements
     assert cu.min_frequency > -0.1  # fcc Cu is stable with EMT
     assert 0.95 < cu.volume_ratio < 1.05 and cu.volume_ratio != 1.0  # EMT's lattice constant is near, not at, 3.61 Å
+    assert 0.1 < cu.anharmonicity < 0.4  # fcc Cu (EMT) at 300 K
     assert table["none"].flag == NO_STRUCTURE and math.isnan(table["none"].kappa)
     again = kappa_table(records, None, path, FAST)  # nothing left to compute: the calculator is never used
     assert again["cu"] == read_table(path)["cu"] == cu  # the CSV holds every number exactly
@@ -65,6 +66,33 @@ def test_self_consistent_phonons_recover_a_stable_crystal_from_unstable_force_co
     assert top[1] == pytest.approx(top[0], rel=0.05)
     np.testing.assert_array_equal(fc2, renormalised_fc2(unit, (2, 2, 2), -0.5 * ph.force_constants, EMT(), settings,
                                                         seed=3))
+
+
+@pytest.mark.slow
+def test_anharmonicity_grows_with_temperature_is_reproducible_and_nil_for_harmonic_forces():
+    """σᴬ of fcc Cu (EMT): larger at 900 K than at 100 K (the displacements reach further into the anharmonic
+    potential); the same seed gives the same number; forces that are exactly the harmonic ones give 0."""
+    from ase.build import bulk
+    from ase.calculators.calculator import Calculator, all_changes
+
+    unit = unit_cell(bulk("Cu", "fcc", a=3.61, cubic=True))
+    fc2 = harmonic_fc2(unit, (2, 2, 2), EMT(), FAST)
+    cold, hot = (anharmonicity(unit, (2, 2, 2), fc2, EMT(), replace(FAST, temperature=t, snapshots=4), seed=1)
+                 for t in (100.0, 900.0))
+    assert 0.05 < cold < 0.25 and 2 * cold < hot < 0.6
+    assert anharmonicity(unit, (2, 2, 2), fc2, EMT(), replace(FAST, temperature=900.0, snapshots=4), seed=1) == hot
+    ideal = harmonic(unit, (2, 2, 2))
+    reference = ideal.supercell.positions
+
+    class Harmonic(Calculator):  # F = −Φ·u about the ideal supercell
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("forces",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            u = atoms.positions - reference
+            self.results = {"forces": -np.einsum("ijab,jb->ia", fc2, u), "energy": 0.0}
+
+    assert anharmonicity(unit, (2, 2, 2), fc2, Harmonic(), replace(FAST, snapshots=2), seed=1) < 1e-8
 
 
 @pytest.mark.parametrize(("kappa", "flag", "trusted"), [(30.0, "", True), (30.0, "imaginary_modes", False),
@@ -101,23 +129,38 @@ def test_a_file_that_is_not_a_kappa_table_is_refused_by_name(tmp_path):
 
 def test_a_table_without_volume_ratios_reads_nan_is_upgraded_when_resumed_and_filled_by_relaxation(tmp_path):
     """A table written before the column existed: read with NaN there; a resumed run rewrites it with the column
-    before appending (no row lost); `fill_volume_ratios` relaxes only the rows without one, and a second fill
-    computes nothing."""
+    before appending (no row lost); `fill_table` relaxes only the rows without one, and a second fill computes
+    nothing; a column it cannot compute is refused."""
     path = tmp_path / "old.csv"
     cu = BTEResult("cu", "Cu", 12.5, 12.5, 12.5, 12.5, 0.3, "2x2x2", 32, 4, 1.0)
-    oldest = LEGACY_COLUMNS[0]  # before `volume_ratio` and `potential`
+    oldest = LEGACY_COLUMNS[0]  # before `volume_ratio`, `potential` and `anharmonicity`
     path.write_text(",".join(oldest) + "\n" + ",".join(map(str, list(vars(cu).values())[:len(oldest)])) + "\n")
     assert math.isnan(read_table(path)["cu"].volume_ratio) and read_table(path)["cu"].kappa == 12.5
     kappa_table([Record("po", "Po", None, CU)], None, path, FAST, {"po": "element_not_in_model: Po"})
     assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
     assert list(read_table(path)) == ["cu", "po"] and read_table(path)["cu"].kappa == 12.5
     records = [Record("cu", "Cu", None, CU), Record("po", "Po", None, None), Record("elsewhere", "Cu", None, CU)]
-    filled = fill_volume_ratios(records, EMT(), path, FAST)
+    filled = fill_table(records, EMT(), path, "volume_ratio", FAST)
     assert 0.95 < filled["cu"].volume_ratio < 1.05 and math.isnan(filled["po"].volume_ratio)  # no structure: NaN
+    assert math.isnan(filled["cu"].anharmonicity)  # not asked for
     assert str(read_table(path)) == str(filled) and "elsewhere" not in filled and filled["cu"].kappa == 12.5  # str: NaN
-    assert str(fill_volume_ratios(records, None, path, FAST)) == str(filled)  # nothing left to relax: no calculator
+    assert str(fill_table(records, None, path, "volume_ratio", FAST)) == str(filled)  # nothing left: no calculator
     write_table(path, filled.values())
     assert str(read_table(path)) == str(filled)
+    with pytest.raises(ValueError, match="no column 'kappa' to fill"):
+        fill_table(records, None, path, "kappa", FAST)
+
+
+@pytest.mark.slow
+def test_a_table_without_anharmonicity_is_filled_keeping_its_other_columns(tmp_path):
+    path = tmp_path / "old.csv"
+    cu = BTEResult("cu", "Cu", 12.5, 12.5, 12.5, 12.5, 0.3, "2x2x2", 32, 4, 1.0, "", 1.5)
+    before = LEGACY_COLUMNS[2]  # before `anharmonicity`
+    path.write_text(",".join(before) + "\n" + ",".join(map(str, list(vars(cu).values())[:len(before)])) + "\n")
+    assert math.isnan(read_table(path)["cu"].anharmonicity)
+    filled = fill_table([Record("cu", "Cu", None, CU)], EMT(), path, "anharmonicity", FAST)["cu"]
+    assert 0.1 < filled.anharmonicity < 0.4 and filled.volume_ratio == 1.5 and filled.kappa == 12.5
+    assert read_table(path)["cu"] == filled
 
 
 def test_each_row_records_its_potential_and_a_table_is_resumed_with_its_own_alone(tmp_path):
@@ -137,7 +180,7 @@ def test_each_row_records_its_potential_and_a_table_is_resumed_with_its_own_alon
                                         "resumed with 7net-0"):
         kappa_table([po], None, path, FAST, {"po": "element_not_in_model: Po"})
     with pytest.raises(DataError, match="a table of the potential 7net-mf-0-r2scan"):
-        fill_volume_ratios([Record("cu", "Cu", None, CU)], None, path, FAST)
+        fill_table([Record("cu", "Cu", None, CU)], None, path, "volume_ratio", FAST)
     assert path.read_text() == text
 
 
@@ -171,13 +214,13 @@ def test_the_cli_runs_sevennet_on_a_folder_and_flags_what_it_cannot_take(tmp_pat
     assert cscl.formula == "CsCl" and cscl.kappa > 0 and cscl.supercell == "2x2x2" and cscl.atoms == 16
     assert pora.flag.startswith("element_not_in_model") and math.isnan(pora.kappa)
     assert cscl.volume_ratio > 0
-    legacy = tmp_path / "legacy.csv"  # --fill-volume-ratios: a table written before the column gets it
+    legacy = tmp_path / "legacy.csv"  # --fill volume_ratio: a table written before the column gets it
     lines = out.read_text().splitlines()
     legacy.write_text("\n".join(",".join(line.split(",")[:len(LEGACY_COLUMNS[0])]) for line in lines))
-    assert main(["bte", str(tmp_path / "in"), "--output", str(legacy), "--fill-volume-ratios"]) == 0
+    assert main(["bte", str(tmp_path / "in"), "--output", str(legacy), "--fill", "volume_ratio"]) == 0
     assert read_table(legacy)[cscl.id].volume_ratio == pytest.approx(cscl.volume_ratio, rel=1e-6)
-    assert "1 of 2 rows with a volume ratio" in capsys.readouterr().out
-    assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "none.csv"), "--fill-volume-ratios"]) == 2
+    assert "1 of 2 rows with volume_ratio" in capsys.readouterr().out
+    assert main(["bte", str(tmp_path / "in"), "--output", str(tmp_path / "none.csv"), "--fill", "volume_ratio"]) == 2
     assert "no table" in capsys.readouterr().err and not (tmp_path / "none.csv").exists()
     flagged = tmp_path / "flagged.csv"  # --unstable-in: only the structures a table flags imaginary_modes
     write_table(flagged, [replace(row, flag="imaginary_modes") if row is cscl else row for row in table.values()])

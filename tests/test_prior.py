@@ -1,12 +1,10 @@
 """The BTE prior: its fit, its out-of-fold score, how it is stored, and which table rows it takes."""
 
-import csv
-
 import numpy as np
 import pytest
 
 from paraisite.errors import DataError
-from paraisite.phonons import COLUMNS, DEFAULT_POTENTIAL
+from paraisite.phonons import DEFAULT_POTENTIAL, BTEResult, write_table
 from paraisite.prior import (BTERow, Prior, blended_out_of_fold, bte_tables, calibrate_prior, fit_on, physical_kappa,
                              row_of)
 
@@ -14,13 +12,12 @@ from paraisite.prior import (BTERow, Prior, blended_out_of_fold, bte_tables, cal
 def write_bte_table(path, rows: list[tuple], potential: str = DEFAULT_POTENTIAL) -> None:
     """A `paraisite bte` table of the `potential`'s (id, formula, κ, flag[, lowest frequency in THz, default 0.5[,
     volume ratio, default NaN]]) rows."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for rid, formula, kappa, flag, *rest in rows:
-            lowest, volume_ratio = (*rest, *(0.5, float("nan"))[len(rest):])
-            writer.writerow([rid, formula, kappa, kappa, kappa, kappa, lowest, "2x2x2", 64, 10, 1.0, flag,
-                             volume_ratio, potential])
+    results = []
+    for rid, formula, kappa, flag, *rest in rows:
+        lowest, volume_ratio = (*rest, *(0.5, float("nan"))[len(rest):])
+        results.append(BTEResult(rid, formula, kappa, kappa, kappa, kappa, lowest, "2x2x2", 64, 10, 1.0, flag,
+                                 volume_ratio, potential))
+    write_table(path, results)
 
 
 def test_the_fit_finds_the_blend_that_made_the_truth():

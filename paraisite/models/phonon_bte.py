@@ -116,7 +116,7 @@ class BTEFeaturizer(Featurizer):
                         len(records), listed(missing))
         if no_ratio:
             log.warning("%d of %d record(s) have a BTE row without a volume ratio and read 1 (fill it with `paraisite "
-                        "bte … --fill-volume-ratios`): %s", len(no_ratio), len(records), listed(no_ratio))
+                        "bte … --fill volume_ratio`): %s", len(no_ratio), len(records), listed(no_ratio))
         return CompositionSet.of_records(records, x, flags)
 
     save, load = staticmethod(CompositionSet.save), staticmethod(CompositionSet.load)
@@ -184,7 +184,7 @@ class BTEDescriptors(Descriptors):
                     "rows": {rid: list(row) for rid, row in rows.items()}}
             if volume_ratio and not any(BTERow(*row).volume_ratio for row in spec["rows"].values()):
                 raise ConfigError(f"backbone.physics.volume_ratio: no row of {tables} has one (fill the column with "
-                                  "`paraisite bte DATA --output TABLE --fill-volume-ratios`)")
+                                  "`paraisite bte DATA --output TABLE --fill volume_ratio`)")
         self.spec = spec
         self.unstable_modes = bool(spec.get("unstable_modes", False))  # a spec stored before a mode existed: off
         self.volume_ratio = bool(spec.get("volume_ratio", False))
