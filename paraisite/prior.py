@@ -116,8 +116,8 @@ def mape(pred: np.ndarray, true: np.ndarray) -> float:
 
 class BTERow(NamedTuple):
     """One structure's row of `paraisite bte` tables as priors and the BTE input read it (stored in a model's spec
-    as a list; rows stored before `computed`, `min_frequency` and `volume_ratio` existed have the first three or
-    five)."""
+    as a list; rows stored before `computed`, `min_frequency`, `volume_ratio` and `anharmonicity` existed have the
+    first three, five or six)."""
 
     formula: str
     kappa: float | None  # W/mK, only where the row is trusted (`BTEResult.trusted`)
@@ -125,6 +125,7 @@ class BTERow(NamedTuple):
     computed: float | None = None  # W/mK, the κ computed, trusted or not (None: none, or not finite)
     min_frequency: float | None = None  # THz, the lowest over the mesh (negative: imaginary modes)
     volume_ratio: float | None = None  # the potential's relaxed volume / the given structure's (None: not known)
+    anharmonicity: float | None = None  # σᴬ of the potential's lattice (`paraisite.phonons`; None: not known)
 
 
 def bte_tables(tables: list[str | Path]) -> dict[str, dict[str, BTERow]]:
@@ -143,7 +144,8 @@ def bte_tables(tables: list[str | Path]) -> dict[str, dict[str, BTERow]]:
             out.setdefault(row.potential, {})[rid] = BTERow(
                 row.formula, row.kappa if row.trusted else None, why, row.kappa if finite else None,
                 row.min_frequency if math.isfinite(row.min_frequency) else None,
-                row.volume_ratio if math.isfinite(row.volume_ratio) else None)
+                row.volume_ratio if math.isfinite(row.volume_ratio) else None,
+                row.anharmonicity if math.isfinite(row.anharmonicity) else None)
     return out
 
 

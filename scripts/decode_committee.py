@@ -19,6 +19,8 @@ so the decoded prediction is exp(z_i − a − k·s_i²). Decoders, scored again
              materials without a trusted BTE κ (flagged, e.g. imaginary modes) keep the arithmetic mean
   bte+unstable  as bte, and the materials SevenNet-0 finds dynamically unstable (flag imaginary_modes) get
              exp(−b)·mean, b fitted on the flagged materials of the other folds (b = 0 where they hold none)
+  anharmonic the arithmetic mean times exp(−a − b·σᴬ), σᴬ the anharmonicity of the material's BTE row
+             (`paraisite.phonons`; 0 where it has none), a and b ≥ 0 fitted
   bte alone  the centred BTE κ times a factor exp(−a) fitted as above: physics without the networks (printed
              below the table, on the materials with a BTE κ)
 Fitting never sees a test label: the materials are split into 5 folds (fixed permutation); each fold's parameters
@@ -41,11 +43,12 @@ K_NEIGHBOURS = (3, 5, 10)
 LAMBDAS = np.round(np.arange(0.0, 1.001, 0.1), 1)
 K_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)
 B_GRID = np.round(np.arange(-1.0, 1.501, 0.05), 2)
+SIGMA_GRID = np.round(np.arange(0.0, 4.001, 0.05), 2)  # b of the anharmonic decoder
 COMMITTEE = " & "  # joins the rows of a committee in a member's spec
 UNSTABLE = "imaginary_modes"  # the BTE table's flag of a dynamically unstable lattice
 # how each decoder's fit is shown
 PARAMS = {"neighbours": "(k {}, λ {:.1f})", "agl": "(w {:.2f}, a {:+.2f})", "bte": "(w {:.2f}, a {:+.2f})",
-          "bte+unstable": "(b {:+.2f}){}"}
+          "bte+unstable": "(b {:+.2f}){}", "anharmonic": "(a {:+.2f}, b {:.2f})"}
 
 
 def member_ensemble(rows: list[dict], spec: str, test: str) -> Repeat:
@@ -168,6 +171,25 @@ def unstable_of(ids: np.ndarray, physical: dict) -> np.ndarray:
     return np.array([i in physical and physical[i][2] == UNSTABLE for i in ids])
 
 
+def anharmonicity_of(ids: np.ndarray, physical: dict) -> np.ndarray:
+    """Each material's σᴬ in `physical` (`prior.physical_kappa`), 0 where it has none."""
+    return np.array([physical[i].anharmonicity or 0.0 if i in physical else 0.0 for i in ids], dtype=float)
+
+
+def with_anharmonicity(pred: np.ndarray, true: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, list]:
+    """Out-of-fold `pred` × exp(−a − b·σ), (a, b) of least MAPE over the other folds' materials; (a, b) per fold."""
+    fold, out, params = folds_of(len(pred)), np.empty_like(pred), []
+    for f in range(FOLDS):
+        train = fold != f
+        shift = A_GRID[:, None, None] + SIGMA_GRID[None, :, None] * sigma[None, None, train]
+        scores = np.mean(np.abs(pred[train] * np.exp(-shift) - true[train]) / true[train], axis=-1)
+        i, j = np.unravel_index(np.argmin(scores), scores.shape)
+        a, b = float(A_GRID[i]), float(SIGMA_GRID[j])
+        out[~train] = pred[~train] * np.exp(-a - b * sigma[~train])
+        params.append((a, b))
+    return out, params
+
+
 def with_factor(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list]:
     """`pred` with the materials of `mask` times exp(−b), b of least MAPE on the masked materials of the other
     folds (0 where they hold none); b per fold, with the number of masked materials it was fitted on."""
@@ -213,6 +235,8 @@ def main() -> None:
         decoded[name] = with_prior(np.log(arithmetic.pred), true, prior)
     if args.bte:
         decoded["bte+unstable"] = with_factor(decoded["bte"][0], true, unstable_of(ids, physical))
+        sigma = anharmonicity_of(ids, physical)
+        decoded["anharmonic"] = with_anharmonicity(arithmetic.pred, true, sigma)
     base = bootstrap([arithmetic], "mape", "kappa", rng_for("decode", args.name, args.test))
     print(f"{args.name} on {args.test} ({len(ids)} materials; members: {', '.join(args.member)})")
     print("| decoder | MAPE [95 % CI] | − arithmetic mean [95 % CI] | p | fitted per fold |")
@@ -241,6 +265,9 @@ def main() -> None:
         a, b = (Repeat("committee", ids, true, decoded[name][0]) for name in ("bte+unstable", "bte"))
         diff = paired([a], [b], "mape", "kappa", rng_for("decode-diff", args.name, args.test, "unstable-bte"))
         print(f"bte+unstable − bte: {diff['diff']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] (p {diff['p']:.3g})")
+        known = sigma > 0
+        print(f"σᴬ known for {known.sum()} of {len(ids)} materials (median {np.median(sigma[known]):.2f}); Spearman "
+              f"ρ(σᴬ, ln(arithmetic/true)) {spearman(sigma[known], np.log(arithmetic.pred / true)[known]):+.2f}")
     print(f"median s (members' spread in ln κ): {np.median(np.sqrt(s2)):.2f}; "
           f"Spearman ρ(s², ln(arithmetic/true)): {spearman(s2, np.log(arithmetic.pred / true)):+.2f}")
 

@@ -11,12 +11,12 @@ from paraisite.prior import (BTERow, Prior, blended_out_of_fold, bte_tables, cal
 
 def write_bte_table(path, rows: list[tuple], potential: str = DEFAULT_POTENTIAL) -> None:
     """A `paraisite bte` table of the `potential`'s (id, formula, κ, flag[, lowest frequency in THz, default 0.5[,
-    volume ratio, default NaN]]) rows."""
+    volume ratio, default NaN[, anharmonicity, default NaN]]]) rows."""
     results = []
     for rid, formula, kappa, flag, *rest in rows:
-        lowest, volume_ratio = (*rest, *(0.5, float("nan"))[len(rest):])
+        lowest, volume_ratio, sigma = (*rest, *(0.5, float("nan"), float("nan"))[len(rest):])
         results.append(BTEResult(rid, formula, kappa, kappa, kappa, kappa, lowest, "2x2x2", 64, 10, 1.0, flag,
-                                 volume_ratio, potential))
+                                 volume_ratio, potential, sigma))
     write_table(path, results)
 
 
@@ -54,11 +54,12 @@ def test_out_of_fold_blends_keep_the_model_where_physics_is_missing_and_score_be
 def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tmp_path):
     write_bte_table(tmp_path / "a.csv", [("x", "NaCl", 5.0, ""), ("y", "CuCl", 0.4, "imaginary_modes"),
                                          ("z", "BAs", float("inf"), "")])
-    write_bte_table(tmp_path / "b.csv", [("x", "NaCl", 6.0, "", 0.5, 1.04)])
+    write_bte_table(tmp_path / "b.csv", [("x", "NaCl", 6.0, "", 0.5, 1.04, 0.3)])
     table = physical_kappa([tmp_path / "a.csv", tmp_path / "b.csv"])
-    assert table["x"] == ("NaCl", 6.0, "", 6.0, 0.5, 1.04)
-    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5, None)  # computed, not trusted; no volume ratio
-    assert table["z"] == ("BAs", None, "no_scattering", None, 0.5, None)  # an old unflagged row above MAX_KAPPA
+    assert table["x"] == ("NaCl", 6.0, "", 6.0, 0.5, 1.04, 0.3)
+    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5, None, None)  # computed, not trusted; no volume
+    # ratio nor σᴬ
+    assert table["z"] == ("BAs", None, "no_scattering", None, 0.5, None, None)  # an old unflagged row above MAX_KAPPA
     (tmp_path / "c.csv").write_text("id,kappa\n")
     with pytest.raises(DataError, match="c.csv: not a BTE κ table"):
         physical_kappa([tmp_path / "c.csv"])
@@ -66,8 +67,8 @@ def test_only_trusted_rows_give_a_kappa_and_a_later_table_replaces_an_earlier(tm
     write_bte_table(tmp_path / "d.csv", [("y", "CuCl", nan, "failed: AssertionError: "),
                                          ("w", "KCl", nan, "failed: x")])
     table = physical_kappa([tmp_path / "a.csv", tmp_path / "d.csv"])
-    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5, None)
-    assert table["w"] == ("KCl", None, "failed: x", None, 0.5, None)  # none earlier: the failure is the row
+    assert table["y"] == ("CuCl", None, "imaginary_modes", 0.4, 0.5, None, None)
+    assert table["w"] == ("KCl", None, "failed: x", None, 0.5, None, None)  # none earlier: the failure is the row
 
 
 def test_tables_are_read_by_potential_and_one_potential_is_asked_where_rows_are_merged(tmp_path):
