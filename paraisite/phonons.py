@@ -173,7 +173,10 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     seed = seed_of(rec)
     if settings.renormalise and mesh_frequencies(unit, multiples, ph3.fc2, settings.mesh).min() < IMAGINARY_THZ:
         ph3.fc2 = renormalised_fc2(unit, multiples, ph3.fc2, calculator, settings, seed)
-    sigma = anharmonicity(unit, multiples, ph3.fc2, calculator, settings, seed)
+    try:
+        sigma = anharmonicity(unit, multiples, ph3.fc2, calculator, settings, seed)
+    except FAILURES:  # a diagnostic: its failure must not cost the row its κ (`fill_table` tries again)
+        sigma = float("nan")
     ph3.mesh_numbers = [settings.mesh] * 3
     ph3.init_phph_interaction()
     ph3.run_thermal_conductivity(temperatures=[settings.temperature])

@@ -69,6 +69,16 @@ def test_self_consistent_phonons_recover_a_stable_crystal_from_unstable_force_co
 
 
 @pytest.mark.slow
+def test_a_failed_anharmonicity_costs_the_row_nothing_but_its_own_column(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr("paraisite.phonons.anharmonicity", broken)
+    cu = kappa_table([Record("cu", "Cu", None, CU)], EMT(), tmp_path / "k.csv", FAST)["cu"]
+    assert cu.trusted and cu.kappa > 0 and math.isnan(cu.anharmonicity)
+
+
+@pytest.mark.slow
 def test_anharmonicity_grows_with_temperature_is_reproducible_and_nil_for_harmonic_forces():
     """σᴬ of fcc Cu (EMT): larger at 900 K than at 100 K (the displacements reach further into the anharmonic
     potential); the same seed gives the same number; forces that are exactly the harmonic ones give 0."""
