@@ -173,7 +173,7 @@ def unstable_of(ids: np.ndarray, physical: dict) -> np.ndarray:
 
 def anharmonicity_of(ids: np.ndarray, physical: dict) -> np.ndarray:
     """Each material's σᴬ in `physical` (`prior.physical_kappa`), 0 where it has none."""
-    return np.array([physical[i].anharmonicity or 0.0 if i in physical else 0.0 for i in ids], dtype=float)
+    return np.array([(physical[i].anharmonicity or 0.0) if i in physical else 0.0 for i in ids], dtype=float)
 
 
 def with_anharmonicity(pred: np.ndarray, true: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, list]:
