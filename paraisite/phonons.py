@@ -155,8 +155,7 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
     if rec.structure is None:
         return missing(rec, NO_STRUCTURE)
     atoms, volume_ratio = relaxed(rec.structure, calculator, settings)
-    multiples = supercell_multiples(atoms.cell.lengths(), settings.min_length, settings.min_multiple)
-    unit = unit_cell(atoms)
+    unit, multiples = phonon_cell(atoms, settings)
     with warnings.catch_warnings():  # phonopy 4 notes that "auto" was not v3's default
         warnings.simplefilter("ignore", UserWarning)
         ph3 = Phono3py(unit, supercell_matrix=np.diag(multiples), primitive_matrix="auto", log_level=0)
@@ -170,11 +169,9 @@ def kappa_bte(rec: Record, calculator, settings: BTESettings = BTESettings()) ->
         computed += 1
     ph3.forces = forces - forces.mean(axis=1, keepdims=True)  # no net force: the potential's drift removed
     ph3.produce_fc3(symmetrize_fc3r=True)
-    seed = seed_of(rec)
-    if settings.renormalise and mesh_frequencies(unit, multiples, ph3.fc2, settings.mesh).min() < IMAGINARY_THZ:
-        ph3.fc2 = renormalised_fc2(unit, multiples, ph3.fc2, calculator, settings, seed)
+    ph3.fc2 = bte_fc2(unit, multiples, ph3.fc2, calculator, settings, seed_of(rec))
     try:
-        sigma = anharmonicity(unit, multiples, ph3.fc2, calculator, settings, seed)
+        sigma = anharmonicity(unit, multiples, ph3.fc2, calculator, settings, seed_of(rec))
     except FAILURES:  # a diagnostic: its failure must not cost the row its κ (`fill_table` tries again)
         sigma = float("nan")
     ph3.mesh_numbers = [settings.mesh] * 3
@@ -194,12 +191,27 @@ def seed_of(rec: Record) -> int:
     return zlib.crc32(rec.id.encode())
 
 
-def unit_cell(atoms):
-    """A relaxed ASE cell as phonopy's unit cell."""
+def phonon_cell(atoms, settings: BTESettings):
+    """(phonopy's unit cell, the supercell's diagonal multiples) of a relaxed ASE cell."""
     from phonopy.structure.atoms import PhonopyAtoms
 
-    return PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.array(atoms.cell),
+    unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.array(atoms.cell),
                         scaled_positions=atoms.get_scaled_positions())
+    return unit, supercell_multiples(atoms.cell.lengths(), settings.min_length, settings.min_multiple)
+
+
+def drift_free_forces(cells, calculator) -> np.ndarray:
+    """The calculator's forces on each phonopy supercell, each with its mean (the potential's drift) removed."""
+    forces = np.asarray([forces_on(cell, calculator) for cell in cells])
+    return forces - forces.mean(axis=1, keepdims=True)
+
+
+def thermal_forces(ph, calculator, settings: BTESettings, seed: int) -> np.ndarray:
+    """`settings.snapshots` ± pairs of supercells displaced as the canonical ensemble at `settings.temperature` of
+    `ph`'s force constants (set on `ph`, seeded by `seed`), and their drift-free forces."""
+    ph.generate_displacements(number_of_snapshots=settings.snapshots, temperature=settings.temperature,
+                              is_plusminus=True, random_seed=seed % 2**32)
+    return drift_free_forces(ph.supercells_with_displacements, calculator)
 
 
 def forces_on(cell, calculator) -> np.ndarray:
@@ -235,8 +247,7 @@ def harmonic_fc2(unit, multiples, calculator, settings: BTESettings) -> np.ndarr
     displacements (`settings.displacement` Å): the harmonic part of `kappa_bte` without its third order."""
     ph = harmonic(unit, multiples)
     ph.generate_displacements(distance=settings.displacement)
-    forces = np.asarray([forces_on(cell, calculator) for cell in ph.supercells_with_displacements])
-    ph.forces = forces - forces.mean(axis=1, keepdims=True)
+    ph.forces = drift_free_forces(ph.supercells_with_displacements, calculator)
     ph.produce_force_constants(calculate_full_force_constants=True, show_drift=False)
     ph.symmetrize_force_constants(show_drift=False)
     return ph.force_constants
@@ -254,12 +265,17 @@ def anharmonicity(unit, multiples, fc2, calculator, settings: BTESettings, seed:
     ph = harmonic(unit, multiples)
     full = full_of(ph, fc2)
     ph.force_constants = full
-    ph.generate_displacements(number_of_snapshots=settings.snapshots, temperature=settings.temperature,
-                              is_plusminus=True, random_seed=seed % 2**32)
-    forces = np.asarray([forces_on(cell, calculator) for cell in ph.supercells_with_displacements])
-    forces -= forces.mean(axis=1, keepdims=True)
+    forces = thermal_forces(ph, calculator, settings, seed)
     harmonic_forces = -np.einsum("ijab,sjb->sia", full, ph.dataset["displacements"])
     return float(np.sqrt(((forces - harmonic_forces) ** 2).sum() / (forces ** 2).sum()))
+
+
+def bte_fc2(unit, multiples, fc2, calculator, settings: BTESettings, seed: int) -> np.ndarray:
+    """The harmonic force constants the BTE uses: the 0 K `fc2`, or where `settings.renormalise` and they have
+    imaginary modes on the mesh, the self-consistent ones at the temperature (`renormalised_fc2`)."""
+    if settings.renormalise and mesh_frequencies(unit, multiples, fc2, settings.mesh).min() < IMAGINARY_THZ:
+        return renormalised_fc2(unit, multiples, fc2, calculator, settings, seed)
+    return fc2
 
 
 def renormalised_fc2(unit, multiples, fc2, calculator, settings: BTESettings, seed: int) -> np.ndarray:
@@ -272,10 +288,7 @@ def renormalised_fc2(unit, multiples, fc2, calculator, settings: BTESettings, se
     ph.force_constants = full_of(ph, fc2)
     for iteration in range(settings.renormalise):
         current = ph.force_constants
-        ph.generate_displacements(number_of_snapshots=settings.snapshots, temperature=settings.temperature,
-                                  is_plusminus=True, random_seed=(seed + iteration) % 2**32)
-        forces = np.asarray([forces_on(cell, calculator) for cell in ph.supercells_with_displacements])
-        ph.forces = forces - forces.mean(axis=1, keepdims=True)
+        ph.forces = thermal_forces(ph, calculator, settings, seed + iteration)
         ph.produce_force_constants(fc_calculator="symfc", calculate_full_force_constants=True, show_drift=False)
         fits.append(ph.force_constants)
         ph.force_constants = 0.5 * (current + fits[-1])
@@ -343,8 +356,8 @@ def fill_table(records: list[Record], calculator, path: Path, column: str, setti
                progress=None, potential: str = DEFAULT_POTENTIAL) -> dict[str, BTEResult]:
     """Give the rows of the table `path` that lack `column` (one of `FILLABLE`) theirs, computed from their record's
     structure with the `potential` of its rows (`calculator`): the volume ratio by a relaxation alone (seconds a
-    structure); σᴬ by the relaxation, harmonic force constants (`harmonic_fc2`, made self-consistent as in
-    `kappa_bte` where `settings.renormalise` and the lattice is unstable at 0 K) and the thermal samples (under a
+    structure); σᴬ by the relaxation, harmonic force constants (`harmonic_fc2`, then `bte_fc2` as in `kappa_bte`)
+    and the thermal samples (under a
     minute). The table is rewritten after each row, so a stopped run resumes. Rows without a record or a structure,
     or whose calculation fails, keep NaN."""
     if column not in FILLABLE:
@@ -358,11 +371,9 @@ def fill_table(records: list[Record], calculator, path: Path, column: str, setti
             atoms, volume_ratio = relaxed(rec.structure, calculator, settings)
             filled = {"volume_ratio": volume_ratio}
             if column == "anharmonicity":
-                unit = unit_cell(atoms)
-                multiples = supercell_multiples(atoms.cell.lengths(), settings.min_length, settings.min_multiple)
-                fc2 = harmonic_fc2(unit, multiples, calculator, settings)
-                if settings.renormalise and mesh_frequencies(unit, multiples, fc2, settings.mesh).min() < IMAGINARY_THZ:
-                    fc2 = renormalised_fc2(unit, multiples, fc2, calculator, settings, seed_of(rec))
+                unit, multiples = phonon_cell(atoms, settings)
+                fc2 = bte_fc2(unit, multiples, harmonic_fc2(unit, multiples, calculator, settings), calculator,
+                              settings, seed_of(rec))
                 filled[column] = anharmonicity(unit, multiples, fc2, calculator, settings, seed_of(rec))
         except FAILURES:  # this structure's calculation failed: it keeps NaN (a rerun tries again), the run goes on
             continue

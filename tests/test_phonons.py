@@ -14,7 +14,7 @@ from paraisite.data.records import Record
 from paraisite.errors import DataError, ParaisiteError
 from paraisite.phonons import (COLUMNS, DEFAULT_POTENTIAL, LEGACY_COLUMNS, BTEResult, BTESettings, anharmonicity,
                                fill_table, forces_on, harmonic, harmonic_fc2, kappa_table, mesh_frequencies, read_table,
-                               renormalised_fc2, supercell_multiples, unit_cell, write_table)
+                               phonon_cell, renormalised_fc2, supercell_multiples, write_table)
 from tests.helpers import CSCL
 
 CU = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -85,7 +85,8 @@ def test_anharmonicity_grows_with_temperature_is_reproducible_and_nil_for_harmon
     from ase.build import bulk
     from ase.calculators.calculator import Calculator, all_changes
 
-    unit = unit_cell(bulk("Cu", "fcc", a=3.61, cubic=True))
+    unit, multiples = phonon_cell(bulk("Cu", "fcc", a=3.61, cubic=True), FAST)
+    assert multiples == (2, 2, 2)
     fc2 = harmonic_fc2(unit, (2, 2, 2), EMT(), FAST)
     cold, hot = (anharmonicity(unit, (2, 2, 2), fc2, EMT(), replace(FAST, temperature=t, snapshots=4), seed=1)
                  for t in (100.0, 900.0))
